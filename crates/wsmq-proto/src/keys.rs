@@ -1,0 +1,62 @@
+//! Names of the Redis keys and pub/sub channels that wsmq itself owns (outside the rsmq layout).
+//!
+//! The gateway, the CLI and any other program that issues tokens or lists nodes must agree
+//! on these names, so they live here as pure functions rather than in each binary.
+//!
+//! | key / channel | type | written by | meaning |
+//! |---|---|---|---|
+//! | `wsmq:access:{user}` | SET | `wsmq-cli token issue` | the user's valid access tokens (hex) |
+//! | `wsmq:revoke` | pub/sub | `wsmq-cli token revoke` | payload: a user id whose sessions must close (4003) |
+//! | `wsmq:node:{id}` | STRING (JSON, with TTL) | each gateway node | heartbeat: [`NodeHeartbeat`](crate::NodeHeartbeat) |
+//! | `wsmq:ch:{channel}` | pub/sub | gateways, API, CLI | broadcast channel messages |
+
+/// Prefix of every key and channel wsmq owns.
+pub const PREFIX: &str = "wsmq:";
+
+/// The pub/sub channel on which revocations are announced; the payload is the user id.
+pub const REVOKE_CHANNEL: &str = "wsmq:revoke";
+
+/// `SCAN MATCH` pattern of all node heartbeat keys.
+pub const NODE_PATTERN: &str = "wsmq:node:*";
+
+/// Seconds a heartbeat key lives; nodes refresh it well within this.
+pub const NODE_TTL_SECS: u64 = 15;
+
+/// The SET of access tokens registered for `user`.
+pub fn access_tokens(user: &str) -> String {
+    format!("wsmq:access:{user}")
+}
+
+/// The heartbeat key of node `id`.
+pub fn node(id: &str) -> String {
+    format!("wsmq:node:{id}")
+}
+
+/// The Redis pub/sub channel that carries broadcast channel `channel`.
+pub fn channel(channel: &str) -> String {
+    format!("wsmq:ch:{channel}")
+}
+
+/// The broadcast channel name inside a Redis pub/sub channel name, if it is one of ours.
+pub fn channel_name(redis_channel: &str) -> Option<&str> {
+    redis_channel.strip_prefix("wsmq:ch:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_round_trip() {
+        assert_eq!(channel("room-1"), "wsmq:ch:room-1");
+        assert_eq!(channel_name(&channel("room-1")), Some("room-1"));
+        assert_eq!(channel_name("rsmq:rt:q"), None);
+    }
+
+    #[test]
+    fn registry_keys() {
+        assert_eq!(access_tokens("u1"), "wsmq:access:u1");
+        assert_eq!(node("a-1"), "wsmq:node:a-1");
+        assert!(node("x").starts_with(NODE_PATTERN.trim_end_matches('*')));
+    }
+}

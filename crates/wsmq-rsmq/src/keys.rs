@@ -1,0 +1,70 @@
+//! Redis key names of the rsmq layout, built in one place so that no other module
+//! spells a key by hand.
+//!
+//! npm rsmq keeps `redisns = ns + ":"` and appends to it, so an `ns` of `rsmq` gives
+//! `rsmq:QUEUES`, `rsmq:jobs`, `rsmq:jobs:Q` and `rsmq:rt:jobs`.
+
+/// The SET of all queue names: `{ns}:QUEUES`.
+pub fn queues(ns: &str) -> String {
+    format!("{ns}:QUEUES")
+}
+
+/// A queue's HASH of attributes and message bodies: `{ns}:{qname}:Q`.
+pub fn queue_hash(ns: &str, qname: &str) -> String {
+    format!("{ns}:{qname}:Q")
+}
+
+/// A queue's ZSET of message ids scored by the ms at which each becomes visible:
+/// `{ns}:{qname}`.
+pub fn queue_zset(ns: &str, qname: &str) -> String {
+    format!("{ns}:{qname}")
+}
+
+/// The pub/sub channel on which a realtime sender publishes the queue's message count:
+/// `{ns}:rt:{qname}`.
+pub fn realtime_channel(ns: &str, qname: &str) -> String {
+    format!("{ns}:rt:{qname}")
+}
+
+/// The hash field holding a message's receive count: `{id}:rc`.
+pub fn receive_count_field(id: &str) -> String {
+    format!("{id}:rc")
+}
+
+/// The hash field holding a message's first-receive time in ms: `{id}:fr`.
+pub fn first_receive_field(id: &str) -> String {
+    format!("{id}:fr")
+}
+
+/// The two keys every queue operation touches, built once per call.
+#[derive(Debug)]
+pub(crate) struct QueueKeys {
+    /// `{ns}:{qname}`: the visibility ZSET.
+    pub(crate) zset: String,
+    /// `{ns}:{qname}:Q`: the attribute and body HASH.
+    pub(crate) hash: String,
+}
+
+impl QueueKeys {
+    pub(crate) fn new(ns: &str, qname: &str) -> Self {
+        Self {
+            zset: queue_zset(ns, qname),
+            hash: queue_hash(ns, qname),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_npm_rsmq() {
+        assert_eq!(queues("rsmq"), "rsmq:QUEUES");
+        assert_eq!(queue_hash("rsmq", "jobs"), "rsmq:jobs:Q");
+        assert_eq!(queue_zset("rsmq", "jobs"), "rsmq:jobs");
+        assert_eq!(realtime_channel("rsmq", "jobs"), "rsmq:rt:jobs");
+        assert_eq!(receive_count_field("abc"), "abc:rc");
+        assert_eq!(first_receive_field("abc"), "abc:fr");
+    }
+}

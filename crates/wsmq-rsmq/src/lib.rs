@@ -1,0 +1,80 @@
+//! An async Redis Simple Message Queue over `deadpool-redis`, byte-compatible with the
+//! npm [`rsmq`](https://github.com/smrchy/rsmq) 0.12 layout and semantics, plus batch
+//! operations that do the work of N calls in one round trip.
+//!
+//! A message sent by npm rsmq can be received, deleted and counted here, and the other
+//! way round, on the same Redis. Every operation is one round trip: where rsmq needs
+//! two or three, a Lua script does the same steps atomically.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wsmq_rsmq::RsmqError> {
+//! use wsmq_rsmq::{QueueOptions, Rsmq, RsmqOptions};
+//!
+//! let rsmq = Rsmq::connect("redis://127.0.0.1/", RsmqOptions::default()).await?;
+//! rsmq.create_queue("jobs", &QueueOptions::default()).await?;
+//! let id = rsmq.send_message("jobs", "hello", None).await?;
+//! if let Some(msg) = rsmq.receive_message("jobs", None).await? {
+//!     assert_eq!(msg.id, id);
+//!     rsmq.delete_message("jobs", &msg.id).await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! Modules:
+//!
+//! - `client`: [`Rsmq`] and [`RsmqOptions`]; building the handle, and reaching Redis
+//!   in one round trip per call over a shared multiplexed connection from the pool.
+//! - `queue`: create, delete, list, get and set attributes; [`QueueOptions`],
+//!   [`QueueAttributes`].
+//! - `message`: send, receive, pop, delete, change visibility and their batch forms;
+//!   [`Message`].
+//! - [`keys`]: every Redis key name.
+//! - `id`: message ids from Redis `TIME`, and the send time read back from one.
+//! - `validate`: rsmq's name, id and range rules.
+//! - `scripts`: the Lua scripts (`src/scripts/*.lua`) and their error mapping.
+//! - `reply`: reading replies the way rsmq's JavaScript does.
+//! - `error`: [`RsmqError`].
+//!
+//! Redis keys, for namespace `ns` (default `rsmq`) and queue `q`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{ns}:QUEUES` | SET | queue names |
+//! | `{ns}:{q}:Q` | HASH | `vt`, `delay` (seconds), `maxsize`, `created`, `modified` (Unix seconds), `totalsent`, `totalrecv`; per message `{id}` (body), `{id}:rc` (receive count), `{id}:fr` (first receive, Unix ms) |
+//! | `{ns}:{q}` | ZSET | message ids, scored by the Unix ms at which each becomes visible |
+//! | `{ns}:rt:{q}` | channel | with realtime on, each send publishes the queue's ZCARD |
+//!
+//! Every number is stored as its decimal string (`"30"`, `"1700000000123"`). All times
+//! come from Redis `TIME`, never the local clock, so clients with skewed clocks agree.
+//! A queue exists while its hash has `vt`, `delay` and `maxsize`; hiding, delaying and
+//! receiving are all ZSET score changes, and "visible" means score <= now in ms.
+//!
+//! Message ids are 32 characters: the lowercase base-36 of `TIME` in microseconds
+//! (seconds followed by the six-digit zero-padded microseconds; 10 characters until
+//! 2085), then 22 random `[A-Za-z0-9]`. They sort by send time, and
+//! [`message_sent_ms`] reads the send time back.
+
+#![warn(missing_docs)]
+
+mod client;
+mod error;
+mod id;
+pub mod keys;
+mod message;
+mod queue;
+mod reply;
+mod scripts;
+mod validate;
+
+pub use client::{Rsmq, RsmqOptions};
+pub use error::RsmqError;
+pub use id::{message_sent_ms, new_message_id};
+pub use message::Message;
+pub use queue::{QueueAttributes, QueueOptions};
+pub use validate::{
+    MAX_MAXSIZE, MAX_QUEUE_NAME_LEN, MAX_SECONDS, MESSAGE_ID_LEN, MIN_MAXSIZE, UNLIMITED_MAXSIZE,
+    validate_message_id, validate_queue_name,
+};

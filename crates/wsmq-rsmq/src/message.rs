@@ -1,0 +1,230 @@
+//! Message operations: send, receive, pop, delete and change visibility, each also in
+//! a batch form that does the work of N single calls in one round trip.
+
+use redis::Value;
+use serde::Serialize;
+
+use crate::keys;
+use crate::validate::{validate_message_id, validate_queue_name, validate_seconds};
+use crate::{Rsmq, RsmqError, id, message_sent_ms, reply, scripts};
+
+/// The most messages one [`Rsmq::receive_batch`] asks for, to keep the count a safe
+/// Lua integer; a larger `n` simply means "all that are visible" in practice.
+const MAX_RECEIVE_BATCH: usize = u32::MAX as usize;
+
+/// A received message, as rsmq's `receiveMessage` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// The message id (32 characters, see [`crate::message_sent_ms`]).
+    pub id: String,
+    /// The body. Empty if the body field was missing from the queue hash, which only a
+    /// foreign writer can cause (rsmq itself would return `null`).
+    pub message: String,
+    /// How many times the message has been received, this time included.
+    pub rc: u64,
+    /// When the message was first received, Unix ms (Redis `TIME`).
+    pub fr: u64,
+    /// When the message was sent, Unix ms, read from the id.
+    pub sent: u64,
+}
+
+impl Rsmq {
+    /// Sends a message and returns its id. `delay` (seconds) overrides the queue's.
+    ///
+    /// # Errors
+    ///
+    /// In rsmq's order: the name check, [`RsmqError::QueueNotFound`],
+    /// [`RsmqError::InvalidValue`] for the delay, [`RsmqError::MessageTooLong`].
+    pub async fn send_message(
+        &self,
+        qname: &str,
+        message: &str,
+        delay: Option<u64>,
+    ) -> Result<String, RsmqError> {
+        let mut ids = self.send_batch(qname, &[message], delay).await?;
+        ids.pop()
+            .ok_or_else(|| RsmqError::UnexpectedReply("send returned no id".into()))
+    }
+
+    /// Sends several messages in one round trip and returns their ids in order.
+    ///
+    /// The effect is that of one [`send_message`](Self::send_message) per body, with
+    /// three differences: all or none are sent (one body too long fails the batch), the
+    /// ids take consecutive microseconds so that the messages are received in batch
+    /// order, and a realtime queue gets one notification carrying the final count.
+    ///
+    /// Redis runs the whole batch as one script and serves nobody else meanwhile, so
+    /// split very large inputs into chunks (a thousand or so messages each).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_message`](Self::send_message).
+    pub async fn send_batch(
+        &self,
+        qname: &str,
+        messages: &[impl AsRef<str>],
+        delay: Option<u64>,
+    ) -> Result<Vec<String>, RsmqError> {
+        validate_queue_name(qname)?;
+        let keys = self.queue_keys(qname);
+        let mut invocation = scripts::SEND_MESSAGES.prepare_invoke();
+        invocation
+            .key(&keys.zset)
+            .key(&keys.hash)
+            .key(keys::realtime_channel(self.ns(), qname))
+            .arg(delay.map(|d| d.to_string()).unwrap_or_default())
+            .arg(if self.realtime() { "1" } else { "0" });
+        for message in messages {
+            let message = message.as_ref();
+            // rsmq compares JavaScript's string.length, which counts UTF-16 code units.
+            let length = message.encode_utf16().count();
+            invocation.arg(id::random_suffix()).arg(length).arg(message);
+        }
+        self.eval(&invocation).await
+    }
+
+    /// Receives the next visible message, hiding it for `vt` seconds (default: the
+    /// queue's vt). `Ok(None)` when no message is visible.
+    ///
+    /// # Errors
+    ///
+    /// In rsmq's order: the name check, [`RsmqError::QueueNotFound`],
+    /// [`RsmqError::InvalidValue`] for the vt.
+    pub async fn receive_message(
+        &self,
+        qname: &str,
+        vt: Option<u64>,
+    ) -> Result<Option<Message>, RsmqError> {
+        Ok(self.receive_batch(qname, 1, vt).await?.pop())
+    }
+
+    /// Receives up to `n` visible messages in one round trip, oldest visibility first.
+    ///
+    /// The data ends up as after `n` calls of
+    /// [`receive_message`](Self::receive_message) made at the same instant: each
+    /// message is hidden for `vt`, its `rc` incremented, `fr` set on its first receive,
+    /// and `totalrecv` grows by the number returned. A message is returned at most once
+    /// per batch, even with a vt of 0.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive_message`](Self::receive_message).
+    pub async fn receive_batch(
+        &self,
+        qname: &str,
+        n: usize,
+        vt: Option<u64>,
+    ) -> Result<Vec<Message>, RsmqError> {
+        validate_queue_name(qname)?;
+        let keys = self.queue_keys(qname);
+        let mut invocation = scripts::RECEIVE_MESSAGES.prepare_invoke();
+        invocation
+            .key(&keys.zset)
+            .key(&keys.hash)
+            .arg(vt.map(|vt| vt.to_string()).unwrap_or_default())
+            .arg(n.min(MAX_RECEIVE_BATCH));
+        let reply = self.eval(&invocation).await?;
+        decode_messages(reply)
+    }
+
+    /// Receives the next visible message and deletes it in the same step, so it is
+    /// never redelivered. `Ok(None)` when no message is visible.
+    ///
+    /// # Errors
+    ///
+    /// The name check, then [`RsmqError::QueueNotFound`].
+    pub async fn pop_message(&self, qname: &str) -> Result<Option<Message>, RsmqError> {
+        validate_queue_name(qname)?;
+        let keys = self.queue_keys(qname);
+        let mut invocation = scripts::POP_MESSAGE.prepare_invoke();
+        invocation.key(&keys.zset).key(&keys.hash);
+        let reply = self.eval(&invocation).await?;
+        Ok(decode_messages(reply)?.pop())
+    }
+
+    /// Deletes a message. `Ok(false)` if there was no such message, including when the
+    /// queue itself does not exist (rsmq does not check the queue here).
+    ///
+    /// # Errors
+    ///
+    /// The name and id checks.
+    pub async fn delete_message(&self, qname: &str, id: &str) -> Result<bool, RsmqError> {
+        Ok(self.delete_batch(qname, &[id]).await? == 1)
+    }
+
+    /// Deletes several messages in one round trip and returns how many existed.
+    ///
+    /// # Errors
+    ///
+    /// The name check, then the id check of each id; nothing is deleted if any fails.
+    pub async fn delete_batch(
+        &self,
+        qname: &str,
+        ids: &[impl AsRef<str>],
+    ) -> Result<u64, RsmqError> {
+        validate_queue_name(qname)?;
+        for id in ids {
+            validate_message_id(id.as_ref())?;
+        }
+        if ids.is_empty() {
+            // rsmq's delete never looks at the queue, so nothing to ask Redis.
+            return Ok(0);
+        }
+        let keys = self.queue_keys(qname);
+        let mut invocation = scripts::DELETE_MESSAGES.prepare_invoke();
+        invocation.key(&keys.zset).key(&keys.hash);
+        for id in ids {
+            invocation.arg(id.as_ref());
+        }
+        self.eval(&invocation).await
+    }
+
+    /// Makes a message visible again `vt` seconds from now (0: at once). `Ok(false)` if
+    /// the queue has no such message.
+    ///
+    /// # Errors
+    ///
+    /// The name, id and vt checks (all before Redis, as in rsmq), then
+    /// [`RsmqError::QueueNotFound`].
+    pub async fn change_message_visibility(
+        &self,
+        qname: &str,
+        id: &str,
+        vt: u64,
+    ) -> Result<bool, RsmqError> {
+        validate_queue_name(qname)?;
+        validate_message_id(id)?;
+        validate_seconds("vt", vt)?;
+        let keys = self.queue_keys(qname);
+        let mut invocation = scripts::CHANGE_MESSAGE_VISIBILITY.prepare_invoke();
+        invocation.key(&keys.zset).key(&keys.hash).arg(id).arg(vt);
+        let changed: u8 = self.eval(&invocation).await?;
+        Ok(changed == 1)
+    }
+}
+
+/// Reads the flat `id, body, rc, fr, id, body, rc, fr, …` reply of the receive and pop
+/// scripts.
+fn decode_messages(reply: Vec<Value>) -> Result<Vec<Message>, RsmqError> {
+    if !reply.len().is_multiple_of(4) {
+        return Err(RsmqError::UnexpectedReply(format!(
+            "message reply has {} values, not a multiple of 4",
+            reply.len()
+        )));
+    }
+    let mut messages = Vec::with_capacity(reply.len() / 4);
+    let mut values = reply.into_iter();
+    while let (Some(id), Some(body), Some(rc), Some(fr)) =
+        (values.next(), values.next(), values.next(), values.next())
+    {
+        let id = reply::text(id)?.ok_or_else(|| reply::unexpected("a message id", &Value::Nil))?;
+        messages.push(Message {
+            sent: message_sent_ms(&id).unwrap_or(0),
+            message: reply::text(body)?.unwrap_or_default(),
+            rc: reply::count(rc, "rc")?,
+            fr: reply::count_or_zero(fr)?,
+            id,
+        });
+    }
+    Ok(messages)
+}

@@ -1,0 +1,95 @@
+//! The Lua scripts behind every multi-step operation, loaded once, and the one place
+//! where their error replies become [`RsmqError`]s.
+//!
+//! Each script does what one (or, for batches, N) npm rsmq calls do across several
+//! round trips, so every operation here costs one round trip: `EVALSHA`, falling back
+//! to `SCRIPT LOAD` on `NOSCRIPT` (after a Redis restart or `SCRIPT FLUSH`).
+//! [`Rsmq::connect`](crate::Rsmq::connect) preloads them all so even the first call of
+//! each is one round trip. The scripts call `TIME`, which Redis (5 and later) allows in
+//! scripts because it replicates their effects, not the scripts themselves.
+//!
+//! Scripts fail with `redis.error_reply("RSMQ <rsmqErrorName> [field]")`: the `RSMQ`
+//! code keeps them apart from Redis's own errors, and a code is needed anyway since
+//! Redis prefixes single-word error replies with `ERR`.
+
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionLike;
+use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
+
+use crate::RsmqError;
+use crate::validate::MAX_SECONDS;
+
+/// Script sources, in the order [`preload`] loads them.
+const SOURCES: [&str; 8] = [
+    include_str!("scripts/create_queue.lua"),
+    include_str!("scripts/get_queue_attributes.lua"),
+    include_str!("scripts/set_queue_attributes.lua"),
+    include_str!("scripts/send_messages.lua"),
+    include_str!("scripts/receive_messages.lua"),
+    include_str!("scripts/pop_message.lua"),
+    include_str!("scripts/delete_messages.lua"),
+    include_str!("scripts/change_message_visibility.lua"),
+];
+
+/// `scripts/create_queue.lua`.
+pub(crate) static CREATE_QUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[0]));
+/// `scripts/get_queue_attributes.lua`.
+pub(crate) static GET_QUEUE_ATTRIBUTES: LazyLock<Script> =
+    LazyLock::new(|| Script::new(SOURCES[1]));
+/// `scripts/set_queue_attributes.lua`.
+pub(crate) static SET_QUEUE_ATTRIBUTES: LazyLock<Script> =
+    LazyLock::new(|| Script::new(SOURCES[2]));
+/// `scripts/send_messages.lua`.
+pub(crate) static SEND_MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[3]));
+/// `scripts/receive_messages.lua`.
+pub(crate) static RECEIVE_MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[4]));
+/// `scripts/pop_message.lua`.
+pub(crate) static POP_MESSAGE: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[5]));
+/// `scripts/delete_messages.lua`.
+pub(crate) static DELETE_MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCES[6]));
+/// `scripts/change_message_visibility.lua`.
+pub(crate) static CHANGE_MESSAGE_VISIBILITY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(SOURCES[7]));
+
+/// Runs a prepared invocation and maps its error reply.
+pub(crate) async fn invoke<T: FromRedisValue>(
+    conn: &mut impl ConnectionLike,
+    invocation: &ScriptInvocation<'_>,
+) -> Result<T, RsmqError> {
+    invocation.invoke_async(conn).await.map_err(script_error)
+}
+
+/// Loads every script with one pipelined round trip of `SCRIPT LOAD`s.
+pub(crate) async fn preload(conn: &mut impl ConnectionLike) -> Result<(), RedisError> {
+    let mut pipe = redis::pipe();
+    for source in SOURCES {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+    }
+    pipe.query_async::<()>(conn).await
+}
+
+/// Turns a script's `RSMQ <name> [field]` error reply into its typed error; any other
+/// error is Redis's own and stays [`RsmqError::Redis`].
+pub(crate) fn script_error(err: RedisError) -> RsmqError {
+    if err.code() != Some("RSMQ") {
+        return RsmqError::Redis(err);
+    }
+    let detail = err.detail().unwrap_or_default();
+    match detail.split_once(' ').unwrap_or((detail, "")) {
+        ("queueNotFound", _) => RsmqError::QueueNotFound,
+        ("queueExists", _) => RsmqError::QueueExists,
+        ("messageTooLong", _) => RsmqError::MessageTooLong,
+        ("invalidValue", "vt") => seconds_out_of_range("vt"),
+        ("invalidValue", "delay") => seconds_out_of_range("delay"),
+        _ => RsmqError::UnexpectedReply(format!("unknown script error {detail:?}")),
+    }
+}
+
+fn seconds_out_of_range(field: &'static str) -> RsmqError {
+    RsmqError::InvalidValue {
+        field,
+        min: 0,
+        max: MAX_SECONDS as i64,
+    }
+}

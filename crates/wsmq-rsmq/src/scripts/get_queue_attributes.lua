@@ -1,0 +1,21 @@
+-- Reads a queue's attributes as rsmq 0.12 getQueueAttributes does, in one call.
+--
+-- KEYS[1]  {ns}:{qname}      zset of message ids scored by visible-at ms
+-- KEYS[2]  {ns}:{qname}:Q    queue hash
+--
+-- Returns: {vt, delay, maxsize, totalrecv, totalsent, created, modified, msgs, hiddenmsgs}
+--          the first seven are the raw hash values (nil when a field is missing),
+--          msgs is ZCARD and hiddenmsgs counts scores at or after the current second
+-- Errors:  "RSMQ queueNotFound" when the hash has no vt field
+
+local now = redis.call("TIME")[1]
+local a = redis.call("HMGET", KEYS[2], "vt", "delay", "maxsize", "totalrecv", "totalsent", "created", "modified")
+if not a[1] then
+  return redis.error_reply("RSMQ queueNotFound")
+end
+
+-- rsmq counts hidden messages from the start of the current second ("<secs>000"),
+-- not from the current millisecond; keep that so both report the same number.
+a[8] = redis.call("ZCARD", KEYS[1])
+a[9] = redis.call("ZCOUNT", KEYS[1], now .. "000", "+inf")
+return a

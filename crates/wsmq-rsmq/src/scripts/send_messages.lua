@@ -1,0 +1,87 @@
+-- Sends messages as rsmq 0.12 sendMessage does, any number of them in one call.
+--
+-- KEYS[1]  {ns}:{qname}      zset of message ids scored by visible-at ms
+-- KEYS[2]  {ns}:{qname}:Q    queue hash
+-- KEYS[3]  {ns}:rt:{qname}   realtime channel
+-- ARGV[1]  delay in seconds, or "" for the queue's delay
+-- ARGV[2]  "1" to PUBLISH the queue's ZCARD on KEYS[3] after the send, else "0"
+-- ARGV[3i], ARGV[3i+1], ARGV[3i+2] for message i = 1..n:
+--          22 random [A-Za-z0-9] id characters, the body's length in UTF-16 code
+--          units (JavaScript's string.length, which rsmq compares with maxsize), the body
+--
+-- Returns: the new ids, in argument order
+-- Errors:  "RSMQ queueNotFound"     vt, delay or maxsize missing from the hash
+--          "RSMQ invalidValue delay" resolved delay outside 0..9999999
+--          "RSMQ messageTooLong"    some body longer than maxsize; nothing is sent
+
+-- Lua numbers are doubles: integers below 2^53 (16 digits) are exact, but tostring()
+-- and ".." print only 14 significant digits, so every number that goes back into
+-- Redis is formatted with %.0f.
+local function int(n)
+  return string.format("%.0f", n)
+end
+
+local function base36(n)
+  -- n < 2^53 and n / 36 < 2^48, so % and / below stay exact.
+  local digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+  local s = ""
+  repeat
+    local d = n % 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  until n == 0
+  return s
+end
+
+local q = redis.call("HMGET", KEYS[2], "vt", "delay", "maxsize")
+if not q[1] or not q[2] or not q[3] then
+  return redis.error_reply("RSMQ queueNotFound")
+end
+
+-- rsmq validates the delay after falling back to the queue's, so a bad stored delay
+-- fails the same way a bad argument does.
+local delay = tonumber(ARGV[1] ~= "" and ARGV[1] or q[2])
+if not delay or delay < 0 or delay > 9999999 then
+  return redis.error_reply("RSMQ invalidValue delay")
+end
+delay = math.floor(delay)
+
+-- Check every body before writing any, so a batch is all or nothing. An unparsable
+-- maxsize disables the check, as NaN does in rsmq.
+local maxsize = tonumber(q[3])
+local n = (#ARGV - 2) / 3
+if maxsize and maxsize ~= -1 then
+  for i = 1, n do
+    if tonumber(ARGV[3 * i + 1]) > maxsize then
+      return redis.error_reply("RSMQ messageTooLong")
+    end
+  end
+end
+
+local t = redis.call("TIME")
+local secs, usecs = tonumber(t[1]), tonumber(t[2])
+-- rsmq's ts: seconds followed by the first three digits of the zero-padded microseconds.
+local ts = secs * 1000 + math.floor(usecs / 1000)
+local score = int(ts + delay * 1000)
+-- rsmq's id: base-36 of seconds followed by the six-digit microseconds. Message i of a
+-- batch takes the next microsecond so that ids, and hence ZRANGEBYSCORE ties between
+-- equal scores, keep the batch's order.
+local micros = secs * 1000000 + usecs
+
+local ids = {}
+for i = 1, n do
+  local id = base36(micros + i - 1) .. ARGV[3 * i]
+  redis.call("ZADD", KEYS[1], score, id)
+  redis.call("HSET", KEYS[2], id, ARGV[3 * i + 2])
+  ids[i] = id
+end
+
+if n > 0 then
+  redis.call("HINCRBY", KEYS[2], "totalsent", int(n))
+  -- One notification per call: the payload is the queue size after the whole batch,
+  -- which is what the last of n rsmq sends would have published.
+  if ARGV[2] == "1" then
+    redis.call("PUBLISH", KEYS[3], int(redis.call("ZCARD", KEYS[1])))
+  end
+end
+return ids
