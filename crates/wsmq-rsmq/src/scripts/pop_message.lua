@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  {ns}:{qname}      zset of message ids scored by visible-at ms
 -- KEYS[2]  {ns}:{qname}:Q    queue hash
+-- ARGV     none: the time comes from Redis TIME
 --
 -- Returns: {} when no message is visible, else {id, body (nil if the hash lost it),
 --          rc (receive count including this one), fr (first receive, ms)}
