@@ -1,23 +1,28 @@
 // Drives the real npm rsmq library for wsmq's interop suite, one JSON request per stdin line.
 //
-// Started by crates/wsmq-rsmq/tests/interop.rs as `node rsmq-driver.js <port> <ns>`.
+// Started by crates/wsmq-rsmq/tests/support/node.rs as `node rsmq-driver.js <port> <ns> [host]`.
 // Request:  {"seq": 1, "method": "sendMessage", "args": {"qname": "q", "message": "hi"}}
 // Reply:    {"seq": 1, "ok": <result>}   or   {"seq": 1, "err": {"name": "queueNotFound", "message": "..."}}
-// `method` is any rsmq method taking (options, cb); "quit" closes the connection and exits.
+// `method` is any rsmq method taking (options, cb); "quit" closes the connections and exits.
 // A second client with realtime on is used when args carry "realtime": true.
+// Requests run concurrently: a caller that needs ordering waits for each reply before the next.
+// When stdin closes (the test finished or died) the driver closes its connections and exits.
 "use strict";
 
 const readline = require("readline");
 const RedisSMQ = require("rsmq");
 
-const [port, ns] = process.argv.slice(2);
+const [port, ns, host = "127.0.0.1"] = process.argv.slice(2);
 if (!port || !ns) {
-  process.stderr.write("usage: node rsmq-driver.js <port> <ns>\n");
+  process.stderr.write("usage: node rsmq-driver.js <port> <ns> [host]\n");
   process.exit(2);
 }
 
-const plain = new RedisSMQ({ host: "127.0.0.1", port: Number(port), ns });
-const realtime = new RedisSMQ({ host: "127.0.0.1", port: Number(port), ns, realtime: true });
+// rsmq reports script-load failures with console.log; stdout carries only replies.
+console.log = (...args) => console.error(...args);
+
+const plain = new RedisSMQ({ host, port: Number(port), ns });
+const realtime = new RedisSMQ({ host, port: Number(port), ns, realtime: true });
 const methods = new Set([
   "createQueue", "listQueues", "deleteQueue", "getQueueAttributes", "setQueueAttributes",
   "sendMessage", "receiveMessage", "popMessage", "deleteMessage", "changeMessageVisibility",
@@ -27,7 +32,19 @@ function reply(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
 }
 
+let closing = false;
+function shutdown() {
+  if (closing) {
+    return;
+  }
+  closing = true;
+  // quit() lets commands already sent finish; the process ends once both sockets close.
+  plain.quit();
+  realtime.quit();
+}
+
 const lines = readline.createInterface({ input: process.stdin, terminal: false });
+lines.on("close", shutdown);
 lines.on("line", (line) => {
   let req;
   try {
@@ -39,8 +56,6 @@ lines.on("line", (line) => {
   const { seq, method } = req;
   const args = Object.assign({}, req.args || {});
   if (method === "quit") {
-    plain.quit();
-    realtime.quit();
     reply({ seq, ok: true });
     lines.close();
     return;
@@ -51,7 +66,6 @@ lines.on("line", (line) => {
   }
   const client = args.realtime ? realtime : plain;
   delete args.realtime;
-  // listQueues takes only a callback.
   const done = (err, result) => {
     if (err) {
       reply({ seq, err: { name: err.name || "Error", message: String(err.message || err) } });
@@ -59,6 +73,7 @@ lines.on("line", (line) => {
       reply({ seq, ok: result === undefined ? null : result });
     }
   };
+  // listQueues takes only a callback.
   if (method === "listQueues") {
     client.listQueues(done);
   } else {

@@ -2,6 +2,7 @@
 --
 -- KEYS[1]  {ns}:{qname}      zset of message ids scored by visible-at ms
 -- KEYS[2]  {ns}:{qname}:Q    queue hash
+-- ARGV     none: the time comes from Redis TIME
 --
 -- Returns: {vt, delay, maxsize, totalrecv, totalsent, created, modified, msgs, hiddenmsgs}
 --          the first seven are the raw hash values (nil when a field is missing),
