@@ -32,19 +32,26 @@ function reply(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
 }
 
+// Requests still running, and whether stdin has closed: the connections are closed only
+// when both say so, since an rsmq call may still have commands to send (quit() would
+// abort them).
+let pending = 0;
 let closing = false;
-function shutdown() {
-  if (closing) {
-    return;
+let closed = false;
+function maybeQuit() {
+  if (closing && pending === 0 && !closed) {
+    closed = true;
+    // The process ends once both sockets have closed.
+    plain.quit();
+    realtime.quit();
   }
-  closing = true;
-  // quit() lets commands already sent finish; the process ends once both sockets close.
-  plain.quit();
-  realtime.quit();
 }
 
 const lines = readline.createInterface({ input: process.stdin, terminal: false });
-lines.on("close", shutdown);
+lines.on("close", () => {
+  closing = true;
+  maybeQuit();
+});
 lines.on("line", (line) => {
   let req;
   try {
@@ -66,12 +73,15 @@ lines.on("line", (line) => {
   }
   const client = args.realtime ? realtime : plain;
   delete args.realtime;
+  pending += 1;
   const done = (err, result) => {
+    pending -= 1;
     if (err) {
       reply({ seq, err: { name: err.name || "Error", message: String(err.message || err) } });
     } else {
       reply({ seq, ok: result === undefined ? null : result });
     }
+    maybeQuit();
   };
   // listQueues takes only a callback.
   if (method === "listQueues") {

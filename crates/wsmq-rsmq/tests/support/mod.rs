@@ -3,10 +3,16 @@
 //!
 //! Set `WSMQ_REDIS_URL` to run against an existing Redis instead (as `cargo xtask ci`
 //! may do); every test then uses a random namespace, so it never touches other keys.
+//!
+//! The interop suite's npm side lives in [`node`], and [`peers`] puts both libraries
+//! behind one set of operations.
 
 // Each test binary uses a different part of this module, and `pub` here only means
 // "for the test files", which unreachable_pub would flag.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod node;
+pub mod peers;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
