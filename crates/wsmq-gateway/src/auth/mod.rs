@@ -1,0 +1,224 @@
+//! Authentication before the upgrade, and the identity a session runs as.
+//!
+//! A handshake is admitted by a JWT ([`jwt`]: `x-token`, `Authorization: Bearer`, or query
+//! `token`) or by a `tokens2` access token ([`access_token`]: `x-access-token` or query
+//! `access_token`, accepted only while registered for its user). A request carrying both is
+//! admitted if either one is good: legacy clients send the pair. Failures become HTTP 401
+//! with `{"error":"unauthorized","reason":…}`; [`authz`] decides what an identity may do.
+//!
+//! Tokens, secrets and query strings are never logged.
+
+pub mod access_token;
+pub mod authz;
+pub mod jwt;
+
+use hyper::{HeaderMap, Uri};
+use wsmq_proto::{Claims, Grants, JwtVerifier, UserId, token::issue_hs256};
+
+use crate::{
+    config::{Config, Secret},
+    engine::Engine,
+    error::GatewayError,
+    state::unix_now,
+};
+
+pub use self::authz::Policy;
+
+/// Lifetime of the JWT handed to a session admitted by access token.
+const SESSION_TOKEN_TTL_SECS: u64 = 3600;
+
+/// Who a session runs as.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user id (`sub` without `users/`, or the access token's `userId`/`_id`).
+    pub user: UserId,
+    /// The `wsmq` grants claim, if any.
+    pub grants: Option<Grants>,
+    /// When the credential expires, Unix seconds (`None`: until revoked).
+    pub exp: Option<u64>,
+    /// Which credential admitted it.
+    pub via: Via,
+}
+
+/// The kind of credential that admitted a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// A verified JWT.
+    Jwt,
+    /// A registered tokens2 access token.
+    AccessToken,
+}
+
+/// Why a handshake was refused; `reason` is a fixed snake_case label (metrics, 401 body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// `missing_token`, `expired`, `bad_signature`, `unregistered`, …
+    pub reason: &'static str,
+}
+
+/// Verifies credentials and issues session tokens.
+pub struct Authenticator {
+    /// JWT verifier (HS256 with the secret, or RS256/ES256 with the public key).
+    verifier: JwtVerifier,
+    /// HS256 secret to sign fresh session tokens; `None` when only a public key is
+    /// configured (then the welcome frame carries `token: null`).
+    issuing_secret: Option<Secret>,
+    /// Key of access tokens.
+    access_secret: Secret,
+    /// Authorization rules.
+    pub policy: Policy,
+}
+
+impl Authenticator {
+    /// Builds the verifier from the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`GatewayError::Config`] when the key is unusable.
+    pub fn new(config: &Config) -> Result<Authenticator, GatewayError> {
+        let jwt = &config.jwt;
+        let (verifier, issuing_secret) = match &jwt.public_key_pem {
+            Some(pem) => (
+                JwtVerifier::from_public_key_pem(pem.as_bytes())
+                    .map_err(|e| GatewayError::Config(format!("--jwt-public-key: {e}")))?,
+                None,
+            ),
+            None => (
+                JwtVerifier::hs256(jwt.secret.0.as_bytes())
+                    .map_err(|e| GatewayError::Config(format!("--jwt-secret: {e}")))?,
+                Some(jwt.secret.clone()),
+            ),
+        };
+        let verifier = match &jwt.issuer {
+            Some(iss) => verifier.with_issuer(iss),
+            None => verifier,
+        };
+        let verifier = match &jwt.audience {
+            Some(aud) => verifier.with_audience(aud),
+            None => verifier,
+        };
+        Ok(Authenticator {
+            verifier,
+            issuing_secret,
+            access_secret: config.access_token_secret.clone(),
+            policy: Policy::new(&config.own_queue, config.open),
+        })
+    }
+
+    /// Authenticates a handshake from its headers and query.
+    ///
+    /// # Errors
+    ///
+    /// The [`AuthFailure`] to answer 401 with.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        engine: &dyn Engine,
+    ) -> Result<Identity, AuthFailure> {
+        let jwt = jwt::from_request(headers, uri);
+        let access = access_token::from_request(headers, uri);
+        let jwt_result = jwt.map(|token| self.verify_jwt(&token));
+        if let Some(Ok(identity)) = jwt_result {
+            return Ok(identity);
+        }
+        if let Some(token) = access {
+            let result = access_token::verify(&self.access_secret, &token, engine).await;
+            // When both were sent and both fail, the JWT's reason is the more useful one.
+            return match (result, jwt_result) {
+                (Ok(identity), _) => Ok(identity),
+                (Err(_), Some(Err(jwt_failure))) => Err(jwt_failure),
+                (Err(failure), _) => Err(failure),
+            };
+        }
+        match jwt_result {
+            Some(Err(failure)) => Err(failure),
+            _ => Err(AuthFailure {
+                reason: "missing_token",
+            }),
+        }
+    }
+
+    /// Verifies a JWT now (handshakes and the `auth` op).
+    ///
+    /// # Errors
+    ///
+    /// The reason it was refused.
+    pub fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
+        jwt::verify(&self.verifier, token, unix_now())
+    }
+
+    /// A fresh HS256 JWT for `user` (handed to sessions admitted by access token).
+    pub fn issue_session_token(&self, user: &UserId) -> Option<String> {
+        let secret = self.issuing_secret.as_ref()?;
+        let now = unix_now();
+        let mut claims = Claims::new(user.as_str(), now + SESSION_TOKEN_TTL_SECS);
+        claims.iat = Some(now);
+        Some(issue_hs256(&claims, secret.0.as_bytes()))
+    }
+
+    /// A JWT for `user` valid for `ttl_secs`, signed with the HS256 secret (the demo token).
+    pub fn issue_token(&self, user: &str, ttl_secs: u64) -> Option<String> {
+        let secret = self.issuing_secret.as_ref()?;
+        let now = unix_now();
+        let mut claims = Claims::new(user, now + ttl_secs);
+        claims.iat = Some(now);
+        Some(issue_hs256(&claims, secret.0.as_bytes()))
+    }
+}
+
+/// The value of query parameter `name`, percent-decoded. Used for `token` and
+/// `access_token`; the query string itself is never logged.
+pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_found_and_decoded() {
+        let uri: Uri = "/ws?a=1&token=abc%2Edef&access_token=00ff".parse().unwrap();
+        assert_eq!(query_param(&uri, "token").as_deref(), Some("abc.def"));
+        assert_eq!(query_param(&uri, "access_token").as_deref(), Some("00ff"));
+        assert_eq!(query_param(&uri, "missing"), None);
+        let uri: Uri = "/?token=50%".parse().unwrap();
+        assert_eq!(query_param(&uri, "token").as_deref(), Some("50%"));
+    }
+}

@@ -1,0 +1,447 @@
+//! Command line, environment and TOML configuration, validated in full before anything binds.
+//!
+//! The flow is: clap derive ([`Cli`], every flag with a `WSMQ_*` environment equivalent) →
+//! optional `--config FILE` (TOML, same names in kebab-case) filling what the flags and
+//! environment left unset → [`ServeArgs::into_config`] producing a validated [`Config`].
+//! Flags and environment win over the file; the file wins over the defaults. Flags therefore
+//! have no clap defaults: the defaults are applied last, in [`ServeArgs::into_config`].
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rand::{Rng, distr::Alphanumeric};
+use serde::Deserialize;
+
+use crate::error::GatewayError;
+
+/// `wsmq-gateway`: WebSocket delivery of rsmq queues and pub/sub channels.
+#[derive(Debug, Parser)]
+#[command(name = "wsmq-gateway", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP and WebSocket on one port.
+    Serve(Box<ServeArgs>),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Options of `serve`. Each flag can also come from its `WSMQ_*` variable or the TOML file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these options (kebab-case keys); flags and environment win.
+    #[arg(long, env = "WSMQ_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:3000].
+    #[arg(long, env = "WSMQ_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Redis URL; without it an in-memory engine runs (single node, not durable).
+    #[arg(long, env = "WSMQ_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// rsmq namespace [default: rsmq].
+    #[arg(long, env = "WSMQ_RSMQ_NS")]
+    pub rsmq_ns: Option<String>,
+    /// HS256 secret of client JWTs; without it a random one is made and a demo token printed.
+    #[arg(long, env = "WSMQ_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA or EC) to verify RS256/ES256 JWTs instead of HS256.
+    #[arg(long, env = "WSMQ_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Required `iss` of JWTs.
+    #[arg(long, env = "WSMQ_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of JWTs.
+    #[arg(long, env = "WSMQ_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Secret of tokens2 access tokens [default: the JWT secret].
+    #[arg(long, env = "WSMQ_ACCESS_TOKEN_SECRET", hide_env_values = true)]
+    pub access_token_secret: Option<String>,
+    /// The queue each user owns; `{user}` is replaced by the user id [default: {user}].
+    #[arg(long, env = "WSMQ_OWN_QUEUE")]
+    pub own_queue: Option<String>,
+    /// Let any authenticated user consume any queue (as the original gateway did).
+    #[arg(long, env = "WSMQ_OPEN")]
+    #[serde(default)]
+    pub open: bool,
+    /// Key for `POST /api/publish` (`Authorization: apikey KEY`); without it the route is 404.
+    #[arg(long, env = "WSMQ_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Unacknowledged messages per subscription [default: 64].
+    #[arg(long, env = "WSMQ_WINDOW")]
+    pub window: Option<usize>,
+    /// Poll for messages without a realtime notification this often [default: 1s].
+    #[arg(long, env = "WSMQ_POLL_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub poll_interval: Option<Duration>,
+    /// Largest frame or message a client may send, bytes [default: 65536].
+    #[arg(long, env = "WSMQ_MAX_FRAME")]
+    pub max_frame: Option<usize>,
+    /// Concurrent connections; more are answered 503 [default: 100000].
+    #[arg(long, env = "WSMQ_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How long a shutdown waits for sessions to finish [default: 10s].
+    #[arg(long, env = "WSMQ_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub drain_timeout: Option<Duration>,
+    /// This node's id [default: hostname-port-random].
+    #[arg(long, env = "WSMQ_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "WSMQ_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Subscriptions one session may hold [default: 64].
+    #[arg(long, env = "WSMQ_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Frames buffered for a client before it counts as slow and is closed with 4008
+    /// [default: 1024].
+    #[arg(long, env = "WSMQ_OUTBOUND_BUFFER")]
+    pub outbound_buffer: Option<usize>,
+    /// Send a WebSocket ping this often; a client silent for two intervals is closed
+    /// [default: 30s].
+    #[arg(long, env = "WSMQ_PING_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub ping_interval: Option<Duration>,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How JWTs are verified.
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// HS256 secret: given, or random for this run.
+    pub secret: Secret,
+    /// Whether `secret` was generated (development mode: a demo token is printed).
+    pub secret_generated: bool,
+    /// PEM of the RS256/ES256 public key; when set, HS256 is not accepted.
+    pub public_key_pem: Option<String>,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Required audience.
+    pub audience: Option<String>,
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (as configured; tests pass their own listener).
+    pub listen: SocketAddr,
+    /// Redis URL, or `None` for the in-memory engine.
+    pub redis_url: Option<String>,
+    /// rsmq namespace.
+    pub rsmq_ns: String,
+    /// JWT verification.
+    pub jwt: JwtConfig,
+    /// Secret of tokens2 access tokens.
+    pub access_token_secret: Secret,
+    /// Own-queue template containing `{user}` (or a fixed name).
+    pub own_queue: String,
+    /// Any authenticated user may consume any queue.
+    pub open: bool,
+    /// Key of `/api/publish`; `None` disables the route.
+    pub api_key: Option<Secret>,
+    /// Unacknowledged messages per subscription.
+    pub window: usize,
+    /// Poll fallback period.
+    pub poll_interval: Duration,
+    /// Largest inbound frame / message.
+    pub max_frame: usize,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Shutdown deadline.
+    pub drain_timeout: Duration,
+    /// Node id.
+    pub node_id: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Subscriptions per session.
+    pub max_subscriptions: usize,
+    /// Outbound frames buffered per session.
+    pub outbound_buffer: usize,
+    /// WebSocket ping period (idle timeout: twice this).
+    pub ping_interval: Duration,
+}
+
+impl ServeArgs {
+    /// Fills unset options from `--config`, applies defaults and validates everything.
+    ///
+    /// # Errors
+    ///
+    /// [`GatewayError::Config`] with a one-line reason.
+    pub fn into_config(self) -> Result<Config, GatewayError> {
+        let args = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    GatewayError::Config(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let file: ServeArgs = toml::from_str(&text).map_err(|e| {
+                    let msg = e.message().to_owned();
+                    GatewayError::Config(format!("{}: {msg}", path.display()))
+                })?;
+                self.or(file)
+            }
+            None => self,
+        };
+        args.validate()
+    }
+
+    /// `self` where set, else `file`.
+    fn or(self, file: ServeArgs) -> ServeArgs {
+        ServeArgs {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            redis_url: self.redis_url.or(file.redis_url),
+            rsmq_ns: self.rsmq_ns.or(file.rsmq_ns),
+            jwt_secret: self.jwt_secret.or(file.jwt_secret),
+            jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
+            jwt_issuer: self.jwt_issuer.or(file.jwt_issuer),
+            jwt_audience: self.jwt_audience.or(file.jwt_audience),
+            access_token_secret: self.access_token_secret.or(file.access_token_secret),
+            own_queue: self.own_queue.or(file.own_queue),
+            open: self.open || file.open,
+            api_key: self.api_key.or(file.api_key),
+            window: self.window.or(file.window),
+            poll_interval: self.poll_interval.or(file.poll_interval),
+            max_frame: self.max_frame.or(file.max_frame),
+            max_connections: self.max_connections.or(file.max_connections),
+            drain_timeout: self.drain_timeout.or(file.drain_timeout),
+            node_id: self.node_id.or(file.node_id),
+            log_format: self.log_format.or(file.log_format),
+            max_subscriptions: self.max_subscriptions.or(file.max_subscriptions),
+            outbound_buffer: self.outbound_buffer.or(file.outbound_buffer),
+            ping_interval: self.ping_interval.or(file.ping_interval),
+        }
+    }
+
+    fn validate(self) -> Result<Config, GatewayError> {
+        let bad = |msg: String| Err(GatewayError::Config(msg));
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000)));
+        let rsmq_ns = self.rsmq_ns.unwrap_or_else(|| "rsmq".to_owned());
+        if rsmq_ns.is_empty() || rsmq_ns.contains(char::is_whitespace) {
+            return bad(format!("--rsmq-ns {rsmq_ns:?} is not a valid namespace"));
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+        {
+            return bad("--redis-url must start with redis://, rediss:// or unix://".to_owned());
+        }
+        let public_key_pem = match &self.jwt_public_key {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                GatewayError::Config(format!("--jwt-public-key {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let (secret, secret_generated) = match self.jwt_secret {
+            Some(s) if s.is_empty() => return bad("--jwt-secret must not be empty".to_owned()),
+            Some(s) => (s, false),
+            None => (random_string(48), true),
+        };
+        let access_token_secret =
+            Secret(self.access_token_secret.unwrap_or_else(|| secret.clone()));
+        let own_queue = self.own_queue.unwrap_or_else(|| "{user}".to_owned());
+        if own_queue.is_empty() {
+            return bad("--own-queue must not be empty".to_owned());
+        }
+        let window = self.window.unwrap_or(64);
+        if !(1..=10_000).contains(&window) {
+            return bad(format!("--window {window} is outside 1..=10000"));
+        }
+        let poll_interval = self.poll_interval.unwrap_or(Duration::from_secs(1));
+        if poll_interval < Duration::from_millis(10) {
+            return bad("--poll-interval must be at least 10ms".to_owned());
+        }
+        let max_frame = self.max_frame.unwrap_or(65536);
+        if max_frame < 1024 {
+            return bad(format!("--max-frame {max_frame} is below 1024"));
+        }
+        let max_connections = self.max_connections.unwrap_or(100_000);
+        if max_connections == 0 {
+            return bad("--max-connections must be at least 1".to_owned());
+        }
+        let api_key = match self.api_key {
+            Some(k) if k.len() < 8 => {
+                return bad("--api-key must be at least 8 characters".to_owned());
+            }
+            other => other.map(Secret),
+        };
+        let node_id = match self.node_id {
+            Some(id) if id.is_empty() || id.contains(char::is_whitespace) => {
+                return bad(format!("--node-id {id:?} must be non-empty without spaces"));
+            }
+            Some(id) => id,
+            None => default_node_id(listen.port()),
+        };
+        let max_subscriptions = self.max_subscriptions.unwrap_or(64).max(1);
+        let outbound_buffer = self.outbound_buffer.unwrap_or(1024).max(16);
+        let ping_interval = self.ping_interval.unwrap_or(Duration::from_secs(30));
+        if ping_interval < Duration::from_millis(100) {
+            return bad("--ping-interval must be at least 100ms".to_owned());
+        }
+        Ok(Config {
+            listen,
+            redis_url: self.redis_url,
+            rsmq_ns,
+            jwt: JwtConfig {
+                secret: Secret(secret),
+                secret_generated,
+                public_key_pem,
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+            },
+            access_token_secret,
+            own_queue,
+            open: self.open,
+            api_key,
+            window,
+            poll_interval,
+            max_frame,
+            max_connections,
+            drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(10)),
+            node_id,
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+            max_subscriptions,
+            outbound_buffer,
+            ping_interval,
+        })
+    }
+}
+
+impl Config {
+    /// The defaults with a fixed JWT secret: what tests start from.
+    pub fn for_tests(jwt_secret: &str) -> Config {
+        ServeArgs {
+            jwt_secret: Some(jwt_secret.to_owned()),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            node_id: Some("test-node".to_owned()),
+            ..ServeArgs::default()
+        }
+        .validate()
+        .expect("the test defaults are valid")
+    }
+}
+
+/// `hostname-port-abcd`.
+fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wsmq".to_owned());
+    format!("{host}-{port}-{}", random_string(4).to_lowercase())
+}
+
+fn random_string(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// serde support for `Option<Duration>` written as humantime strings ("1s", "250ms").
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, GatewayError> {
+        let mut argv = vec!["wsmq-gateway", "serve"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).expect("flags parse");
+        let Command::Serve(serve) = cli.command;
+        serve.into_config()
+    }
+
+    #[test]
+    fn defaults_work_on_a_laptop() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:3000".parse().unwrap());
+        assert!(config.redis_url.is_none());
+        assert!(config.jwt.secret_generated);
+        assert_eq!(config.access_token_secret, config.jwt.secret);
+        assert_eq!((config.window, config.max_frame), (64, 65536));
+        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert!(config.node_id.contains("-3000-"));
+    }
+
+    #[test]
+    fn durations_are_humantime_and_bad_values_are_refused() {
+        let config = parse(&["--poll-interval", "250ms", "--drain-timeout", "2s"]).unwrap();
+        assert_eq!(config.poll_interval, Duration::from_millis(250));
+        assert_eq!(config.drain_timeout, Duration::from_secs(2));
+        assert!(parse(&["--window", "0"]).is_err());
+        assert!(parse(&["--redis-url", "http://x"]).is_err());
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_unset() {
+        let dir = std::env::temp_dir().join(format!("wsmq-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            "window = 8\nrsmq-ns = \"other\"\npoll-interval = \"2s\"\n",
+        )
+        .unwrap();
+        let config = parse(&["--config", path.to_str().unwrap(), "--window", "16"]).unwrap();
+        assert_eq!(config.window, 16);
+        assert_eq!(config.rsmq_ns, "other");
+        assert_eq!(config.poll_interval, Duration::from_secs(2));
+        std::fs::write(&path, "windw = 8\n").unwrap();
+        assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let config = parse(&[
+            "--jwt-secret",
+            "hunter2-hunter2",
+            "--api-key",
+            "key-key-key",
+        ])
+        .unwrap();
+        let text = format!("{config:?}");
+        assert!(!text.contains("hunter2") && !text.contains("key-key-key"));
+    }
+}

@@ -1,0 +1,408 @@
+//! The in-memory engine: one process, nothing durable, rsmq semantics.
+//!
+//! Used when no `--redis-url` is given, so `wsmq-gateway serve` works on a laptop without
+//! Redis, and by the tests. It keeps rsmq's behaviour: a received message is hidden for the
+//! queue's vt and its `rc` counts receives, delayed messages become visible later, several
+//! consumers compete for one queue, deleting and changing visibility need the message to
+//! exist. All time comes from `tokio::time`, so tests can pause and advance the clock.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use rand::{Rng, distr::Alphanumeric};
+use tokio::{
+    sync::{Notify, broadcast},
+    time::Instant,
+};
+use tracing::warn;
+use wsmq_proto::NodeHeartbeat;
+
+use super::{
+    ChannelSubscription, Delivery, Engine, EngineError, InterestGuard, QueueWatch, Received,
+};
+use crate::channels::ChannelHub;
+
+/// Default visibility timeout of a queue created by the gateway (rsmq default), seconds.
+const DEFAULT_VT: u64 = 30;
+/// Default maximum message size (rsmq default), bytes.
+const DEFAULT_MAXSIZE: usize = 65536;
+
+/// The single-node, non-durable engine.
+pub struct MemoryEngine {
+    /// queue name → queue.
+    queues: Mutex<HashMap<String, Arc<MemQueue>>>,
+    /// user → registered access tokens (`wsmq:access:{user}`).
+    access: Mutex<HashMap<String, HashSet<String>>>,
+    /// Revoked user ids, announced to every session of this process.
+    revocations: broadcast::Sender<String>,
+    /// Local channel fan-out (the only fan-out there is with one node).
+    hub: ChannelHub,
+    /// Wall clock at creation, Unix ms; with `origin` gives a clock that follows tokio time.
+    epoch_ms: u64,
+    /// tokio instant at creation.
+    origin: Instant,
+    /// Last id timestamp handed out, µs: ids strictly increase, so messages sent in the same
+    /// millisecond keep their order (rsmq gets that from Redis `TIME` in µs).
+    last_id_us: AtomicU64,
+}
+
+/// One queue.
+struct MemQueue {
+    /// Messages and their visibility index.
+    state: Mutex<QueueState>,
+    /// Woken when a message is sent without delay.
+    notify: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// id → message.
+    messages: HashMap<String, MemMessage>,
+    /// (visible at ms, id): what rsmq keeps in the queue's ZSET.
+    visible: BTreeSet<(u64, String)>,
+    /// Visibility timeout, seconds.
+    vt: u64,
+}
+
+struct MemMessage {
+    body: String,
+    rc: u64,
+    sent: u64,
+    visible_at: u64,
+}
+
+impl MemoryEngine {
+    /// A fresh, empty engine. Logs that it is single-node and not durable.
+    pub fn new() -> Arc<MemoryEngine> {
+        warn!("in-memory engine: single node, nothing is durable; use --redis-url for production");
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Arc::new(MemoryEngine {
+            queues: Mutex::new(HashMap::new()),
+            access: Mutex::new(HashMap::new()),
+            revocations: broadcast::channel(64).0,
+            hub: ChannelHub::new(Box::new(|_, _| {})),
+            epoch_ms,
+            origin: Instant::now(),
+            last_id_us: AtomicU64::new(0),
+        })
+    }
+
+    /// Registers an access token for `user`, as `wsmq-cli token issue` does in Redis.
+    pub fn register_access_token(&self, user: &str, token: &str) {
+        let mut access = self.access.lock().expect("access registry poisoned");
+        access
+            .entry(user.to_owned())
+            .or_default()
+            .insert(token.to_owned());
+    }
+
+    /// Forgets the user's access tokens and closes their sessions, as `wsmq-cli token revoke`.
+    pub fn revoke(&self, user: &str) {
+        self.access
+            .lock()
+            .expect("access registry poisoned")
+            .remove(user);
+        let _ = self.revocations.send(user.to_owned());
+    }
+
+    /// Creates the queue if needed and sends a message now, without a future (for tests).
+    pub fn send_now_for_tests(&self, queue: &str, body: &str) -> String {
+        self.ensure(queue);
+        self.send_now(queue, body, None).expect("the queue exists")
+    }
+
+    /// Number of messages in a queue, visible or not (for tests).
+    pub fn queue_len(&self, queue: &str) -> usize {
+        self.queue(queue).map_or(0, |q| {
+            q.state.lock().expect("queue poisoned").messages.len()
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch_ms + self.origin.elapsed().as_millis() as u64
+    }
+
+    fn queue(&self, name: &str) -> Option<Arc<MemQueue>> {
+        self.queues
+            .lock()
+            .expect("queue registry poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    fn existing(&self, name: &str) -> Result<Arc<MemQueue>, EngineError> {
+        self.queue(name).ok_or(EngineError::QueueNotFound)
+    }
+
+    fn ensure(&self, name: &str) -> Arc<MemQueue> {
+        let mut queues = self.queues.lock().expect("queue registry poisoned");
+        Arc::clone(queues.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(MemQueue {
+                state: Mutex::new(QueueState {
+                    vt: DEFAULT_VT,
+                    ..QueueState::default()
+                }),
+                notify: Arc::new(Notify::new()),
+            })
+        }))
+    }
+
+    fn receive_now(
+        &self,
+        queue: &str,
+        max: usize,
+        vt: Option<u64>,
+    ) -> Result<Received, EngineError> {
+        let q = self.existing(queue)?;
+        let now = self.now_ms();
+        let mut state = q.state.lock().expect("queue poisoned");
+        let vt_ms = vt.unwrap_or(state.vt) * 1000;
+        let due: Vec<(u64, String)> = state
+            .visible
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .cloned()
+            .collect();
+        let mut deliveries = Vec::with_capacity(due.len());
+        for key in due {
+            state.visible.remove(&key);
+            let id = key.1;
+            let msg = state
+                .messages
+                .get_mut(&id)
+                .expect("index and messages agree");
+            msg.rc += 1;
+            msg.visible_at = now + vt_ms;
+            deliveries.push(Delivery {
+                id: id.clone(),
+                body: msg.body.clone(),
+                rc: msg.rc,
+                sent: msg.sent,
+            });
+            state.visible.insert((now + vt_ms, id));
+        }
+        let next_visible = state
+            .visible
+            .iter()
+            .find(|(at, _)| *at > now)
+            .map(|(at, _)| Duration::from_millis(at - now));
+        Ok(Received {
+            deliveries,
+            next_visible,
+        })
+    }
+
+    fn send_now(&self, queue: &str, body: &str, delay: Option<u64>) -> Result<String, EngineError> {
+        let q = self.existing(queue)?;
+        if body.len() > DEFAULT_MAXSIZE {
+            return Err(EngineError::TooLarge);
+        }
+        let now = self.now_ms();
+        let us = now * 1000;
+        let prev = self
+            .last_id_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(last.max(us.saturating_sub(1)) + 1)
+            })
+            .unwrap_or(us);
+        let id = message_id(prev.max(us.saturating_sub(1)) + 1);
+        let delay = delay.unwrap_or(0);
+        let visible_at = now + delay * 1000;
+        {
+            let mut state = q.state.lock().expect("queue poisoned");
+            state.messages.insert(
+                id.clone(),
+                MemMessage {
+                    body: body.to_owned(),
+                    rc: 0,
+                    sent: now,
+                    visible_at,
+                },
+            );
+            state.visible.insert((visible_at, id.clone()));
+        }
+        // Also for delayed messages, as rsmq's realtime publish: a sleeping consumer wakes,
+        // receives nothing, and learns when to look again.
+        q.notify.notify_waiters();
+        Ok(id)
+    }
+
+    fn ack_now(&self, queue: &str, ids: &[String]) -> Result<u64, EngineError> {
+        let q = self.existing(queue)?;
+        let mut state = q.state.lock().expect("queue poisoned");
+        let mut deleted = 0;
+        for id in ids {
+            if let Some(msg) = state.messages.remove(id) {
+                state.visible.remove(&(msg.visible_at, id.clone()));
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn nack_now(&self, queue: &str, id: &str, delay: u64) -> Result<bool, EngineError> {
+        let q = self.existing(queue)?;
+        let now = self.now_ms();
+        let mut state = q.state.lock().expect("queue poisoned");
+        let Some(msg) = state.messages.get_mut(id) else {
+            return Ok(false);
+        };
+        let old = msg.visible_at;
+        msg.visible_at = now + delay * 1000;
+        let new = msg.visible_at;
+        state.visible.remove(&(old, id.to_owned()));
+        state.visible.insert((new, id.to_owned()));
+        drop(state);
+        // Competing consumers learn the new visibility time (or take it at once).
+        q.notify.notify_waiters();
+        Ok(true)
+    }
+}
+
+impl Engine for MemoryEngine {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.ensure(queue);
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn receive<'a>(
+        &'a self,
+        queue: &'a str,
+        max: usize,
+        vt: Option<u64>,
+    ) -> BoxFuture<'a, Result<Received, EngineError>> {
+        futures_util::future::ready(self.receive_now(queue, max, vt)).boxed()
+    }
+
+    fn ack<'a>(
+        &'a self,
+        queue: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        futures_util::future::ready(self.ack_now(queue, ids)).boxed()
+    }
+
+    fn nack<'a>(
+        &'a self,
+        queue: &'a str,
+        id: &'a str,
+        delay_secs: u64,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        futures_util::future::ready(self.nack_now(queue, id, delay_secs)).boxed()
+    }
+
+    fn send<'a>(
+        &'a self,
+        queue: &'a str,
+        body: &'a str,
+        delay: Option<u64>,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        futures_util::future::ready(self.send_now(queue, body, delay)).boxed()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        // With one node, "nodes that received it" is 1 when anybody here listens.
+        let receivers = u64::from(self.hub.dispatch(channel, body) > 0);
+        futures_util::future::ready(Ok(receivers)).boxed()
+    }
+
+    fn watch_queue(&self, queue: &str) -> QueueWatch {
+        QueueWatch {
+            notify: Arc::clone(&self.ensure(queue).notify),
+            _guard: InterestGuard::none(),
+        }
+    }
+
+    fn subscribe_channel(&self, channel: &str) -> ChannelSubscription {
+        self.hub.subscribe(channel)
+    }
+
+    fn is_access_token_registered<'a>(
+        &'a self,
+        user: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let access = self.access.lock().expect("access registry poisoned");
+        let found = access.get(user).is_some_and(|set| set.contains(token));
+        futures_util::future::ready(Ok(found)).boxed()
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<String> {
+        self.revocations.subscribe()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn write_heartbeat<'a>(
+        &'a self,
+        _heartbeat: &'a NodeHeartbeat,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn remove_heartbeat<'a>(&'a self, _node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+}
+
+/// An rsmq-shaped id: base-36 of the send time in microseconds, then random alphanumerics,
+/// 32 characters in all, so ids sort by send time like rsmq's.
+fn message_id(now_us: u64) -> String {
+    let mut id = base36(now_us);
+    let rest = 32 - id.len();
+    id.extend(
+        rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(rest)
+            .map(char::from),
+    );
+    id
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii digits")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_look_like_rsmq_ids() {
+        let id = message_id(1_700_000_000_123_456);
+        assert_eq!(id.len(), 32);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+}

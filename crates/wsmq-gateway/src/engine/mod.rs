@@ -1,0 +1,170 @@
+//! The storage and messaging backend behind the gateway, as one object-safe trait.
+//!
+//! Two engines implement [`Engine`]: [`redis::RedisEngine`] (rsmq queues in Redis, pub/sub for
+//! realtime wake-ups, channels and revocations; many nodes share it) and
+//! [`memory::MemoryEngine`] (one process, nothing durable, same semantics). The gateway holds an
+//! `Arc<dyn Engine>`, so every method returns a boxed future.
+//!
+//! Names arrive already validated (the session layer parses them with `wsmq-proto`), which is
+//! why the trait takes plain `&str`.
+
+pub mod interest;
+pub mod memory;
+pub mod redis;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, broadcast};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use wsmq_proto::NodeHeartbeat;
+
+pub use self::interest::InterestGuard;
+
+/// A message handed out by [`Engine::receive`]; hidden from other consumers for the vt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The rsmq message id (32 chars).
+    pub id: String,
+    /// The message body.
+    pub body: String,
+    /// How many times it has been received, this time included.
+    pub rc: u64,
+    /// When it was sent, Unix milliseconds.
+    pub sent: u64,
+}
+
+/// The result of one batched receive.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Up to `max` messages, oldest first.
+    pub deliveries: Vec<Delivery>,
+    /// Time until the next message of the queue that is still hidden (delayed or in flight)
+    /// becomes visible, when the engine knows it. Lets a subscriber sleep exactly that long
+    /// instead of polling.
+    pub next_visible: Option<Duration>,
+}
+
+/// Wake-ups for one queue: notified whenever a message may have become receivable.
+///
+/// Holding it keeps the engine listening for the queue's realtime notifications; dropping the
+/// last one for a queue stops that (for Redis: `UNSUBSCRIBE {ns}:rt:{q}`).
+pub struct QueueWatch {
+    /// Woken with `notify_waiters` on every realtime notification of the queue.
+    pub notify: Arc<Notify>,
+    /// Keeps the node's interest in the queue alive.
+    pub _guard: InterestGuard,
+}
+
+/// A local subscription to a broadcast channel.
+///
+/// The receiver yields ready-encoded v1 `message` frames: the engine encodes each channel message
+/// once and every local subscriber gets a cheap clone of the same bytes. Dropping it ends the
+/// node's subscription when it was the last local subscriber.
+pub struct ChannelSubscription {
+    /// Encoded `{"op":"message","channel":…,"message":…}` frames.
+    pub frames: broadcast::Receiver<Utf8Bytes>,
+    /// Keeps the node's subscription to the channel alive.
+    pub _guard: InterestGuard,
+}
+
+/// Why an engine operation failed; maps onto the wire codes `not_found`, `invalid`,
+/// `unavailable` and `internal`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The queue does not exist.
+    #[error("queue not found")]
+    QueueNotFound,
+    /// The request was refused by the engine (bad name, out-of-range number, …).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The message is longer than the queue's maxsize.
+    #[error("message too long")]
+    TooLarge,
+    /// The backend could not be reached or failed transiently.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What every engine offers the gateway. See the module docs.
+pub trait Engine: Send + Sync + 'static {
+    /// A short name for logs and metrics (`redis`, `memory`).
+    fn kind(&self) -> &'static str;
+
+    /// Creates the queue with default attributes unless it exists.
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Receives up to `max` visible messages in one round trip, hiding them for `vt` seconds
+    /// (the queue's vt when `None`).
+    fn receive<'a>(
+        &'a self,
+        queue: &'a str,
+        max: usize,
+        vt: Option<u64>,
+    ) -> BoxFuture<'a, Result<Received, EngineError>>;
+
+    /// Deletes messages in one round trip; returns how many existed.
+    fn ack<'a>(
+        &'a self,
+        queue: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<u64, EngineError>>;
+
+    /// Makes a received message visible again after `delay_secs`; `false` if it is gone.
+    fn nack<'a>(
+        &'a self,
+        queue: &'a str,
+        id: &'a str,
+        delay_secs: u64,
+    ) -> BoxFuture<'a, Result<bool, EngineError>>;
+
+    /// Sends a message (visible after `delay` seconds) and announces it on the realtime
+    /// channel; returns its id.
+    fn send<'a>(
+        &'a self,
+        queue: &'a str,
+        body: &'a str,
+        delay: Option<u64>,
+    ) -> BoxFuture<'a, Result<String, EngineError>>;
+
+    /// Broadcasts on a channel to every node; returns how many nodes received it.
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EngineError>>;
+
+    /// Starts (or joins) listening for the queue's realtime notifications.
+    fn watch_queue(&self, queue: &str) -> QueueWatch;
+
+    /// Subscribes locally to a channel (the node subscribes once per channel).
+    fn subscribe_channel(&self, channel: &str) -> ChannelSubscription;
+
+    /// Whether `token` (hex) is registered for `user` (`wsmq:access:{user}`).
+    fn is_access_token_registered<'a>(
+        &'a self,
+        user: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, EngineError>>;
+
+    /// User ids whose access was revoked, on any node, from now on.
+    fn revocations(&self) -> broadcast::Receiver<String>;
+
+    /// Checks that the backend answers (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
+
+    /// Writes this node's heartbeat with a TTL (no-op for a single-node engine).
+    fn write_heartbeat<'a>(
+        &'a self,
+        heartbeat: &'a NodeHeartbeat,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Removes this node's heartbeat on a clean shutdown.
+    fn remove_heartbeat<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+}
+
+impl fmt::Debug for dyn Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Engine({})", self.kind())
+    }
+}

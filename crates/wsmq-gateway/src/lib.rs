@@ -1,0 +1,130 @@
+//! The wsmq gateway: authenticated WebSocket sessions that deliver rsmq queues at-least-once
+//! and pub/sub channels at-most-once, on any number of nodes sharing one Redis.
+//!
+//! [`run`] is the whole server: it takes a bound listener, a validated [`Config`] and a
+//! shutdown future, so `main` binds the configured address and tests bind `127.0.0.1:0`.
+//!
+//! # Layout
+//!
+//! - [`config`]: clap `serve` options, TOML merge, validated [`Config`].
+//! - [`shutdown`]: `signal()` and the root cancellation token + task tracker.
+//! - [`server`]: the accept loop (connection limit, backoff, hyper with upgrades, drain).
+//! - [`routes`]: `/healthz`, `/readyz`, `/metrics`, `/api/publish`, upgrade dispatch.
+//! - [`upgrade`]: WebSocket handshake: validation, auth, subprotocol, 101.
+//! - [`auth`]: [`auth::Identity`], JWT and access-token authentication, authorization globs.
+//! - [`session`]: one WebSocket session: reader/writer tasks, the legacy and v1 dialects,
+//!   one module per v1 op under `session::ops`.
+//! - [`delivery`]: one task per queue subscription: window, batched receive, pipelined acks,
+//!   realtime wake-ups, the precise timer and the poll fallback.
+//! - [`channels`]: the per-node channel hub (encode once, fan out to local subscribers).
+//! - [`engine`]: the [`engine::Engine`] trait and its Redis and in-memory implementations.
+//! - [`node`]: node identity and the heartbeat key.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`state`]: [`state::Gateway`], what every connection shares.
+//! - [`error`]: [`GatewayError`] and its mapping to HTTP statuses and wire codes.
+
+pub mod auth;
+pub mod channels;
+pub mod config;
+pub mod delivery;
+pub mod engine;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod routes;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod state;
+pub mod upgrade;
+
+use std::{future::Future, sync::Arc};
+
+use tokio::net::TcpListener;
+
+pub use crate::{config::Config, error::GatewayError};
+use crate::{
+    engine::{Engine, memory::MemoryEngine, redis::RedisEngine},
+    metrics::Metrics,
+};
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then drains.
+///
+/// Connects the engine selected by the configuration (Redis with `--redis-url`, else
+/// in-memory) first, so an unreachable Redis fails here rather than on the first client.
+///
+/// # Errors
+///
+/// When the engine cannot be set up or the JWT key is unusable.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let metrics = Metrics::new();
+    let engine: Arc<dyn Engine> = match &config.redis_url {
+        Some(url) => {
+            RedisEngine::connect(url, &config.rsmq_ns, metrics.pubsub_reconnects.clone()).await?
+        }
+        None => MemoryEngine::new(),
+    };
+    let addr = listener.local_addr()?;
+    let gateway = state::Gateway::new(config, engine, metrics, addr)?;
+    server::run(listener, gateway, shutdown).await
+}
+
+/// Like [`run`], with an engine built by the caller (tests use this to reach the
+/// in-memory engine's registry of access tokens).
+///
+/// # Errors
+///
+/// When the JWT key is unusable.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    engine: Arc<dyn Engine>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), GatewayError> {
+    let addr = listener.local_addr()?;
+    let gateway = state::Gateway::new(config, engine, Metrics::new(), addr)?;
+    server::run(listener, gateway, shutdown).await
+}
+
+/// Installs the tracing subscriber: human-readable text, or one JSON object per line.
+/// The level comes from `RUST_LOG` (default `info`).
+pub fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries only the demo token, for scripts to pick up.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Development mode (no `--jwt-secret`): warns, and prints a token for user `demo` valid
+/// for 24 h on stdout, for the developer to paste into a client. No other token is ever
+/// printed or logged.
+pub fn print_demo_token(config: &Config) {
+    if !config.jwt.secret_generated || config.jwt.public_key_pem.is_some() {
+        return;
+    }
+    tracing::warn!(
+        "no --jwt-secret: using a random secret for this run (development only); \
+         tokens stop working when the gateway restarts"
+    );
+    let Ok(auth) = auth::Authenticator::new(config) else {
+        return;
+    };
+    if let Some(token) = auth.issue_token("demo", 24 * 3600) {
+        println!("demo token (user `demo`, valid 24h): {token}");
+        println!(
+            "connect: websocat -H 'x-token: {token}' --protocol wsmq.v1 ws://{}/ws",
+            config.listen
+        );
+    }
+}

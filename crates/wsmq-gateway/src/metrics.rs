@@ -1,0 +1,199 @@
+//! Counters, gauges and the delivery latency histogram, rendered as Prometheus text.
+//!
+//! Each gateway instance owns its own [`Registry`] (prometheus-client), rather than a
+//! process-global recorder, so that several gateways in one test process do not mix their
+//! numbers. `GET /metrics` renders it in the OpenMetrics text format, which Prometheus reads.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Label set of the failure counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// Why: `expired`, `bad_signature`, `unregistered`, …
+    pub reason: String,
+}
+
+/// Every metric the gateway keeps.
+pub struct Metrics {
+    /// Where the metrics below are registered.
+    registry: Registry,
+    /// Open WebSocket sessions.
+    pub connections: Gauge,
+    /// Live queue and channel subscriptions over all sessions.
+    pub subscriptions: Gauge,
+    /// Frames read from clients.
+    pub frames_in: Counter,
+    /// Frames written to clients.
+    pub frames_out: Counter,
+    /// Queue messages written to clients.
+    pub deliveries: Counter,
+    /// Deliveries with rc > 1.
+    pub redeliveries: Counter,
+    /// Messages deleted by acks (and legacy auto-acks).
+    pub acks: Counter,
+    /// Messages given back by nacks.
+    pub nacks: Counter,
+    /// Channel frames a slow subscriber lost.
+    pub channel_lagged: Counter,
+    /// Authentication failures by reason.
+    pub auth_failures: Family<Reason, Counter>,
+    /// Engine errors by operation.
+    pub engine_errors: Family<Reason, Counter>,
+    /// Connections answered 503 because of `--max-connections`.
+    pub connections_refused: Counter,
+    /// Sessions closed because the client did not read fast enough (4008).
+    pub slow_clients: Counter,
+    /// Reconnections of the Redis pub/sub connection.
+    pub pubsub_reconnects: Counter,
+    /// Seconds from a message's send time to the write of its frame.
+    pub delivery_latency: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("wsmq");
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            frames_in: Counter::default(),
+            frames_out: Counter::default(),
+            deliveries: Counter::default(),
+            redeliveries: Counter::default(),
+            acks: Counter::default(),
+            nacks: Counter::default(),
+            channel_lagged: Counter::default(),
+            auth_failures: Family::default(),
+            engine_errors: Family::default(),
+            connections_refused: Counter::default(),
+            slow_clients: Counter::default(),
+            pubsub_reconnects: Counter::default(),
+            // 1 ms .. ~65 s.
+            delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections",
+            "Open WebSocket sessions",
+            metrics.connections.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Live queue and channel subscriptions",
+            metrics.subscriptions.clone(),
+        );
+        r.register(
+            "frames_in",
+            "Frames read from clients",
+            metrics.frames_in.clone(),
+        );
+        r.register(
+            "frames_out",
+            "Frames written to clients",
+            metrics.frames_out.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Queue messages written to clients",
+            metrics.deliveries.clone(),
+        );
+        r.register(
+            "redeliveries",
+            "Queue messages delivered again (rc > 1)",
+            metrics.redeliveries.clone(),
+        );
+        r.register(
+            "acks",
+            "Queue messages deleted after an ack",
+            metrics.acks.clone(),
+        );
+        r.register(
+            "nacks",
+            "Queue messages given back by a nack",
+            metrics.nacks.clone(),
+        );
+        r.register(
+            "channel_lagged",
+            "Channel frames lost by slow subscribers",
+            metrics.channel_lagged.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Refused handshakes by reason",
+            metrics.auth_failures.clone(),
+        );
+        r.register(
+            "engine_errors",
+            "Failed engine operations by operation",
+            metrics.engine_errors.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused over --max-connections",
+            metrics.connections_refused.clone(),
+        );
+        r.register(
+            "slow_clients",
+            "Sessions closed with 4008 for not reading",
+            metrics.slow_clients.clone(),
+        );
+        r.register(
+            "pubsub_reconnects",
+            "Reconnections of the Redis pub/sub connection",
+            metrics.pubsub_reconnects.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "From a message's send time to the write of its frame",
+            metrics.delivery_latency.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Counts an authentication failure.
+    pub fn auth_failure(&self, reason: &str) {
+        self.auth_failures
+            .get_or_create(&Reason {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed engine operation.
+    pub fn engine_error(&self, operation: &str) {
+        self.engine_errors
+            .get_or_create(&Reason {
+                reason: operation.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus / OpenMetrics text of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,84 @@
+//! Node identity at runtime: the heartbeat key and the revocation listener.
+//!
+//! Every 5 s the node writes `wsmq:node:{id}` (JSON [`NodeHeartbeat`], TTL
+//! [`NODE_TTL_SECS`]) so `wsmq-cli nodes` can list live nodes with their connection counts;
+//! the key is deleted on a clean shutdown. The in-memory engine makes both no-ops.
+//! Revocations (`wsmq:revoke`, from any node or the CLI) close the user's local sessions
+//! with 4003.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{info, warn};
+use wsmq_proto::{CloseCode, NodeHeartbeat, keys::NODE_TTL_SECS};
+
+use crate::state::Gateway;
+
+/// How often the heartbeat is written (well within the TTL).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+// The heartbeat must be refreshed several times per TTL, or nodes would flicker.
+const _: () = assert!(HEARTBEAT_EVERY.as_secs() * 2 < NODE_TTL_SECS);
+
+/// Starts the heartbeat and the revocation listener on the shutdown tracker.
+pub fn spawn_workers(gateway: &Arc<Gateway>) {
+    let g = Arc::clone(gateway);
+    gateway.shutdown.spawn(async move {
+        let token = g.shutdown.token.clone();
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = g.engine.write_heartbeat(&heartbeat(&g)).await {
+                g.metrics.engine_error("heartbeat");
+                warn!(cause = %err, "heartbeat write failed");
+            }
+        }
+    });
+    let g = Arc::clone(gateway);
+    let mut revocations = gateway.engine.revocations();
+    gateway.shutdown.spawn(async move {
+        let token = g.shutdown.token.clone();
+        loop {
+            let user = tokio::select! {
+                () = token.cancelled() => break,
+                user = revocations.recv() => user,
+            };
+            match user {
+                Ok(user) => {
+                    let closed = g.sessions.close_user(&user, CloseCode::FORBIDDEN);
+                    if closed > 0 {
+                        info!(user = %user, closed, "access revoked; sessions closed");
+                    }
+                }
+                Err(RecvError::Lagged(lost)) => warn!(lost, "revocations were missed"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// Deletes this node's heartbeat (clean shutdown).
+pub async fn remove_heartbeat(gateway: &Gateway) {
+    let remove = gateway.engine.remove_heartbeat(&gateway.config.node_id);
+    match tokio::time::timeout(Duration::from_secs(2), remove).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => warn!(cause = %err, "could not delete the heartbeat key; it expires"),
+        Err(_) => warn!("deleting the heartbeat key timed out; it expires"),
+    }
+}
+
+/// What the node says about itself now.
+pub fn heartbeat(gateway: &Gateway) -> NodeHeartbeat {
+    NodeHeartbeat {
+        id: gateway.config.node_id.clone(),
+        addr: gateway.addr.to_string(),
+        started: gateway.started,
+        connections: gateway.metrics.connections.get().max(0) as u64,
+        subscriptions: gateway.metrics.subscriptions.get().max(0) as u64,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        draining: gateway.is_draining(),
+    }
+}

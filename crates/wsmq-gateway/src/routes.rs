@@ -1,0 +1,196 @@
+//! The route table: health, readiness, metrics, the publish API and the WebSocket upgrade.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /` or `/ws` with `Upgrade: websocket` | [`upgrade::handle`] |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when the engine answers and the node is not draining, else 503 |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /api/publish` | server-side publish with `Authorization: apikey KEY`; 404 without `--api-key` |
+//!
+//! Everything else is a 404 with a JSON body. Only the path is ever logged: query strings may
+//! carry tokens.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderValue},
+};
+use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, warn};
+use wsmq_proto::{Target, decode_publish_body};
+
+use crate::{error::GatewayError, metrics, state::Gateway, upgrade};
+
+/// The body type of every response.
+pub type Body = Full<Bytes>;
+
+/// Routes one request.
+pub async fn handle(
+    req: Request<Incoming>,
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Response<Body> {
+    debug!(method = %req.method(), path = req.uri().path(), %peer, "request");
+    let method = req.method().clone();
+    match (method, req.uri().path()) {
+        (Method::GET, "/" | "/ws") if upgrade::is_upgrade(&req) => {
+            upgrade::handle(req, gateway, permit).await
+        }
+        (Method::GET, "/" | "/ws") => json_response(
+            StatusCode::UPGRADE_REQUIRED,
+            &json!({"error": "upgrade_required", "reason": "connect with a WebSocket client"}),
+        ),
+        (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        (Method::GET, "/readyz") => readyz(&gateway).await,
+        (Method::GET, "/metrics") => {
+            let mut response = Response::new(Full::new(Bytes::from(gateway.metrics.render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        (Method::POST, "/api/publish") if gateway.config.api_key.is_some() => {
+            publish(req, &gateway).await
+        }
+        _ => not_found(),
+    }
+}
+
+/// A response with a JSON body.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn not_found() -> Response<Body> {
+    json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"}))
+}
+
+async fn readyz(gateway: &Gateway) -> Response<Body> {
+    if gateway.is_draining() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "draining"}),
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(2), gateway.engine.ping()).await {
+        Ok(Ok(())) => json_response(StatusCode::OK, &json!({"status": "ready"})),
+        Ok(Err(err)) => {
+            warn!(cause = %err, "readiness: engine unreachable");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "engine_unavailable"}),
+            )
+        }
+        Err(_) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "engine_timeout"}),
+        ),
+    }
+}
+
+/// `POST /api/publish`: `{"queue","message","delay"?}` or `{"channel","message"}` → `{"id"}`.
+async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
+    let expected = gateway.config.api_key.as_ref().map(|k| k.0.as_bytes());
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("apikey "))
+        .map(str::as_bytes);
+    let authorized = matches!((expected, given), (Some(e), Some(g)) if constant_time_eq(e, g));
+    if !authorized {
+        gateway.metrics.auth_failure("api_key");
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"error": "unauthorized", "reason": "api_key"}),
+        );
+    }
+    // The body holds one message plus a little JSON around it.
+    let limit = gateway.config.max_frame + 1024;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return error_response(&GatewayError::TooLarge(format!("body over {limit} bytes")));
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error_response(&GatewayError::Invalid("body is not UTF-8".into()));
+    };
+    let publish = match decode_publish_body(text) {
+        Ok(p) => p,
+        Err(err) => {
+            let err = match err {
+                wsmq_proto::ProtoError::TooLarge { .. } => GatewayError::TooLarge(err.to_string()),
+                other => GatewayError::Invalid(other.to_string()),
+            };
+            return error_response(&err);
+        }
+    };
+    let result = match &publish.target {
+        Target::Queue(queue) => {
+            let delay = publish.delay.map(u64::from);
+            let engine = &gateway.engine;
+            match engine.ensure_queue(queue.as_str()).await {
+                Ok(()) => engine
+                    .send(queue.as_str(), &publish.message, delay)
+                    .await
+                    .map(|id| json!({"id": id})),
+                Err(err) => Err(err),
+            }
+        }
+        Target::Channel(channel) => gateway
+            .engine
+            .publish(channel.as_str(), &publish.message)
+            .await
+            .map(|receivers| json!({"id": null, "receivers": receivers})),
+    };
+    match result {
+        Ok(body) => json_response(StatusCode::OK, &body),
+        Err(err) => {
+            gateway.metrics.engine_error("publish");
+            warn!(cause = %err, "api publish failed");
+            error_response(&GatewayError::Engine(err))
+        }
+    }
+}
+
+fn error_response(err: &GatewayError) -> Response<Body> {
+    json_response(
+        err.status(),
+        &json!({"error": err.code().as_str(), "message": err.public_message()}),
+    )
+}
+
+/// Compares secrets without leaking, through timing, how long a matching prefix is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_strings() {
+        assert!(constant_time_eq(b"secret-key", b"secret-key"));
+        assert!(!constant_time_eq(b"secret-key", b"secret-kez"));
+        assert!(!constant_time_eq(b"secret-key", b"secret"));
+    }
+}

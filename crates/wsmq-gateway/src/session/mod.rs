@@ -1,0 +1,391 @@
+//! One WebSocket session: a reader and a writer joined by a bounded queue of outbound frames.
+//!
+//! The reader (this task) reads client frames and dispatches them to the dialect
+//! ([`legacy`] or [`v1`], with one module per v1 op under [`ops`]). The writer (a task of its
+//! own) writes frames from the bounded [`Outbound`] queue, batching what is ready before each
+//! flush, and reports written queue deliveries back (legacy deletes on write). Every producer
+//! (replies, deliveries, channel frames) uses `try_send`: a client whose queue is full is not
+//! reading, and is closed with 4008; its unacked messages are released for redelivery.
+//!
+//! Everything ends through one [`Closer`] (a child of the root shutdown token plus the close
+//! code): revocation (4003), JWT expiry (4001), slow client (4008), oversize frame (1009), the
+//! client leaving (1000), or the shutdown (1012, the default when the root is cancelled).
+//!
+//! The session is generic over `Sink<Message> + Stream<Item = Result<Message, _>>`, so it can
+//! be driven without a socket in tests.
+
+pub mod legacy;
+pub mod ops;
+pub mod v1;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::{
+    sync::mpsc::{self, error::TrySendError},
+    time::Instant,
+};
+use tokio_tungstenite::tungstenite::{
+    self, Message, Utf8Bytes,
+    protocol::{CloseFrame, frame::coding::CloseCode as WsCloseCode},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use wsmq_proto::{ChannelName, CloseCode, QueueName};
+
+use crate::{auth::Identity, delivery::Subscription, state::Gateway};
+
+/// Frames written per flush at most (the rest wait for the next flush).
+const WRITE_BATCH: usize = 64;
+/// How long the final close frame may take to write.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The protocol a session speaks, chosen at the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// The original Node gateway's: `/subscribe/<q>` in, `{"message":…}` out.
+    Legacy,
+    /// JSON ops (subprotocol `wsmq.v1`).
+    V1,
+}
+
+/// A frame on its way to the socket.
+#[derive(Debug)]
+pub struct OutFrame {
+    /// The frame: text (cheap to clone: channel frames share one buffer) or a ping.
+    pub message: Message,
+    /// For queue deliveries: what to do once the frame is written.
+    pub report: Option<WriteReport>,
+}
+
+impl OutFrame {
+    /// A frame with nothing to report.
+    pub fn text(text: impl Into<Utf8Bytes>) -> OutFrame {
+        OutFrame {
+            message: Message::Text(text.into()),
+            report: None,
+        }
+    }
+}
+
+/// What the writer does after writing a queue delivery.
+#[derive(Debug)]
+pub struct WriteReport {
+    /// The message id.
+    pub id: String,
+    /// Send time, Unix ms (for the latency histogram).
+    pub sent_ms: u64,
+    /// Legacy: where to report the id as written so the message gets deleted.
+    pub ack_on_write: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// Ends a session with a close code; the first code set wins.
+#[derive(Debug, Clone)]
+pub struct Closer {
+    /// The session's token, a child of the root shutdown token.
+    token: CancellationToken,
+    /// The code to close with; unset when the root was cancelled (then 1012).
+    code: Arc<OnceLock<CloseCode>>,
+}
+
+impl Closer {
+    fn new(token: CancellationToken) -> Closer {
+        Closer {
+            token,
+            code: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Closes the session with `code` (unless it is already closing).
+    pub fn close(&self, code: CloseCode) {
+        let _ = self.code.set(code);
+        self.token.cancel();
+    }
+
+    /// Resolves when the session is closing.
+    pub async fn closed(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The code the session closes with.
+    pub fn code(&self) -> CloseCode {
+        self.code
+            .get()
+            .copied()
+            .unwrap_or(CloseCode::SERVICE_RESTART)
+    }
+}
+
+/// The producer side of a session's bounded outbound queue.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Bounded by `--outbound-buffer`.
+    tx: mpsc::Sender<OutFrame>,
+    /// Closes the session with 4008 when the queue is full.
+    closer: Closer,
+}
+
+impl Outbound {
+    /// Queues a frame; `false` when the session is closing or the client is too slow
+    /// (which closes the session with 4008).
+    pub fn push(&self, frame: OutFrame) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.closer.close(CloseCode::SLOW_CONSUMER);
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The state of one session, shared by the dialects and ops.
+pub struct Session {
+    /// Node state.
+    pub gateway: Arc<Gateway>,
+    /// Who is connected.
+    pub identity: Identity,
+    /// Legacy or v1.
+    pub dialect: Dialect,
+    /// Frames to the client.
+    pub out: Outbound,
+    /// Ends the session.
+    pub closer: Closer,
+    /// Parent of the subscription tasks' tokens.
+    pub token: CancellationToken,
+    /// Queue subscriptions (dropping one ends it and releases its in-flight messages).
+    pub queues: HashMap<QueueName, Subscription>,
+    /// Channel subscriptions: the forwarder's token, cancelled on drop by the guard.
+    pub channels: HashMap<ChannelName, tokio_util::sync::DropGuard>,
+    /// When the session's JWT expires (4001), if it does.
+    pub expires_at: Option<Instant>,
+}
+
+impl Session {
+    /// Queues an encoded frame for the client.
+    pub fn send(&self, text: impl Into<Utf8Bytes>) {
+        self.out.push(OutFrame::text(text));
+    }
+
+    /// Subscriptions of both kinds.
+    pub fn subscription_count(&self) -> usize {
+        self.queues.len() + self.channels.len()
+    }
+
+    /// Sets the expiry timer from a JWT `exp` (Unix seconds).
+    pub fn set_expiry(&mut self, exp: Option<u64>) {
+        self.expires_at = exp.map(|exp| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+        });
+    }
+}
+
+/// Runs a session on an upgraded socket until it ends, then cleans up.
+///
+/// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
+pub async fn run<W, R>(
+    sink: W,
+    stream: R,
+    gateway: Arc<Gateway>,
+    identity: Identity,
+    dialect: Dialect,
+) where
+    W: Sink<Message, Error = tungstenite::Error> + Send + Unpin + 'static,
+    R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let token = gateway.shutdown.token.child_token();
+    let closer = Closer::new(token.clone());
+    let (tx, rx) = mpsc::channel(gateway.config.outbound_buffer);
+    let out = Outbound {
+        tx,
+        closer: closer.clone(),
+    };
+    let user = identity.user.as_str().to_owned();
+    let registration = gateway.sessions.register(&user, closer.clone());
+    gateway.metrics.connections.inc();
+    info!("session opened");
+    let writer = gateway
+        .shutdown
+        .spawn(write_loop(sink, rx, closer.clone(), Arc::clone(&gateway)));
+    let mut session = Session {
+        gateway: Arc::clone(&gateway),
+        identity,
+        dialect,
+        out,
+        closer: closer.clone(),
+        token,
+        queues: HashMap::new(),
+        channels: HashMap::new(),
+        expires_at: None,
+    };
+    session.set_expiry(session.identity.exp);
+    if dialect == Dialect::V1 {
+        v1::welcome(&session);
+    }
+    read_loop(&mut session, stream).await;
+    // Cancel without choosing a code: whoever ended the session chose one already, and a
+    // root cancellation (shutdown) means 1012. Ending the subscriptions releases their
+    // in-flight messages for redelivery.
+    session.token.cancel();
+    session.queues.clear();
+    session.channels.clear();
+    drop(session);
+    let _ = writer.await;
+    let code = closer.code();
+    if code == CloseCode::SLOW_CONSUMER {
+        gateway.metrics.slow_clients.inc();
+    }
+    gateway.sessions.unregister(&user, registration);
+    gateway.metrics.connections.dec();
+    info!(code = code.as_u16(), "session closed");
+}
+
+async fn read_loop<R>(session: &mut Session, mut stream: R)
+where
+    R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let closer = session.closer.clone();
+    // Server pings keep NATs and proxies open and detect dead peers: a client that sends
+    // nothing at all (not even the automatic pong) for two intervals is gone.
+    let ping_every = session.gateway.config.ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_seen = Instant::now();
+    loop {
+        let expiry = session.expires_at;
+        let frame = tokio::select! {
+            biased;
+            () = closer.closed() => break,
+            () = sleep_until_opt(expiry) => {
+                info!("token expired");
+                closer.close(CloseCode::TOKEN_EXPIRED);
+                break;
+            }
+            frame = stream.next() => frame,
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= ping_every * 2 {
+                    info!("idle timeout");
+                    closer.close(CloseCode::POLICY);
+                    break;
+                }
+                session.out.push(OutFrame {
+                    message: Message::Ping(Default::default()),
+                    report: None,
+                });
+                continue;
+            }
+        };
+        last_seen = Instant::now();
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                session.gateway.metrics.frames_in.inc();
+                match session.dialect {
+                    Dialect::Legacy => legacy::on_text(session, text.as_str()).await,
+                    Dialect::V1 => v1::on_text(session, text.as_str()).await,
+                }
+            }
+            Some(Ok(Message::Binary(_))) => {
+                session.gateway.metrics.frames_in.inc();
+                if session.dialect == Dialect::V1 {
+                    v1::on_binary(session);
+                }
+            }
+            // tungstenite answers pings itself; pongs and raw frames need nothing.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Ok(Message::Close(_))) | None => {
+                closer.close(CloseCode::NORMAL);
+                break;
+            }
+            Some(Err(tungstenite::Error::Capacity(err))) => {
+                info!(cause = %err, "frame too large");
+                closer.close(CloseCode::TOO_BIG);
+                break;
+            }
+            Some(Err(err)) => {
+                debug!(cause = %err, "read failed");
+                closer.close(CloseCode::NORMAL);
+                break;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes outbound frames, flushing after each batch, then the close frame.
+async fn write_loop<W>(
+    mut sink: W,
+    mut rx: mpsc::Receiver<OutFrame>,
+    closer: Closer,
+    gateway: Arc<Gateway>,
+) where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let metrics = &gateway.metrics;
+    let mut reports = Vec::new();
+    'outer: loop {
+        let first = tokio::select! {
+            biased;
+            () = closer.closed() => break,
+            frame = rx.recv() => match frame {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
+        let mut next = Some(first);
+        let mut count = 0;
+        while let Some(frame) = next.take() {
+            if let Err(err) = sink.feed(frame.message).await {
+                debug!(cause = %err, "write failed");
+                closer.close(CloseCode::NORMAL);
+                break 'outer;
+            }
+            reports.extend(frame.report);
+            count += 1;
+            if count < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(err) = sink.flush().await {
+            debug!(cause = %err, "flush failed");
+            closer.close(CloseCode::NORMAL);
+            break;
+        }
+        metrics.frames_out.inc_by(count as u64);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for report in reports.drain(..) {
+            metrics.deliveries.inc();
+            metrics
+                .delivery_latency
+                .observe(now_ms.saturating_sub(report.sent_ms) as f64 / 1000.0);
+            if let Some(tx) = report.ack_on_write {
+                let _ = tx.send(report.id);
+            }
+        }
+    }
+    let code = closer.code();
+    let frame = CloseFrame {
+        code: WsCloseCode::from(code.as_u16()),
+        reason: code.reason().into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,33 @@
+//! `{"op":"ack","queue","id"}`: the message is done; delete it.
+//!
+//! The ack is handed to the queue's subscription task, which knows what it delivered (an id
+//! it did not deliver is `not_found`) and deletes all acks waiting in one batch.
+
+use tokio::sync::mpsc;
+use wsmq_proto::{ErrorCode, MessageId, QueueName, Ref};
+
+use super::{Reply, Session};
+use crate::delivery::Command;
+
+/// Forwards the ack to the subscription, which replies.
+pub(super) async fn apply(
+    session: &mut Session,
+    queue: QueueName,
+    id: MessageId,
+    reference: Option<Ref>,
+) -> Reply {
+    let Some(subscription) = session.queues.get(&queue) else {
+        return Reply::error(
+            reference,
+            ErrorCode::NotFound,
+            "not subscribed to that queue",
+        );
+    };
+    let command = Command::Ack { id, reference };
+    match subscription.commands.send(command).await {
+        Ok(()) => Reply::Deferred,
+        Err(mpsc::error::SendError(
+            Command::Ack { reference, .. } | Command::Nack { reference, .. },
+        )) => Reply::error(reference, ErrorCode::Unavailable, "subscription ended"),
+    }
+}

@@ -1,0 +1,62 @@
+//! The v1 ops, one module each, all the same shape: authorize → apply → reply.
+//!
+//! Each op returns a [`Reply`]: most answer at once; `ack` and `nack` are handed to the
+//! queue's subscription task, which answers after its batched delete (pipelining: the reader
+//! does not wait for Redis between two acks).
+
+mod ack;
+mod auth;
+mod nack;
+mod ping;
+mod publish;
+mod subscribe;
+mod unsubscribe;
+
+use wsmq_proto::{ClientFrame, ClientOp, ErrorCode, Ref, ServerFrame, encode_server};
+
+use super::Session;
+use crate::error::GatewayError;
+
+/// What an op answers.
+pub enum Reply {
+    /// This frame, now.
+    Now(ServerFrame),
+    /// Someone else (a subscription task) answers.
+    Deferred,
+}
+
+impl Reply {
+    /// `ok` with the ref.
+    pub fn ok(reference: Option<Ref>) -> Reply {
+        Reply::Now(ServerFrame::ok(reference))
+    }
+
+    /// `error` with the ref, code and message.
+    pub fn error(reference: Option<Ref>, code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply::Now(ServerFrame::error(reference, code, message))
+    }
+
+    /// `error` for a gateway error (internal details are not shown).
+    pub fn failed(reference: Option<Ref>, err: &GatewayError) -> Reply {
+        Reply::error(reference, err.code(), err.public_message())
+    }
+}
+
+/// Runs one decoded client frame and sends its reply.
+pub async fn dispatch(session: &mut Session, frame: ClientFrame) {
+    let reference = frame.reference;
+    let reply = match frame.op {
+        ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,
+        ClientOp::Unsubscribe(target) => unsubscribe::apply(session, target, reference),
+        ClientOp::Ack { queue, id } => ack::apply(session, queue, id, reference).await,
+        ClientOp::Nack { queue, id, delay } => {
+            nack::apply(session, queue, id, delay, reference).await
+        }
+        ClientOp::Publish(publish) => publish::apply(session, publish, reference).await,
+        ClientOp::Auth { token } => auth::apply(session, &token, reference),
+        ClientOp::Ping => ping::apply(reference),
+    };
+    if let Reply::Now(frame) = reply {
+        session.send(encode_server(&frame));
+    }
+}

@@ -1,0 +1,148 @@
+//! The WebSocket handshake: validate, authenticate, negotiate, answer 101, start the session.
+//!
+//! Authentication runs before the upgrade, so a refused client gets an HTTP 401 with a JSON
+//! body (`{"error":"unauthorized","reason":"expired"}`) rather than a socket that closes
+//! at once. A client offering subprotocol `wsmq.v1` gets it echoed and speaks the v1 dialect;
+//! any other client speaks the legacy dialect of the original Node gateway.
+//!
+//! Upgraded sockets leave hyper's control, so the session is spawned on the shutdown tracker
+//! with its own child cancellation token (see `session`).
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use hyper::{
+    Request, Response, StatusCode,
+    body::Incoming,
+    header::{self, HeaderMap, HeaderValue},
+};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{
+        handshake::derive_accept_key,
+        protocol::{Role, WebSocketConfig},
+    },
+};
+use tracing::{Instrument, debug, info, info_span};
+
+use crate::{
+    routes::{Body, json_response},
+    session::{self, Dialect},
+    state::Gateway,
+};
+
+/// The v1 subprotocol name.
+pub const SUBPROTOCOL: &str = "wsmq.v1";
+
+/// Whether the request asks for a WebSocket upgrade.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    header_has_token(req.headers(), header::UPGRADE, "websocket")
+        && header_has_token(req.headers(), header::CONNECTION, "upgrade")
+}
+
+/// Handles an upgrade request on `/` or `/ws`.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    gateway: Arc<Gateway>,
+    permit: Arc<OwnedSemaphorePermit>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let headers = req.headers();
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v != "13")
+    {
+        let mut response = json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "bad_request", "reason": "unsupported websocket version (need 13)"}),
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "bad_request", "reason": "missing sec-websocket-key"}),
+        );
+    };
+    if gateway.is_draining() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "unavailable", "reason": "draining"}),
+        );
+    }
+    let identity = match gateway
+        .auth
+        .authenticate(req.headers(), req.uri(), gateway.engine.as_ref())
+        .await
+    {
+        Ok(identity) => identity,
+        Err(failure) => {
+            gateway.metrics.auth_failure(failure.reason);
+            info!(path = %path, reason = failure.reason, "handshake refused");
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "unauthorized", "reason": failure.reason}),
+            );
+        }
+    };
+    let dialect = if header_has_token(req.headers(), header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
+        Dialect::V1
+    } else {
+        Dialect::Legacy
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(gateway.config.max_frame))
+        .max_frame_size(Some(gateway.config.max_frame));
+    let span = info_span!("session", user = %identity.user, ?dialect);
+    let session_gateway = Arc::clone(&gateway);
+    gateway.shutdown.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let io = TokioIo::new(upgraded);
+                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                    let (sink, stream) = ws.split();
+                    session::run(sink, stream, session_gateway, identity, dialect).await;
+                }
+                Err(err) => debug!(cause = %err, "upgrade failed"),
+            }
+            drop(permit);
+        }
+        .instrument(span),
+    );
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    if dialect == Dialect::V1 {
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    response
+}
+
+/// Whether a comma-separated header contains `token` (case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}

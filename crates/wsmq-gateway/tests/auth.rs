@@ -1,0 +1,157 @@
+//! Authentication before the upgrade: 401 JSON on failure, every token source.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{SECRET, TestGateway, access_token, now, token, token_with};
+use wsmq_proto::Claims;
+
+fn reason(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(value["error"], "unauthorized", "{body}");
+    value["reason"].as_str().unwrap().to_owned()
+}
+
+async fn refused(gw: &TestGateway, headers: &[(&str, &str)], path: &str) -> String {
+    let Err((status, body)) = gw.connect(path, headers, None).await else {
+        panic!("handshake was accepted");
+    };
+    assert_eq!(status, 401);
+    reason(&body)
+}
+
+#[tokio::test]
+async fn missing_token_is_401_with_a_json_reason() {
+    let gw = TestGateway::builder().start().await;
+    assert_eq!(refused(&gw, &[], "/").await, "missing_token");
+}
+
+#[tokio::test]
+async fn bad_signature_expired_and_alg_none_are_refused() {
+    let gw = TestGateway::builder().start().await;
+    let forged =
+        wsmq_proto::token::issue_hs256(&Claims::new("alice", now() + 60), b"not-the-secret");
+    assert_eq!(
+        refused(&gw, &[("x-token", &forged)], "/").await,
+        "bad_signature"
+    );
+    let expired = token_with(Claims::new("alice", now() - 3600));
+    assert_eq!(refused(&gw, &[("x-token", &expired)], "/").await, "expired");
+    // {"alg":"none","typ":"JWT"} . {"sub":"alice","exp":9999999999} . (no signature)
+    let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
+    assert_eq!(
+        refused(&gw, &[("x-token", none)], "/").await,
+        "wrong_algorithm"
+    );
+    assert_eq!(
+        refused(&gw, &[("x-token", "garbage")], "/").await,
+        "malformed"
+    );
+}
+
+#[tokio::test]
+async fn token_from_header_bearer_or_query() {
+    let gw = TestGateway::builder().start().await;
+    let t = token("alice");
+    gw.connect("/", &[("x-token", &t)], None).await.unwrap();
+    let bearer = format!("Bearer {t}");
+    gw.connect("/ws", &[("authorization", &bearer)], None)
+        .await
+        .unwrap();
+    gw.connect(&format!("/ws?token={t}"), &[], None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn access_token_is_accepted_only_while_registered() {
+    let gw = TestGateway::builder().start().await;
+    let at = access_token("57c8");
+    assert_eq!(
+        refused(&gw, &[("x-access-token", &at)], "/").await,
+        "unregistered"
+    );
+    gw.memory
+        .as_ref()
+        .unwrap()
+        .register_access_token("57c8", &at);
+    let (mut client, welcome) = {
+        let mut c = gw
+            .connect("/ws", &[("x-access-token", &at)], Some("wsmq.v1"))
+            .await
+            .unwrap();
+        let w = c.recv_json().await;
+        (c, w)
+    };
+    assert_eq!(welcome["user"], "57c8");
+    // A session admitted by access token gets a fresh JWT that the gateway accepts.
+    let fresh = welcome["token"].as_str().expect("a fresh token").to_owned();
+    gw.connect("/", &[("x-token", &fresh)], None).await.unwrap();
+    // The query form works too.
+    gw.connect(&format!("/?access_token={at}"), &[], None)
+        .await
+        .unwrap();
+    // Revocation closes the session with 4003 and refuses the token from then on.
+    gw.memory.as_ref().unwrap().revoke("57c8");
+    assert_eq!(client.close_code().await, Some(4003));
+    assert_eq!(
+        refused(&gw, &[("x-access-token", &at)], "/").await,
+        "unregistered"
+    );
+}
+
+#[tokio::test]
+async fn jwt_sessions_get_a_null_token_in_the_welcome() {
+    let gw = TestGateway::builder().start().await;
+    let (client, welcome) = gw.v1("users/bob").await;
+    assert_eq!(
+        welcome,
+        json!({"op": "welcome", "user": "bob", "node": "test-node", "token": null})
+    );
+    assert_eq!(client.protocol.as_deref(), Some("wsmq.v1"));
+    let _ = SECRET;
+}
+
+#[tokio::test]
+async fn a_session_whose_token_expires_is_closed_with_4001() {
+    let gw = TestGateway::builder().start().await;
+    // The verifier allows 5 s of leeway, so a token 3 s in the past is still admitted;
+    // the session's timer then fires at once.
+    let t = token_with(Claims::new("carol", now() - 3));
+    let mut client = gw
+        .connect("/ws", &[("x-token", &t)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    assert_eq!(client.close_code().await, Some(4001));
+}
+
+#[tokio::test]
+async fn auth_op_extends_the_session() {
+    let gw = TestGateway::builder().start().await;
+    let t = token_with(Claims::new("dave", now() + 2));
+    let mut client = gw
+        .connect("/ws", &[("x-token", &t)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    client.recv_json().await;
+    let later = token_with(Claims::new("dave", now() + 3600));
+    let reply = client
+        .request(json!({"op": "auth", "token": later, "ref": 1}))
+        .await;
+    assert_eq!(reply, json!({"op": "ok", "ref": 1}));
+    let other = token_with(Claims::new("eve", now() + 7200));
+    let reply = client
+        .request(json!({"op": "auth", "token": other, "ref": 2}))
+        .await;
+    assert_eq!(reply["code"], "forbidden");
+    let bad = client
+        .request(json!({"op": "auth", "token": "x.y.z", "ref": 3}))
+        .await;
+    assert_eq!(bad["code"], "forbidden");
+    // Past the first token's exp, the session is still open.
+    client
+        .expect_silence(std::time::Duration::from_millis(2500))
+        .await;
+    let pong = client.request(json!({"op": "ping", "ref": 4})).await;
+    assert_eq!(pong, json!({"op": "pong", "ref": 4}));
+}

@@ -1,0 +1,212 @@
+//! One engine conformance suite, run against the in-memory engine and against Redis: both
+//! must behave like rsmq 0.12 as far as the gateway can see.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use support::{RedisServer, unique};
+use wsmq_gateway::engine::{Engine, EngineError, memory::MemoryEngine, redis::RedisEngine};
+
+async fn conformance(engine: Arc<dyn Engine>) {
+    engine.ping().await.unwrap();
+    let q = format!("q{}", unique());
+
+    // A missing queue is QueueNotFound; ensure_queue creates it and is idempotent.
+    assert_eq!(
+        engine.receive(&q, 1, None).await.unwrap_err(),
+        EngineError::QueueNotFound
+    );
+    engine.ensure_queue(&q).await.unwrap();
+    engine.ensure_queue(&q).await.unwrap();
+    assert!(
+        engine
+            .receive(&q, 10, None)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+
+    // Send, then receive: rc 1, the body, the send time; batches are limited to `max`.
+    let before = now_ms();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(engine.send(&q, &format!("m{i}"), None).await.unwrap());
+    }
+    assert!(ids.iter().all(|id| id.len() == 32));
+    let got = engine.receive(&q, 2, Some(1)).await.unwrap().deliveries;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].id.as_str(), got[0].body.as_str(), got[0].rc),
+        (ids[0].as_str(), "m0", 1)
+    );
+    assert_eq!(got[1].body, "m1");
+    assert!(got[0].sent + 1000 >= before && got[0].sent <= now_ms() + 1000);
+
+    // Received messages are hidden for the vt; the third is still there.
+    let rest = engine.receive(&q, 10, Some(1)).await.unwrap();
+    assert_eq!(rest.deliveries.len(), 1);
+    assert_eq!(rest.deliveries[0].body, "m2");
+    let empty = engine.receive(&q, 10, None).await.unwrap();
+    assert!(empty.deliveries.is_empty());
+    let next = empty
+        .next_visible
+        .expect("the engine knows when the hidden ones reappear");
+    assert!(next <= Duration::from_secs(1), "{next:?}");
+
+    // After the vt they are visible again, with rc 2.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|d| d.rc == 2));
+
+    // Ack deletes (in one batch) and counts what existed.
+    let all: Vec<String> = again.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(engine.ack(&q, &all[..2]).await.unwrap(), 2);
+    assert_eq!(engine.ack(&q, &all[..2]).await.unwrap(), 0);
+
+    // Nack with delay 0: visible at once, rc 3; unknown ids are `false`.
+    assert!(engine.nack(&q, &all[2], 0).await.unwrap());
+    let back = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    assert_eq!((back.len(), back[0].rc), (1, 3));
+    assert!(!engine.nack(&q, &all[0], 0).await.unwrap());
+    engine.ack(&q, &all[2..]).await.unwrap();
+
+    // A delayed message is invisible until due, and the engine says when it is due.
+    engine.send(&q, "later", Some(1)).await.unwrap();
+    let early = engine.receive(&q, 10, None).await.unwrap();
+    assert!(early.deliveries.is_empty());
+    let due = early
+        .next_visible
+        .expect("next visible time of a delayed message");
+    assert!(
+        due > Duration::from_millis(500) && due <= Duration::from_secs(1),
+        "{due:?}"
+    );
+    tokio::time::sleep(due + Duration::from_millis(20)).await;
+    let on_time = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    assert_eq!(on_time[0].body, "later");
+    engine.ack(&q, &[on_time[0].id.clone()]).await.unwrap();
+
+    // Oversize bodies are refused.
+    let big = "x".repeat(65537);
+    assert_eq!(
+        engine.send(&q, &big, None).await.unwrap_err(),
+        EngineError::TooLarge
+    );
+
+    // Realtime: a watcher is woken by a send.
+    let watch = engine.watch_queue(&q);
+    let woken = watch.notify.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    // Give a pub/sub engine time to subscribe.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engine.send(&q, "ping", None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), woken)
+        .await
+        .expect("woken by the send");
+
+    // Channels: a local subscription receives the encoded frame.
+    let channel = format!("c{}", unique());
+    let mut sub = engine.subscribe_channel(&channel);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(engine.publish(&channel, "hello").await.unwrap() >= 1);
+    let frame = tokio::time::timeout(Duration::from_secs(2), sub.frames.recv())
+        .await
+        .expect("channel frame")
+        .unwrap();
+    assert_eq!(
+        frame.as_str(),
+        format!(r#"{{"op":"message","channel":"{channel}","message":"hello"}}"#)
+    );
+    drop(sub);
+    assert_eq!(
+        engine
+            .publish(&format!("c{}", unique()), "nobody")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn memory_engine_conforms() {
+    conformance(MemoryEngine::new()).await;
+}
+
+#[tokio::test]
+async fn redis_engine_conforms() {
+    let redis = RedisServer::start();
+    let ns = format!("conf{}", unique());
+    let engine = RedisEngine::connect(&redis.url(), &ns, Default::default())
+        .await
+        .unwrap();
+    conformance(engine.clone()).await;
+    // The access-token registry is the SET the CLI writes.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(wsmq_proto::keys::access_tokens("u1"))
+        .arg("00ff")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        engine
+            .is_access_token_registered("u1", "00ff")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !engine
+            .is_access_token_registered("u1", "00fe")
+            .await
+            .unwrap()
+    );
+    // Revocations published on wsmq:revoke reach the engine's listeners.
+    let mut revocations = engine.revocations();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(wsmq_proto::keys::REVOKE_CHANNEL)
+        .arg("u1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let user = tokio::time::timeout(Duration::from_secs(2), revocations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user, "u1");
+    // Heartbeats are written with a TTL and removed.
+    let hb = wsmq_proto::NodeHeartbeat {
+        id: "n1".into(),
+        addr: "127.0.0.1:1".into(),
+        started: 1,
+        connections: 2,
+        subscriptions: 3,
+        version: "0".into(),
+        draining: false,
+    };
+    engine.write_heartbeat(&hb).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(wsmq_proto::keys::node("n1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= wsmq_proto::keys::NODE_TTL_SECS as i64);
+    engine.remove_heartbeat("n1").await.unwrap();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(wsmq_proto::keys::node("n1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0);
+}

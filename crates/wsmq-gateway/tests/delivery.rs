@@ -1,0 +1,239 @@
+//! Queue delivery: at-least-once, window, ack/nack, competing consumers, timers. Each
+//! behaviour runs against the in-memory engine and against Redis.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use support::{Client, RedisServer, TestGateway, unique};
+
+/// Runs `$body` with `$gw` bound to a memory gateway, then to a Redis gateway.
+macro_rules! on_both_engines {
+    (|$gw:ident| $body:expr, $config:expr) => {{
+        let $gw = TestGateway::builder().config($config).start().await;
+        $body;
+        let redis = RedisServer::start();
+        let $gw = TestGateway::builder()
+            .config($config)
+            .redis(&redis)
+            .start()
+            .await;
+        $body;
+    }};
+}
+
+fn open(c: &mut wsmq_gateway::Config) {
+    c.open = true;
+}
+
+async fn subscribe(gw: &TestGateway, user: &str, queue: &str) -> Client {
+    let (mut c, _) = gw.v1(user).await;
+    let r = c
+        .request(json!({"op": "subscribe", "queue": queue, "ref": 0}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    c
+}
+
+async fn at_least_once(gw: &TestGateway) {
+    let q = format!("q{}", unique());
+    let engine = gw.engine().await;
+    engine.ensure_queue(&q).await.unwrap();
+    for i in 0..5 {
+        engine.send(&q, &format!("m{i}"), None).await.unwrap();
+    }
+    let mut a = subscribe(gw, &q, &q).await;
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        let m = a.recv_json().await;
+        assert_eq!(m["rc"], 1);
+        first.push(m["id"].as_str().unwrap().to_owned());
+    }
+    // Ack two, leave three unacked, go away.
+    for id in &first[..2] {
+        let r = a.request(json!({"op": "ack", "queue": q, "id": id})).await;
+        assert_eq!(r["op"], "ok");
+    }
+    a.close().await;
+    // A new session gets the three others at once (not after the 30 s vt), with rc 2.
+    let mut b = subscribe(gw, &q, &q).await;
+    let mut again = HashSet::new();
+    for _ in 0..3 {
+        let m = b.recv_json().await;
+        assert_eq!(m["rc"], 2, "{m}");
+        again.insert(m["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(again, first[2..].iter().cloned().collect());
+    b.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn unacked_messages_are_redelivered_with_rc_2_after_a_disconnect() {
+    on_both_engines!(|gw| at_least_once(&gw).await, |_| {});
+}
+
+async fn window(gw: &TestGateway) {
+    let q = format!("q{}", unique());
+    let engine = gw.engine().await;
+    engine.ensure_queue(&q).await.unwrap();
+    for i in 0..10 {
+        engine.send(&q, &format!("m{i}"), None).await.unwrap();
+    }
+    let mut c = subscribe(gw, &q, &q).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(c.recv_json().await["id"].as_str().unwrap().to_owned());
+    }
+    c.expect_silence(Duration::from_millis(300)).await;
+    let r = c
+        .request(json!({"op": "ack", "queue": q, "id": ids[0]}))
+        .await;
+    assert_eq!(r["op"], "ok");
+    let next = c.recv_json().await;
+    assert_eq!(next["message"], "m3");
+    c.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn no_more_than_the_window_is_in_flight() {
+    on_both_engines!(|gw| window(&gw).await, |c: &mut wsmq_gateway::Config| c
+        .window =
+        3);
+}
+
+async fn nack_delay(gw: &TestGateway) {
+    let q = format!("q{}", unique());
+    let mut c = subscribe(gw, &q, &q).await;
+    gw.engine().await.send(&q, "later", None).await.unwrap();
+    let m = c.recv_json().await;
+    let start = Instant::now();
+    let r = c
+        .request(json!({"op": "nack", "queue": q, "id": m["id"], "delay": 1}))
+        .await;
+    assert_eq!(r["op"], "ok");
+    let again = c.recv_json().await;
+    let waited = start.elapsed();
+    assert_eq!(
+        (again["id"].clone(), again["rc"].as_u64()),
+        (m["id"].clone(), Some(2))
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "came back after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1600),
+        "came back after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_nacked_message_comes_back_after_its_delay() {
+    // A long poll interval: only the precise timer can bring it back on time.
+    on_both_engines!(
+        |gw| nack_delay(&gw).await,
+        |c: &mut wsmq_gateway::Config| { c.poll_interval = Duration::from_secs(30) }
+    );
+}
+
+async fn delayed(gw: &TestGateway) {
+    let q = format!("q{}", unique());
+    let mut c = subscribe(gw, &q, &q).await;
+    let start = Instant::now();
+    gw.engine().await.send(&q, "due", Some(1)).await.unwrap();
+    let m = c.recv_json().await;
+    let waited = start.elapsed();
+    assert_eq!(m["message"], "due");
+    assert!(
+        waited >= Duration::from_millis(950),
+        "arrived early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1300),
+        "arrived late: {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_message_arrives_on_time_without_client_traffic() {
+    on_both_engines!(|gw| delayed(&gw).await, |c: &mut wsmq_gateway::Config| {
+        c.poll_interval = Duration::from_secs(30)
+    });
+}
+
+async fn competing(gw: &TestGateway) {
+    let q = format!("q{}", unique());
+    let mut a = subscribe(gw, "a", &q).await;
+    let mut b = subscribe(gw, "b", &q).await;
+    let engine = gw.engine().await;
+    let total = 40;
+    for i in 0..total {
+        engine.send(&q, &format!("m{i}"), None).await.unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut counts = [0, 0];
+    for (n, client) in [&mut a, &mut b].into_iter().enumerate() {
+        while let Some(text) = client.next_text(Duration::from_millis(500)).await {
+            let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(
+                seen.insert(m["id"].as_str().unwrap().to_owned()),
+                "duplicate {m}"
+            );
+            counts[n] += 1;
+            let r = client
+                .request(json!({"op": "ack", "queue": q, "id": m["id"]}))
+                .await;
+            assert_eq!(r["op"], "ok");
+        }
+    }
+    assert_eq!(seen.len(), total, "counts {counts:?}");
+}
+
+#[tokio::test]
+async fn competing_consumers_share_a_queue_without_duplicates() {
+    on_both_engines!(|gw| competing(&gw).await, open);
+}
+
+#[tokio::test]
+async fn the_poll_fallback_catches_messages_sent_without_notification() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder()
+        .config(|c| c.poll_interval = Duration::from_millis(200))
+        .redis(&redis)
+        .start()
+        .await;
+    let q = format!("q{}", unique());
+    let mut c = subscribe(&gw, &q, &q).await;
+    // A publisher with realtime off, like npm rsmq's default.
+    let quiet = wsmq_rsmq::Rsmq::connect(
+        &redis.url(),
+        wsmq_rsmq::RsmqOptions {
+            ns: gw.ns.clone(),
+            realtime: false,
+        },
+    )
+    .await
+    .unwrap();
+    quiet.send_message(&q, "quiet", None).await.unwrap();
+    let start = Instant::now();
+    let m = c.recv_json().await;
+    assert_eq!(m["message"], "quiet");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn queues_survive_their_consumers() {
+    let gw = TestGateway::builder().start().await;
+    let q = format!("q{}", unique());
+    let c = subscribe(&gw, &q, &q).await;
+    c.close().await;
+    let engine = gw.engine().await;
+    // The queue still exists: a send to it succeeds and waits for the next session.
+    engine.send(&q, "kept", None).await.unwrap();
+    let mut again = subscribe(&gw, &q, &q).await;
+    assert_eq!(again.recv_json().await["message"], "kept");
+}

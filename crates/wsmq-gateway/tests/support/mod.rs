@@ -1,0 +1,479 @@
+//! Shared test support: an in-process gateway on `127.0.0.1:0`, a throwaway `redis-server`,
+//! WebSocket and raw HTTP clients.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{
+        Message,
+        client::IntoClientRequest,
+        http::{HeaderName, HeaderValue},
+    },
+};
+use wsmq_gateway::{
+    Config, GatewayError,
+    engine::{Engine, memory::MemoryEngine},
+};
+use wsmq_proto::{Claims, UserId, token::issue_access_token, token::issue_hs256};
+
+/// The JWT secret of every test gateway.
+pub const SECRET: &str = "test-secret-0123456789";
+
+/// How long a test waits for a frame before failing.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running gateway; shut down on drop (or with [`TestGateway::shutdown`]).
+pub struct TestGateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The in-memory engine, when that is the engine.
+    pub memory: Option<Arc<MemoryEngine>>,
+    /// The rsmq namespace (Redis).
+    pub ns: String,
+    /// The Redis URL, when that is the engine.
+    pub redis_url: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), GatewayError>>>,
+}
+
+/// Builds a [`TestGateway`].
+pub struct Builder {
+    config: Config,
+    redis: Option<String>,
+}
+
+impl TestGateway {
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::for_tests(SECRET),
+            redis: None,
+        }
+    }
+
+    /// `ws://addr{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// An engine on the same data as the gateway, to publish and inspect from the test: the
+    /// gateway's own in-memory engine, or a second Redis engine on the same namespace.
+    pub async fn engine(&self) -> Arc<dyn Engine> {
+        match (&self.memory, &self.redis_url) {
+            (Some(memory), _) => memory.clone(),
+            (None, Some(url)) => {
+                wsmq_gateway::engine::redis::RedisEngine::connect(url, &self.ns, Default::default())
+                    .await
+                    .expect("redis engine connects")
+            }
+            (None, None) => unreachable!("a gateway has an engine"),
+        }
+    }
+
+    /// Stops the gateway and waits for its drain.
+    pub async fn shutdown(mut self) -> Result<(), GatewayError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("gateway stops within 15 s")
+            .expect("gateway task does not panic")
+    }
+
+    /// Opens a v1 session (subprotocol `wsmq.v1`, token in `x-token`) and reads the welcome.
+    pub async fn v1(&self, user: &str) -> (Client, Value) {
+        let mut client = self
+            .connect("/ws", &[("x-token", &token(user))], Some("wsmq.v1"))
+            .await
+            .expect("v1 handshake succeeds");
+        let welcome = client.recv_json().await;
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        (client, welcome)
+    }
+
+    /// Opens a legacy session (no subprotocol, token in `x-token`) on `/`.
+    pub async fn legacy(&self, user: &str) -> Client {
+        self.connect("/", &[("x-token", &token(user))], None)
+            .await
+            .expect("legacy handshake succeeds")
+    }
+
+    /// Opens a WebSocket with extra headers and an optional subprotocol; `Err((status, body))`
+    /// when the handshake is refused.
+    pub async fn connect(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        protocol: Option<&str>,
+    ) -> Result<Client, (u16, String)> {
+        let mut request = self.ws_url(path).into_client_request().unwrap();
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        if let Some(protocol) = protocol {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_str(protocol).unwrap(),
+            );
+        }
+        match connect_async(request).await {
+            Ok((ws, response)) => Ok(Client {
+                ws,
+                protocol: response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+                pending: Default::default(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((status, body))
+            }
+            Err(err) => panic!("websocket connect failed: {err}"),
+        }
+    }
+
+    /// A raw HTTP/1.1 request; returns (status, body).
+    pub async fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        http(self.addr, method, path, headers, body).await
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Builder {
+    /// Changes the configuration.
+    pub fn config(mut self, change: impl FnOnce(&mut Config)) -> Builder {
+        change(&mut self.config);
+        self
+    }
+
+    /// Uses the Redis engine on `server`, in a namespace of its own.
+    pub fn redis(mut self, server: &RedisServer) -> Builder {
+        self.redis = Some(server.url());
+        self
+    }
+
+    /// Starts the gateway on `127.0.0.1:0`.
+    pub async fn start(self) -> TestGateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let mut config = self.config;
+        let ns = format!("t{}", unique());
+        let redis_url = self.redis.clone();
+        let (memory, task) = match self.redis {
+            Some(url) => {
+                config.redis_url = Some(url);
+                config.rsmq_ns = ns.clone();
+                let task = tokio::spawn(wsmq_gateway::run(listener, config, shutdown));
+                (None, task)
+            }
+            None => {
+                let engine = MemoryEngine::new();
+                let dyn_engine: Arc<dyn Engine> = engine.clone();
+                let task =
+                    tokio::spawn(wsmq_gateway::serve(listener, config, dyn_engine, shutdown));
+                (Some(engine), task)
+            }
+        };
+        // Wait until it answers, so tests never race the start.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        TestGateway {
+            addr,
+            memory,
+            ns,
+            redis_url,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+/// A WebSocket client.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The subprotocol the server chose.
+    pub protocol: Option<String>,
+    /// Message frames that arrived while [`Client::request`] waited for its reply.
+    pending: std::collections::VecDeque<String>,
+}
+
+impl Client {
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    /// The next text frame (pings and pongs skipped); panics on timeout or close.
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_text(RECV_TIMEOUT).await {
+            Some(text) => text,
+            None => panic!("no text frame within {RECV_TIMEOUT:?}"),
+        }
+    }
+
+    /// The next text frame within `wait`, or `None` (timeout or close).
+    pub async fn next_text(&mut self, wait: Duration) -> Option<String> {
+        if let Some(text) = self.pending.pop_front() {
+            return Some(text);
+        }
+        self.read_text(wait).await
+    }
+
+    async fn read_text(&mut self, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match frame.ok()? {
+                Message::Text(text) => return Some(text.to_string()),
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn recv_json(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).unwrap()
+    }
+
+    /// Sends a request and returns the next frame that is not a queue/channel message; the
+    /// messages that arrive meanwhile are kept for the next `recv`.
+    pub async fn request(&mut self, value: Value) -> Value {
+        self.send_json(value).await;
+        loop {
+            let Some(text) = self.read_text(RECV_TIMEOUT).await else {
+                panic!("no reply within {RECV_TIMEOUT:?}");
+            };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["op"] != "message" {
+                return frame;
+            }
+            self.pending.push_back(text);
+        }
+    }
+
+    /// Asserts that nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(text) = self.next_text(wait).await {
+            panic!("expected silence, got {text}");
+        }
+    }
+
+    /// Waits for the server's close frame and returns its code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) => return None,
+                Err(_) => panic!("no close frame within {RECV_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server's close arrives, so the server has seen ours.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// An HS256 JWT for `user`, valid for an hour.
+pub fn token(user: &str) -> String {
+    token_with(Claims::new(user, now() + 3600))
+}
+
+/// An HS256 JWT with these claims, signed with [`SECRET`].
+pub fn token_with(claims: Claims) -> String {
+    issue_hs256(&claims, SECRET.as_bytes())
+}
+
+/// An access token for `user` under [`SECRET`] (not registered anywhere yet).
+pub fn access_token(user: &str) -> String {
+    issue_access_token(SECRET.as_bytes(), &UserId::new(user).unwrap(), now())
+}
+
+/// Unix seconds.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A name unique within this test process, for queues and users.
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A raw HTTP/1.1 request with `connection: close`; returns (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(RECV_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("response within the timeout")
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A throwaway `redis-server` on a free port (no persistence), killed on drop; or the server
+/// named by `WSMQ_TEST_REDIS_URL` when set (tests then keep apart by namespace and names).
+pub struct RedisServer {
+    child: Option<Child>,
+    url: String,
+}
+
+impl RedisServer {
+    /// Starts one.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed or does not answer within 10 s.
+    pub fn start() -> RedisServer {
+        if let Ok(url) = std::env::var("WSMQ_TEST_REDIS_URL") {
+            return RedisServer { child: None, url };
+        }
+        let port = StdListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start redis-server ({err}): install it (apt-get install redis-server) \
+                     or set WSMQ_TEST_REDIS_URL"
+                )
+            });
+        let server = RedisServer {
+            child: Some(child),
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if ping(port) {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on port {port} did not answer PING within 10 s");
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = StdStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut buf).is_ok()
+        && &buf == b"+PONG\r\n"
+}
