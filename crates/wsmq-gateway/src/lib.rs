@@ -98,7 +98,9 @@ pub fn init_tracing(json: bool) {
     // Logs go to stderr: stdout carries only the demo token, for scripts to pick up.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal; in files and log pipelines they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {
