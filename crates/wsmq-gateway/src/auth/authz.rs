@@ -75,6 +75,9 @@ fn publish_grant(who: &Identity, prefix: &str, name: &str) -> bool {
 
 /// Matches `name` against a pattern of literals, `*` and `?`, in linear time (the classic
 /// backtrack-to-last-star algorithm, no recursion).
+///
+/// Hand-written rather than `globset`/`wildmatch` because it runs on every client publish and
+/// those compile (allocate) a matcher per pattern; names are ASCII by validation, so bytes do.
 pub fn glob(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);
