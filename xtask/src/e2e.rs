@@ -2,26 +2,42 @@
 //!
 //! Each suite is an ignored cargo test target (so a plain `cargo test` stays
 //! self-contained); this task prepares what it needs (one `redis-server` on a
-//! free port, the npm packages), then runs it with `--ignored`.
+//! free port, the npm packages, the binaries it runs as processes), then runs it
+//! with `--ignored`.
 
 use xshell::{Shell, cmd};
 
 use crate::{flags, npm, redis::RedisServer, util};
 
-/// One e2e suite: a cargo test target and the npm folder it drives, if any.
+/// One e2e suite: a cargo test target, the npm folder it drives, if any, and the
+/// binaries it starts as processes.
 struct Suite {
     name: &'static str,
     package: &'static str,
     test: &'static str,
     npm_dir: Option<&'static str>,
+    /// Packages built (debug) before the suite runs, for the binaries it starts; the
+    /// tests find them in the target folder (`wsmq-gateway` as
+    /// `CARGO_BIN_EXE_wsmq-gateway`, `wsmq-cli` next to it).
+    build: &'static [&'static str],
 }
 
-const SUITES: &[Suite] = &[Suite {
-    name: "rsmq-interop",
-    package: "wsmq-rsmq",
-    test: "interop",
-    npm_dir: Some("interop"),
-}];
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "rsmq-interop",
+        package: "wsmq-rsmq",
+        test: "interop",
+        npm_dir: Some("interop"),
+        build: &[],
+    },
+    Suite {
+        name: "gateway-two-nodes",
+        package: "wsmq-gateway",
+        test: "e2e",
+        npm_dir: Some("interop"),
+        build: &["wsmq-gateway", "wsmq-cli"],
+    },
+];
 
 impl flags::E2e {
     pub(crate) fn run(&self, sh: &Shell) -> anyhow::Result<()> {
@@ -46,6 +62,10 @@ impl flags::E2e {
             let dir = suite.npm_dir.map(|d| util::project_root().join(d));
             let _npm = dir.map(|d| sh.push_env("WSMQ_NODE_DIR", d));
             let (package, test) = (suite.package, suite.test);
+            if !suite.build.is_empty() {
+                let packages = suite.build.iter().flat_map(|p| ["-p", p]);
+                cmd!(sh, "{cargo} build --locked {packages...}").run()?;
+            }
             cmd!(
                 sh,
                 "{cargo} test --locked -p {package} --test {test} -- --ignored"

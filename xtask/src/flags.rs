@@ -1,6 +1,8 @@
 //! Command-line flags of the xtask binary.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Automation for the wsmq workspace.
 #[derive(Debug, Parser)]
@@ -16,6 +18,9 @@ pub(crate) enum Task {
     Ci(Ci),
     /// Suites against a real redis-server and Node.js (npm rsmq interop).
     E2e(E2e),
+    /// Benchmarks against one throwaway redis-server; a full run records its figures in
+    /// docs/benchmarks.md.
+    Bench(Bench),
 }
 
 #[derive(Debug, Args)]
@@ -29,4 +34,33 @@ pub(crate) struct Ci {
 pub(crate) struct E2e {
     /// Only run suites whose name contains this text.
     pub(crate) filter: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Bench {
+    /// The scenario to run; all of them when omitted.
+    #[arg(value_enum)]
+    pub(crate) scenario: Option<BenchScenario>,
+    /// Messages per run of the wsmq-rsmq scenarios; npm rsmq, being slower, gets a
+    /// fifth of them [default: 100000, or 10000 with --quick].
+    #[arg(long, value_name = "N")]
+    pub(crate) messages: Option<usize>,
+    /// Timed runs per scenario, of which the median is reported [default: 3, or 1 with
+    /// --quick].
+    #[arg(long, value_name = "R")]
+    pub(crate) runs: Option<usize>,
+    /// A small version (well under 2 minutes once built) to check the tool: it prints
+    /// the report instead of writing docs/benchmarks.md, unless --out is given.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Write the report into this file instead of docs/benchmarks.md.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+}
+
+/// A benchmark scenario of `cargo xtask bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchScenario {
+    /// send -> receive -> delete: npm rsmq vs wsmq-rsmq single calls vs batched.
+    Rsmq,
 }

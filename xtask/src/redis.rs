@@ -1,4 +1,5 @@
-//! A throwaway `redis-server` for the e2e suites: free port, no persistence, killed by PID on drop.
+//! A throwaway `redis-server` for the e2e suites and the benchmarks: free port, no
+//! persistence, killed by PID on drop.
 
 use std::{
     io::{Read, Write},
@@ -53,6 +54,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:{port}`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's PID, for reading its CPU time from `/proc/<pid>/stat`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn wait_ready(&self) -> anyhow::Result<()> {

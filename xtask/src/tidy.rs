@@ -82,7 +82,7 @@ fn other_sources() -> Vec<PathBuf> {
         })
     };
     let mut files = Vec::new();
-    for dir in ["crates", "xtask", "scripts", "interop", "docs"] {
+    for dir in ["crates", "xtask", "scripts", "interop", "bench", "docs"] {
         files.extend(walk(&root.join(dir), &wanted));
     }
     files
