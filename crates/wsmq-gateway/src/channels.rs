@@ -18,10 +18,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use wsmq_proto::{ChannelName, encode_channel_message};
 
 use crate::{
-    engine::{
-        ChannelSubscription,
-        interest::{Interests, OnChange},
-    },
+    engine::{ChannelSubscription, interest::Interests},
     session::{OutFrame, Outbound},
     state::Gateway,
 };
@@ -38,9 +35,11 @@ pub struct ChannelHub {
 impl ChannelHub {
     /// A hub that calls `on_change(channel, true)` when the first local session subscribes to
     /// a channel and `(channel, false)` after the last one left.
-    pub fn new(on_change: OnChange) -> ChannelHub {
+    pub fn new(on_change: impl Fn(&str, bool) + Send + Sync + 'static) -> ChannelHub {
         ChannelHub {
-            channels: Interests::new(on_change),
+            channels: Interests::new(Box::new(move |channel, _, first| {
+                on_change(channel, first);
+            })),
         }
     }
 
@@ -128,7 +127,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_encoding_reaches_every_subscriber() {
-        let hub = ChannelHub::new(Box::new(|_, _| {}));
+        let hub = ChannelHub::new(|_, _| {});
         let mut a = hub.subscribe("news");
         let mut b = hub.subscribe("news");
         assert_eq!(hub.dispatch("news", "hi"), 2);

@@ -14,8 +14,9 @@
 //! - [`auth`]: [`auth::Identity`], JWT and access-token authentication, authorization globs.
 //! - [`session`]: one WebSocket session: reader/writer tasks, the legacy and v1 dialects,
 //!   one module per v1 op under `session::ops`.
-//! - [`delivery`]: one task per queue subscription: window, batched receive, pipelined acks,
-//!   realtime wake-ups, the precise timer and the poll fallback.
+//! - [`delivery`]: one task per queue subscription: window, batched receive, realtime
+//!   wake-ups, the precise timer and the poll fallback; `delivery::commands` batches the acks,
+//!   nacks and releases.
 //! - [`channels`]: the per-node channel hub (encode once, fan out to local subscribers).
 //! - [`engine`]: the [`engine::Engine`] trait and its Redis and in-memory implementations.
 //! - [`node`]: node identity and the heartbeat key.

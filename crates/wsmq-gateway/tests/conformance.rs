@@ -73,6 +73,36 @@ async fn conformance(engine: Arc<dyn Engine>) {
     assert!(!engine.nack(&q, &all[0], 0).await.unwrap());
     engine.ack(&q, &all[2..]).await.unwrap();
 
+    // Release gives several back in one call, counting those that still exist.
+    for i in 0..3 {
+        engine.send(&q, &format!("r{i}"), None).await.unwrap();
+    }
+    let held: Vec<String> = engine
+        .receive(&q, 10, Some(30))
+        .await
+        .unwrap()
+        .deliveries
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(held.len(), 3);
+    assert_eq!(engine.release(&q, &held[..2], 0).await.unwrap(), 2);
+    let back = engine.receive(&q, 10, Some(30)).await.unwrap().deliveries;
+    let back_ids: Vec<&str> = back.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(back_ids, [held[0].as_str(), held[1].as_str()]);
+    assert!(back.iter().all(|d| d.rc == 2));
+    // With a delay they stay hidden that long; a deleted id is not counted.
+    let later = [held[2].clone(), all[0].clone()];
+    assert_eq!(engine.release(&q, &later, 5).await.unwrap(), 1);
+    let hidden = engine.receive(&q, 10, None).await.unwrap();
+    assert!(hidden.deliveries.is_empty());
+    let due = hidden.next_visible.expect("the released message is hidden");
+    assert!(
+        due > Duration::from_secs(4) && due <= Duration::from_secs(5),
+        "{due:?}"
+    );
+    engine.ack(&q, &held).await.unwrap();
+
     // A delayed message is invisible until due, and the engine says when it is due.
     engine.send(&q, "later", Some(1)).await.unwrap();
     let early = engine.receive(&q, 10, None).await.unwrap();
@@ -96,13 +126,15 @@ async fn conformance(engine: Arc<dyn Engine>) {
         EngineError::TooLarge
     );
 
-    // Realtime: a watcher is woken by a send.
-    let watch = engine.watch_queue(&q);
+    // Realtime: a watcher is woken by a send, once the engine listens (a pub/sub engine
+    // says when its subscription is confirmed; a second watcher finds it so at once).
+    let mut watch = engine.watch_queue(&q);
+    assert!(watch.wait_listening(Duration::from_secs(2)).await);
+    let mut second = engine.watch_queue(&q);
+    assert!(second.wait_listening(Duration::ZERO).await);
     let woken = watch.notify.notified();
     tokio::pin!(woken);
     woken.as_mut().enable();
-    // Give a pub/sub engine time to subscribe.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     engine.send(&q, "ping", None).await.unwrap();
     tokio::time::timeout(Duration::from_secs(2), woken)
         .await
@@ -209,4 +241,88 @@ async fn redis_engine_conforms() {
         .await
         .unwrap();
     assert_eq!(exists, 0);
+}
+
+#[tokio::test]
+async fn redis_engine_uses_one_command_connection_and_one_round_trip_per_operation() {
+    use futures_util::StreamExt;
+
+    if std::env::var_os("WSMQ_TEST_REDIS_URL").is_some() {
+        eprintln!("skipped: MONITOR on a shared server sees other tests' commands");
+        return;
+    }
+    let redis = RedisServer::start();
+    let ns = format!("conf{}", unique());
+    let engine = RedisEngine::connect(&redis.url(), &ns, Default::default())
+        .await
+        .unwrap();
+    let q = format!("q{}", unique());
+    engine.ensure_queue(&q).await.unwrap();
+    engine.send(&q, "a", None).await.unwrap();
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut lines = client
+        .get_async_monitor()
+        .await
+        .unwrap()
+        .into_on_message::<String>();
+    // A short batch: the messages and the next-visible time in one script call.
+    let received = engine.receive(&q, 10, Some(30)).await.unwrap();
+    assert_eq!(received.deliveries.len(), 1);
+    assert!(received.next_visible.is_some());
+    let ids = vec![received.deliveries[0].id.clone()];
+    engine.release(&q, &ids, 0).await.unwrap();
+    engine.ack(&q, &ids).await.unwrap();
+    engine.ping().await.unwrap();
+    engine.publish("c", "x").await.unwrap();
+    engine.is_access_token_registered("u", "00").await.unwrap();
+    let hb = wsmq_proto::NodeHeartbeat {
+        id: "n1".into(),
+        addr: "127.0.0.1:1".into(),
+        started: 1,
+        connections: 0,
+        subscriptions: 0,
+        version: "0".into(),
+        draining: false,
+    };
+    engine.write_heartbeat(&hb).await.unwrap();
+    let mut marker_conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: String = redis::cmd("ECHO")
+        .arg("marker")
+        .query_async(&mut marker_conn)
+        .await
+        .unwrap();
+
+    let mut commands = Vec::new();
+    let mut clients = std::collections::BTreeSet::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
+            .await
+            .expect("MONITOR output")
+            .expect("MONITOR open");
+        if line.contains("\"marker\"") {
+            break;
+        }
+        if line.contains(" lua] ") {
+            continue; // run inside a script: not a round trip
+        }
+        // `<time> [<db> <ip:port>] "CMD" …`
+        let (inside, rest) = line.split_once(" [").unwrap().1.split_once(']').unwrap();
+        clients.insert(inside.split_whitespace().nth(1).unwrap().to_owned());
+        commands.push(rest.split('"').nth(1).unwrap().to_owned());
+    }
+    assert_eq!(
+        commands,
+        [
+            "EVALSHA",
+            "EVALSHA",
+            "EVALSHA",
+            "PING",
+            "PUBLISH",
+            "SISMEMBER",
+            "SET"
+        ],
+        "receive, release, ack, ping, publish, access check, heartbeat"
+    );
+    assert_eq!(clients.len(), 1, "one command connection: {clients:?}");
 }

@@ -237,3 +237,192 @@ async fn queues_survive_their_consumers() {
     let mut again = subscribe(&gw, &q, &q).await;
     assert_eq!(again.recv_json().await["message"], "kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_right_after_subscribing_arrives_without_waiting_for_the_poll() {
+    // A new subscription's first receive and the node's SUBSCRIBE to the queue's realtime
+    // channel race: a send landing between the two used to wait for the poll. Fifty sessions
+    // subscribe at once (so the node has many SUBSCRIBEs to make, as when clients reconnect
+    // en masse) and each sends to its queue the moment its `ok` arrives; with a 30 s poll,
+    // every message must still arrive within a second.
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder()
+        .config(|c| c.poll_interval = Duration::from_secs(30))
+        .redis(&redis)
+        .start()
+        .await;
+    let publisher = std::sync::Arc::new(gw.engine().await);
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let q = format!("q{}", unique());
+        let (c, _) = gw.v1(&q).await;
+        clients.push((q, c));
+    }
+    let runs = clients.into_iter().map(|(q, mut c)| {
+        let publisher = std::sync::Arc::clone(&publisher);
+        tokio::spawn(async move {
+            let r = c.request(json!({"op": "subscribe", "queue": q})).await;
+            assert_eq!(r["op"], "ok", "{r}");
+            publisher.send(&q, "now", None).await.unwrap();
+            let m = c.next_text(Duration::from_secs(1)).await;
+            let m = m.unwrap_or_else(|| panic!("queue {q}: no message within 1 s"));
+            assert!(m.contains("\"now\""), "{m}");
+        })
+    });
+    for run in futures_util::future::join_all(runs).await {
+        run.unwrap();
+    }
+}
+
+/// Keeps the node's pub/sub connection down: refuses new connections (`maxclients` 1, which
+/// leaves established ones alone) and kills every pub/sub client. Undone by [`let_pubsub_in`].
+async fn cut_pubsub(admin: &mut redis::aio::MultiplexedConnection) -> String {
+    let (_, maxclients): (String, String) = redis::cmd("CONFIG")
+        .arg(&["GET", "maxclients"])
+        .query_async(admin)
+        .await
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxclients", "1"])
+        .query_async(admin)
+        .await
+        .unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1, "the gateway's pub/sub connection was killed");
+    maxclients
+}
+
+async fn let_pubsub_in(admin: &mut redis::aio::MultiplexedConnection, maxclients: &str) {
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxclients", maxclients])
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+/// A gateway on a private Redis with a 30 s poll (so only notifications and wake-ups can be
+/// on time), an engine to publish with and an admin connection; `None` on a shared Redis,
+/// whose settings a test must not change.
+async fn outage_setup() -> Option<(
+    RedisServer,
+    TestGateway,
+    std::sync::Arc<dyn wsmq_gateway::engine::Engine>,
+    redis::aio::MultiplexedConnection,
+)> {
+    if std::env::var_os("WSMQ_TEST_REDIS_URL").is_some() {
+        eprintln!("skipped: this test reconfigures Redis, which a shared server must not see");
+        return None;
+    }
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder()
+        .config(|c| c.poll_interval = Duration::from_secs(30))
+        .redis(&redis)
+        .start()
+        .await;
+    let publisher = gw.engine().await;
+    let admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    Some((redis, gw, publisher, admin))
+}
+
+#[tokio::test]
+async fn a_message_sent_while_pubsub_was_down_arrives_once_it_is_back() {
+    // The node re-subscribes after a pub/sub outage and only then wakes its consumers: a
+    // wake-up at the disconnect would come before this send, and the re-subscribe alone
+    // would not announce it.
+    let Some((_redis, gw, publisher, mut admin)) = outage_setup().await else {
+        return;
+    };
+    let q = format!("q{}", unique());
+    let mut c = subscribe(&gw, &q, &q).await;
+    let maxclients = cut_pubsub(&mut admin).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publisher.send(&q, "during", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let_pubsub_in(&mut admin, &maxclients).await;
+    let m = c.next_text(Duration::from_secs(3)).await;
+    let m = m.expect("delivered after the reconnect, not at the 30 s poll");
+    assert!(m.contains("\"during\""), "{m}");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_joins_during_a_pubsub_outage_gets_what_is_sent_meanwhile() {
+    // The new subscription waits (bounded) for the node to listen before its first receive;
+    // a receive made at once would find nothing, and this send would wait for the poll.
+    let Some((_redis, gw, publisher, mut admin)) = outage_setup().await else {
+        return;
+    };
+    let q = format!("q{}", unique());
+    let (mut c, _) = gw.v1(&q).await;
+    let maxclients = cut_pubsub(&mut admin).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = c.request(json!({"op": "subscribe", "queue": q})).await;
+    assert_eq!(r["op"], "ok", "{r}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher.send(&q, "meanwhile", None).await.unwrap();
+    let_pubsub_in(&mut admin, &maxclients).await;
+    let m = c.next_text(Duration::from_secs(3)).await;
+    let m = m.expect("delivered once the node listens, not at the 30 s poll");
+    assert!(m.contains("\"meanwhile\""), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_an_ack_is_being_deleted_arrives_at_once() {
+    // The subscription handles the ack (a delete round trip) while the next message's
+    // notification comes in; it must not be dropped with the wait it arrived for, or the
+    // message waits for the poll (30 s here). Fifty sessions at once make the overlap likely.
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder()
+        .config(|c| c.poll_interval = Duration::from_secs(30))
+        .redis(&redis)
+        .start()
+        .await;
+    let publisher = std::sync::Arc::new(gw.engine().await);
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let q = format!("q{}", unique());
+        clients.push((q.clone(), subscribe(&gw, &q, &q).await));
+    }
+    let runs = clients.into_iter().map(|(q, mut c)| {
+        let publisher = std::sync::Arc::clone(&publisher);
+        tokio::spawn(async move {
+            for round in 0..3 {
+                publisher.send(&q, "first", None).await.unwrap();
+                let first: serde_json::Value = serde_json::from_str(&c.recv_text().await).unwrap();
+                assert_eq!(first["message"], "first");
+                // The ack and the next send race on purpose.
+                c.send_json(json!({"op": "ack", "queue": q, "id": first["id"], "ref": round}))
+                    .await;
+                publisher.send(&q, "second", None).await.unwrap();
+                let mut got_second = None;
+                for _ in 0..2 {
+                    let text = c.next_text(Duration::from_secs(1)).await;
+                    let text =
+                        text.unwrap_or_else(|| panic!("queue {q}: stalled in round {round}"));
+                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    if frame["op"] == "message" {
+                        got_second = Some(frame);
+                    } else {
+                        assert_eq!(frame["op"], "ok", "{frame}");
+                    }
+                }
+                let second = got_second.expect("the second message");
+                assert_eq!(second["message"], "second");
+                let r = c
+                    .request(json!({"op": "ack", "queue": q, "id": second["id"]}))
+                    .await;
+                assert_eq!(r["op"], "ok", "{r}");
+            }
+        })
+    });
+    for run in futures_util::future::join_all(runs).await {
+        run.unwrap();
+    }
+}

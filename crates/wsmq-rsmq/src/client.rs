@@ -110,7 +110,9 @@ impl Rsmq {
         &self.ns
     }
 
-    /// The connection pool, for callers that need other Redis commands.
+    /// The connection pool, for callers that need a connection of their own (say, for
+    /// blocking commands). For plain commands, [`query`](Self::query) shares rsmq's
+    /// connection instead of taking another.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -141,17 +143,39 @@ impl Rsmq {
         result
     }
 
-    /// Runs a command, or an atomic pipeline, in one round trip.
-    pub(crate) async fn query<T: FromRedisValue>(
+    /// Runs any Redis command on the connection the queue operations share, in one round
+    /// trip, e.g. a `SISMEMBER`, `SET … EX` or `PUBLISH` of a program that also uses rsmq.
+    ///
+    /// This is the way to reach Redis alongside rsmq without a second connection. It
+    /// takes a command rather than lending the connection out: a lent clone would outlive
+    /// a break, while here a broken connection is dropped and the next call (of any kind)
+    /// takes a fresh one, exactly as for the queue operations. Do not send blocking
+    /// commands (`BLPOP`, `WAIT`, …), which would hold up every caller sharing the
+    /// socket, nor `SUBSCRIBE`, which needs a connection of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`RsmqError::Redis`] for an error reply or a transport failure,
+    /// [`RsmqError::Pool`] when no connection can be had.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RsmqError> {
+        let mut conn = self.conn().await?;
+        let result = cmd.query_async(&mut conn).await.map_err(RsmqError::from);
+        self.forget_if_broken(&result);
+        result
+    }
+
+    /// Runs a pipeline (or, made `atomic()`, a `MULTI … EXEC` transaction) on the shared
+    /// connection in one round trip, as [`query`](Self::query) runs one command.
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query).
+    pub async fn query_pipeline<T: FromRedisValue>(
         &self,
-        request: Request<'_>,
+        pipe: &redis::Pipeline,
     ) -> Result<T, RsmqError> {
         let mut conn = self.conn().await?;
-        let result = match request {
-            Request::Cmd(cmd) => cmd.query_async(&mut conn).await,
-            Request::Pipeline(pipe) => pipe.query_async(&mut conn).await,
-        }
-        .map_err(RsmqError::from);
+        let result = pipe.query_async(&mut conn).await.map_err(RsmqError::from);
         self.forget_if_broken(&result);
         result
     }
@@ -186,14 +210,6 @@ impl Rsmq {
         // half-done, so a poisoned lock is still sound to use.
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// A plain request for [`Rsmq::query`].
-pub(crate) enum Request<'a> {
-    /// A single command.
-    Cmd(&'a redis::Cmd),
-    /// Several commands sent together.
-    Pipeline(&'a redis::Pipeline),
 }
 
 impl fmt::Debug for Rsmq {

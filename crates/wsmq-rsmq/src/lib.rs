@@ -26,11 +26,12 @@
 //! Modules:
 //!
 //! - `client`: [`Rsmq`] and [`RsmqOptions`]; building the handle, and reaching Redis
-//!   in one round trip per call over a shared multiplexed connection from the pool.
+//!   in one round trip per call over a shared multiplexed connection from the pool,
+//!   which callers can use for their own commands too ([`Rsmq::query`]).
 //! - `queue`: create, delete, list, get and set attributes; [`QueueOptions`],
 //!   [`QueueAttributes`].
 //! - `message`: send, receive, pop, delete, change visibility and their batch forms;
-//!   [`Message`].
+//!   [`Message`], and [`ReceivedBatch`] for a batch that also says when to look again.
 //! - [`keys`]: every Redis key name.
 //! - `id`: message ids from Redis `TIME`, and the send time read back from one.
 //! - `validate`: rsmq's name, id and range rules.
@@ -72,7 +73,7 @@ mod validate;
 pub use client::{Rsmq, RsmqOptions};
 pub use error::RsmqError;
 pub use id::{message_sent_ms, new_message_id};
-pub use message::Message;
+pub use message::{Message, ReceivedBatch};
 pub use queue::{QueueAttributes, QueueOptions};
 pub use validate::{
     MAX_MAXSIZE, MAX_QUEUE_NAME_LEN, MAX_SECONDS, MESSAGE_ID_LEN, MIN_MAXSIZE, UNLIMITED_MAXSIZE,

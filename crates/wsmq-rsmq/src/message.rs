@@ -1,7 +1,7 @@
 //! Message operations: send, receive, pop, delete and change visibility, each also in
 //! a batch form that does the work of N single calls in one round trip.
 
-use redis::Value;
+use redis::{ScriptInvocation, Value};
 use serde::Serialize;
 
 use crate::keys;
@@ -11,6 +11,22 @@ use crate::{Rsmq, RsmqError, id, message_sent_ms, reply, scripts};
 /// The most messages one [`Rsmq::receive_batch`] asks for, to keep the count a safe
 /// Lua integer; a larger `n` simply means "all that are visible" in practice.
 const MAX_RECEIVE_BATCH: usize = u32::MAX as usize;
+
+/// What [`Rsmq::receive_batch_next`] returns: the batch, and when to look again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceivedBatch {
+    /// Up to `n` messages, oldest visibility first, exactly as
+    /// [`Rsmq::receive_batch`] returns them.
+    pub messages: Vec<Message>,
+    /// Milliseconds from Redis `TIME` at the receive until the earliest message of the
+    /// queue that is still hidden becomes visible; `None` when no message is hidden.
+    ///
+    /// Hidden means delayed, or received and not yet past its vt, so the messages of this
+    /// very batch count, and a consumer that sleeps this long wakes when the first of
+    /// them (or of a delayed message) is due. Messages still visible after a full batch
+    /// do not count: they are receivable now.
+    pub next_visible_ms: Option<u64>,
+}
 
 /// A received message, as rsmq's `receiveMessage` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,6 +131,57 @@ impl Rsmq {
         n: usize,
         vt: Option<u64>,
     ) -> Result<Vec<Message>, RsmqError> {
+        let invocation = self.receive_invocation(qname, n, vt, false)?;
+        let reply = self.eval(&invocation).await?;
+        decode_messages(reply)
+    }
+
+    /// [`receive_batch`](Self::receive_batch), plus the time until the queue's next hidden
+    /// message becomes visible, computed by the same script in the same round trip.
+    ///
+    /// A consumer that drained the queue can sleep exactly
+    /// [`next_visible_ms`](ReceivedBatch::next_visible_ms) (or until a realtime
+    /// notification) instead of polling, and wakes when a delayed message is due or an
+    /// unacknowledged one comes back after its vt. The data ends up exactly as after
+    /// `receive_batch`; the extra work is one `ZRANGEBYSCORE … LIMIT 0 1` inside the script.
+    ///
+    /// # Errors
+    ///
+    /// As [`receive_message`](Self::receive_message).
+    pub async fn receive_batch_next(
+        &self,
+        qname: &str,
+        n: usize,
+        vt: Option<u64>,
+    ) -> Result<ReceivedBatch, RsmqError> {
+        let invocation = self.receive_invocation(qname, n, vt, true)?;
+        let reply: Vec<Value> = self.eval(&invocation).await?;
+        let mut parts = reply.into_iter();
+        let (Some(Value::Array(messages)), Some(next), None) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(RsmqError::UnexpectedReply(
+                "receive reply is not a [messages, next visible] pair".into(),
+            ));
+        };
+        let next_visible_ms = match next {
+            Value::Nil => None,
+            other => Some(reply::count(other, "next visible")?),
+        };
+        Ok(ReceivedBatch {
+            messages: decode_messages(messages)?,
+            next_visible_ms,
+        })
+    }
+
+    /// The receive script's invocation, after the name check.
+    fn receive_invocation(
+        &self,
+        qname: &str,
+        n: usize,
+        vt: Option<u64>,
+        with_next: bool,
+    ) -> Result<ScriptInvocation<'static>, RsmqError> {
         validate_queue_name(qname)?;
         let keys = self.queue_keys(qname);
         let mut invocation = scripts::RECEIVE_MESSAGES.prepare_invoke();
@@ -123,8 +190,10 @@ impl Rsmq {
             .key(&keys.hash)
             .arg(vt.map(|vt| vt.to_string()).unwrap_or_default())
             .arg(n.min(MAX_RECEIVE_BATCH));
-        let reply = self.eval(&invocation).await?;
-        decode_messages(reply)
+        if with_next {
+            invocation.arg("1");
+        }
+        Ok(invocation)
     }
 
     /// Receives the next visible message and deletes it in the same step, so it is
@@ -192,14 +261,44 @@ impl Rsmq {
         id: &str,
         vt: u64,
     ) -> Result<bool, RsmqError> {
+        Ok(self.change_visibility_batch(qname, &[id], vt).await? == 1)
+    }
+
+    /// Makes several messages visible again `vt` seconds from now, in one round trip, and
+    /// returns how many the queue holds (those are the ones changed).
+    ///
+    /// The data ends up as after one
+    /// [`change_message_visibility`](Self::change_message_visibility) per id made at the
+    /// same instant: every listed message that exists gets the same visible-at time, and
+    /// ids the queue does not hold are skipped. This is how a consumer gives back what it
+    /// holds in flight when it stops, or negatively acknowledges several messages at once.
+    ///
+    /// # Errors
+    ///
+    /// The name check, the id check of each id and the vt check, before Redis and with
+    /// nothing changed if any fails; then [`RsmqError::QueueNotFound`]. With no ids,
+    /// nothing is asked of Redis and the answer is 0, as for zero single calls.
+    pub async fn change_visibility_batch(
+        &self,
+        qname: &str,
+        ids: &[impl AsRef<str>],
+        vt: u64,
+    ) -> Result<u64, RsmqError> {
         validate_queue_name(qname)?;
-        validate_message_id(id)?;
+        for id in ids {
+            validate_message_id(id.as_ref())?;
+        }
         validate_seconds("vt", vt)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let keys = self.queue_keys(qname);
         let mut invocation = scripts::CHANGE_MESSAGE_VISIBILITY.prepare_invoke();
-        invocation.key(&keys.zset).key(&keys.hash).arg(id).arg(vt);
-        let changed: u8 = self.eval(&invocation).await?;
-        Ok(changed == 1)
+        invocation.key(&keys.zset).key(&keys.hash).arg(vt);
+        for id in ids {
+            invocation.arg(id.as_ref());
+        }
+        self.eval(&invocation).await
     }
 }
 

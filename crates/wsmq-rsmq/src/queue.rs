@@ -3,7 +3,6 @@
 use redis::Value;
 use serde::Serialize;
 
-use crate::client::Request;
 use crate::keys;
 use crate::validate::{MAX_MAXSIZE, validate_maxsize, validate_queue_name, validate_seconds};
 use crate::{Rsmq, RsmqError, reply, scripts};
@@ -91,7 +90,7 @@ impl Rsmq {
         pipe.atomic()
             .del(&[&keys.hash, &keys.zset])
             .srem(keys::queues(self.ns()), qname);
-        let (deleted, _removed): (u64, u64) = self.query(Request::Pipeline(&pipe)).await?;
+        let (deleted, _removed): (u64, u64) = self.query_pipeline(&pipe).await?;
         if deleted == 0 {
             return Err(RsmqError::QueueNotFound);
         }
@@ -106,7 +105,7 @@ impl Rsmq {
     pub async fn list_queues(&self) -> Result<Vec<String>, RsmqError> {
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(keys::queues(self.ns()));
-        self.query(Request::Cmd(&cmd)).await
+        self.query(&cmd).await
     }
 
     /// A queue's settings and counters.

@@ -260,3 +260,219 @@ async fn delete_batch_validates_every_id_first() {
     assert_eq!(rsmq.get_queue_attributes("q").await.unwrap().msgs, 1);
     assert_eq!(rsmq.delete_batch("q", &[] as &[String]).await.unwrap(), 0);
 }
+
+/// Raw ZSET scores of a queue: id → visible-at ms.
+async fn scores(redis: &RedisServer, qname: &str) -> HashMap<String, u64> {
+    let pairs: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(redis.key(qname))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    pairs.into_iter().collect()
+}
+
+#[tokio::test]
+async fn receive_batch_next_has_the_effect_of_receive_batch() {
+    let redis = RedisServer::start();
+    let (rsmq, ids) = two_queues(&redis, &["a", "b", "c", "d", "e"]).await;
+
+    let plain = rsmq.receive_batch("single", 3, Some(60)).await.unwrap();
+    let next = rsmq.receive_batch_next("batch", 3, Some(60)).await.unwrap();
+
+    let ids_of = |ms: &[wsmq_rsmq::Message]| ms.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids_of(&plain), ids[..3]);
+    assert_eq!(ids_of(&next.messages), ids[..3]);
+    assert!(next.messages.iter().all(|m| m.rc == 1 && m.fr > 0));
+    assert_eq!(
+        message_fields(&redis, "single").await,
+        message_fields(&redis, "batch").await
+    );
+    for q in ["single", "batch"] {
+        let attrs = rsmq.get_queue_attributes(q).await.unwrap();
+        assert_eq!((attrs.totalrecv, attrs.hiddenmsgs), (3, 3), "{q}");
+    }
+    // The three just received are hidden for 60 s; the two left are visible now and do
+    // not count.
+    let ms = next.next_visible_ms.expect("received messages are hidden");
+    assert!((59_000..=60_000).contains(&ms), "{ms}");
+
+    // A batch of zero changes nothing but still tells when to look again.
+    let before = message_fields(&redis, "batch").await;
+    let zero = rsmq.receive_batch_next("batch", 0, None).await.unwrap();
+    assert!(zero.messages.is_empty());
+    assert!(zero.next_visible_ms.is_some_and(|ms| ms <= 60_000));
+    assert_eq!(message_fields(&redis, "batch").await, before);
+}
+
+#[tokio::test]
+async fn next_visible_is_when_a_delayed_message_is_due() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("q", &QueueOptions::default())
+        .await
+        .unwrap();
+    rsmq.send_message("q", "later", Some(5)).await.unwrap();
+    rsmq.send_message("q", "much later", Some(50))
+        .await
+        .unwrap();
+
+    let got = rsmq.receive_batch_next("q", 10, None).await.unwrap();
+    assert!(got.messages.is_empty());
+    let ms = got.next_visible_ms.expect("a delayed message is hidden");
+    assert!((4_000..=5_000).contains(&ms), "{ms}");
+    let attrs = rsmq.get_queue_attributes("q").await.unwrap();
+    assert_eq!(attrs.totalrecv, 0, "nothing was received");
+}
+
+#[tokio::test]
+async fn next_visible_counts_messages_just_received() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("q", &QueueOptions::default())
+        .await
+        .unwrap();
+    rsmq.send_batch("q", &["a", "b"], None).await.unwrap();
+
+    // Received and hidden for 7 s: that is when the first comes back.
+    let got = rsmq.receive_batch_next("q", 10, Some(7)).await.unwrap();
+    assert_eq!(got.messages.len(), 2);
+    let ms = got.next_visible_ms.expect("received messages are hidden");
+    assert!((6_900..=7_000).contains(&ms), "{ms}");
+
+    // A delayed message due sooner than the vt wins.
+    rsmq.send_message("q", "c", Some(2)).await.unwrap();
+    let got = rsmq.receive_batch_next("q", 10, None).await.unwrap();
+    assert!(got.messages.is_empty());
+    let ms = got.next_visible_ms.unwrap();
+    assert!((1_000..=2_000).contains(&ms), "{ms}");
+}
+
+#[tokio::test]
+async fn next_visible_is_none_without_hidden_messages() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("q", &QueueOptions::default())
+        .await
+        .unwrap();
+    let empty = rsmq.receive_batch_next("q", 10, None).await.unwrap();
+    assert_eq!(empty, wsmq_rsmq::ReceivedBatch::default());
+
+    // Received with a vt of 0, a message stays visible: nothing is hidden.
+    rsmq.send_message("q", "a", None).await.unwrap();
+    let got = rsmq.receive_batch_next("q", 10, Some(0)).await.unwrap();
+    assert_eq!((got.messages.len(), got.next_visible_ms), (1, None));
+
+    let err = rsmq.receive_batch_next("nope", 1, None).await.unwrap_err();
+    assert!(matches!(err, RsmqError::QueueNotFound), "{err:?}");
+    let err = rsmq
+        .receive_batch_next("bad name", 1, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RsmqError::InvalidName(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn change_visibility_batch_has_the_effect_of_n_changes() {
+    let redis = RedisServer::start();
+    let (rsmq, ids) = two_queues(&redis, &["a", "b", "c", "d"]).await;
+    for q in ["single", "batch"] {
+        assert_eq!(rsmq.receive_batch(q, 4, Some(60)).await.unwrap().len(), 4);
+    }
+
+    // Two held messages, one of them twice, and one the queue never had.
+    let targets = [ids[1].clone(), ids[3].clone(), ids[1].clone(), unknown_id()];
+    let mut single_count = 0;
+    for id in &targets {
+        single_count += u64::from(
+            rsmq.change_message_visibility("single", id, 0)
+                .await
+                .unwrap(),
+        );
+    }
+    let batch_count = rsmq
+        .change_visibility_batch("batch", &targets, 0)
+        .await
+        .unwrap();
+    assert_eq!((single_count, batch_count), (3, 3));
+
+    for q in ["single", "batch"] {
+        let scores = scores(&redis, q).await;
+        assert_eq!(scores.len(), 4, "{q}: no id added or removed");
+        // Visible again now: exactly the two targets, in either queue.
+        let mut visible: Vec<String> = rsmq
+            .receive_batch(q, 10, Some(60))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        visible.sort();
+        assert_eq!(visible, [ids[1].clone(), ids[3].clone()], "{q}");
+    }
+    assert_eq!(
+        message_fields(&redis, "single").await,
+        message_fields(&redis, "batch").await
+    );
+
+    // A later vt hides them all until the same instant.
+    let held = [ids[0].clone(), ids[2].clone()];
+    assert_eq!(
+        rsmq.change_visibility_batch("batch", &held, 30)
+            .await
+            .unwrap(),
+        2
+    );
+    let now = support::redis_time_ms(&mut redis.conn().await).await;
+    let scores = scores(&redis, "batch").await;
+    assert_eq!(scores[&held[0]], scores[&held[1]]);
+    assert!(
+        (now + 29_000..=now + 30_000).contains(&scores[&held[0]]),
+        "{scores:?}"
+    );
+}
+
+#[tokio::test]
+async fn change_visibility_batch_validates_before_redis() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("q", &QueueOptions::default())
+        .await
+        .unwrap();
+    let id = rsmq.send_message("q", "a", None).await.unwrap();
+    rsmq.receive_message("q", Some(60)).await.unwrap().unwrap();
+
+    let err = rsmq
+        .change_visibility_batch("q", &[id.as_str(), "bad"], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RsmqError::InvalidId), "{err:?}");
+    let err = rsmq
+        .change_visibility_batch("q", &[&id], 10_000_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RsmqError::InvalidValue { field: "vt", .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        rsmq.get_queue_attributes("q").await.unwrap().hiddenmsgs,
+        1,
+        "nothing changed"
+    );
+
+    let err = rsmq
+        .change_visibility_batch("nope", &[&id], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RsmqError::QueueNotFound), "{err:?}");
+    // No ids: nothing to ask, as for zero single calls.
+    assert_eq!(
+        rsmq.change_visibility_batch("nope", &[] as &[&str], 0)
+            .await
+            .unwrap(),
+        0
+    );
+}

@@ -19,6 +19,8 @@ struct CommandLog {
     marker_conn: MultiplexedConnection,
     /// Numbers the markers.
     step: u32,
+    /// Every client address seen (`ip:port` from each MONITOR line), markers aside.
+    clients: std::collections::BTreeSet<String>,
 }
 
 impl CommandLog {
@@ -29,6 +31,7 @@ impl CommandLog {
             lines: Box::pin(monitor.into_on_message::<String>()),
             marker_conn: redis.conn().await,
             step: 0,
+            clients: Default::default(),
         }
     }
 
@@ -53,6 +56,14 @@ impl CommandLog {
             }
             if line.contains(" lua] ") {
                 continue;
+            }
+            // `<time> [<db> <ip:port>] …`
+            if let Some(client) = line
+                .split_once(" [")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .and_then(|(inside, _)| inside.split_whitespace().nth(1))
+            {
+                self.clients.insert(client.to_owned());
             }
             // `<time> [<db> <client>] "CMD" "arg" …`
             let name = line
@@ -101,8 +112,16 @@ async fn every_operation_is_one_round_trip_after_connect() {
     log.assert_since_last(&evalsha, "receive_message").await;
     let batch = rsmq.receive_batch("q", 2, None).await.unwrap();
     log.assert_since_last(&evalsha, "receive_batch").await;
+    // The next-visible time comes from the same script, not a second command.
+    let next = rsmq.receive_batch_next("q", 5, None).await.unwrap();
+    assert!(next.next_visible_ms.is_some());
+    log.assert_since_last(&evalsha, "receive_batch_next").await;
     rsmq.change_message_visibility("q", &id, 0).await.unwrap();
     log.assert_since_last(&evalsha, "change_message_visibility")
+        .await;
+    let held: Vec<&str> = next.messages.iter().map(|m| m.id.as_str()).collect();
+    rsmq.change_visibility_batch("q", &held, 0).await.unwrap();
+    log.assert_since_last(&evalsha, "change_visibility_batch")
         .await;
     rsmq.pop_message("q").await.unwrap().unwrap();
     log.assert_since_last(&evalsha, "pop_message").await;
@@ -117,6 +136,35 @@ async fn every_operation_is_one_round_trip_after_connect() {
     // MULTI … EXEC is written in one go and answered in one go.
     log.assert_since_last(&["MULTI", "DEL", "SREM", "EXEC"], "delete_queue")
         .await;
+
+    // A caller's own commands go over the same connection, also one round trip each.
+    let key = redis.key("own");
+    let () = rsmq
+        .query(redis::cmd("SET").arg(&key).arg("1").arg("EX").arg(60))
+        .await
+        .unwrap();
+    log.assert_since_last(&["SET"], "query").await;
+    let (member, receivers): (bool, u64) = rsmq
+        .query_pipeline(
+            redis::pipe()
+                .cmd("SISMEMBER")
+                .arg(redis.key("QUEUES"))
+                .arg("q")
+                .cmd("PUBLISH")
+                .arg(redis.key("nobody"))
+                .arg("x"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((member, receivers), (false, 0));
+    log.assert_since_last(&["SISMEMBER", "PUBLISH"], "query_pipeline")
+        .await;
+    assert_eq!(
+        log.clients.len(),
+        1,
+        "every call shares one connection: {:?}",
+        log.clients
+    );
 }
 
 #[tokio::test]

@@ -89,7 +89,7 @@ impl MemoryEngine {
             queues: Mutex::new(HashMap::new()),
             access: Mutex::new(HashMap::new()),
             revocations: broadcast::channel(64).0,
-            hub: ChannelHub::new(Box::new(|_, _| {})),
+            hub: ChannelHub::new(|_, _| {}),
             epoch_ms,
             origin: Instant::now(),
             last_id_us: AtomicU64::new(0),
@@ -250,22 +250,26 @@ impl MemoryEngine {
         Ok(deleted)
     }
 
-    fn nack_now(&self, queue: &str, id: &str, delay: u64) -> Result<bool, EngineError> {
+    fn release_now(&self, queue: &str, ids: &[String], delay: u64) -> Result<u64, EngineError> {
         let q = self.existing(queue)?;
-        let now = self.now_ms();
+        let visible_at = self.now_ms() + delay * 1000;
         let mut state = q.state.lock().expect("queue poisoned");
-        let Some(msg) = state.messages.get_mut(id) else {
-            return Ok(false);
-        };
-        let old = msg.visible_at;
-        msg.visible_at = now + delay * 1000;
-        let new = msg.visible_at;
-        state.visible.remove(&(old, id.to_owned()));
-        state.visible.insert((new, id.to_owned()));
+        let mut released = 0;
+        for id in ids {
+            let Some(msg) = state.messages.get_mut(id) else {
+                continue;
+            };
+            let old = std::mem::replace(&mut msg.visible_at, visible_at);
+            state.visible.remove(&(old, id.clone()));
+            state.visible.insert((visible_at, id.clone()));
+            released += 1;
+        }
         drop(state);
-        // Competing consumers learn the new visibility time (or take it at once).
-        q.notify.notify_waiters();
-        Ok(true)
+        if released > 0 {
+            // Competing consumers learn the new visibility time (or take them at once).
+            q.notify.notify_waiters();
+        }
+        Ok(released)
     }
 }
 
@@ -296,13 +300,13 @@ impl Engine for MemoryEngine {
         futures_util::future::ready(self.ack_now(queue, ids)).boxed()
     }
 
-    fn nack<'a>(
+    fn release<'a>(
         &'a self,
         queue: &'a str,
-        id: &'a str,
+        ids: &'a [String],
         delay_secs: u64,
-    ) -> BoxFuture<'a, Result<bool, EngineError>> {
-        futures_util::future::ready(self.nack_now(queue, id, delay_secs)).boxed()
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        futures_util::future::ready(self.release_now(queue, ids, delay_secs)).boxed()
     }
 
     fn send<'a>(
@@ -325,8 +329,10 @@ impl Engine for MemoryEngine {
     }
 
     fn watch_queue(&self, queue: &str) -> QueueWatch {
+        // Sends notify in the same process, synchronously: listening from the start.
         QueueWatch {
             notify: Arc::clone(&self.ensure(queue).notify),
+            listening: None,
             _guard: InterestGuard::none(),
         }
     }

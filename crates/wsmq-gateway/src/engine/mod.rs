@@ -15,7 +15,7 @@ pub mod redis;
 use std::{fmt, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmq_proto::NodeHeartbeat;
 
@@ -52,8 +52,30 @@ pub struct Received {
 pub struct QueueWatch {
     /// Woken with `notify_waiters` on every realtime notification of the queue.
     pub notify: Arc<Notify>,
+    /// `true` while the engine delivers the queue's notifications to `notify` (Redis: the
+    /// node's `SUBSCRIBE {ns}:rt:{q}` is confirmed and its connection is up). `None` when
+    /// that holds from the start, as in the in-memory engine.
+    pub listening: Option<watch::Receiver<bool>>,
     /// Keeps the node's interest in the queue alive.
     pub _guard: InterestGuard,
+}
+
+impl QueueWatch {
+    /// Waits until the engine delivers the queue's notifications, for at most `limit`;
+    /// returns whether it does. Immediate when the node already listens to the queue.
+    ///
+    /// A consumer calls this before its first receive: from then on, any message sent after
+    /// that receive is announced to `notify`, so none waits for the poll. (Without it, a send
+    /// between the first receive and the engine's `SUBSCRIBE` taking effect would.)
+    pub async fn wait_listening(&mut self, limit: Duration) -> bool {
+        let Some(listening) = &mut self.listening else {
+            return true;
+        };
+        matches!(
+            tokio::time::timeout(limit, listening.wait_for(|on| *on)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 /// A local subscription to a broadcast channel.
@@ -110,13 +132,28 @@ pub trait Engine: Send + Sync + 'static {
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<u64, EngineError>>;
 
-    /// Makes a received message visible again after `delay_secs`; `false` if it is gone.
+    /// Makes received messages visible again after `delay_secs`, in one round trip; returns
+    /// how many still existed. Used for nacks and to hand back what a subscription held in
+    /// flight when it ends.
+    fn release<'a>(
+        &'a self,
+        queue: &'a str,
+        ids: &'a [String],
+        delay_secs: u64,
+    ) -> BoxFuture<'a, Result<u64, EngineError>>;
+
+    /// Makes one received message visible again after `delay_secs`; `false` if it is gone.
     fn nack<'a>(
         &'a self,
         queue: &'a str,
         id: &'a str,
         delay_secs: u64,
-    ) -> BoxFuture<'a, Result<bool, EngineError>>;
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(async move {
+            let ids = [id.to_owned()];
+            Ok(self.release(queue, &ids, delay_secs).await? == 1)
+        })
+    }
 
     /// Sends a message (visible after `delay` seconds) and announces it on the realtime
     /// channel; returns its id.

@@ -75,12 +75,10 @@ impl OutFrame {
 /// What the writer does after writing a queue delivery.
 #[derive(Debug)]
 pub struct WriteReport {
-    /// The message id.
-    pub id: String,
     /// Send time, Unix ms (for the latency histogram).
     pub sent_ms: u64,
-    /// Legacy: where to report the id as written so the message gets deleted.
-    pub ack_on_write: Option<mpsc::UnboundedSender<String>>,
+    /// Legacy: the message id, and where to report it as written so the message gets deleted.
+    pub ack_on_write: Option<(String, mpsc::UnboundedSender<String>)>,
 }
 
 /// Ends a session with a close code; the first code set wins.
@@ -373,8 +371,8 @@ async fn write_loop<W>(
             metrics
                 .delivery_latency
                 .observe(now_ms.saturating_sub(report.sent_ms) as f64 / 1000.0);
-            if let Some(tx) = report.ack_on_write {
-                let _ = tx.send(report.id);
+            if let Some((id, tx)) = report.ack_on_write {
+                let _ = tx.send(id);
             }
         }
     }

@@ -1,11 +1,13 @@
--- Sets when a message becomes visible again, as rsmq 0.12 changeMessageVisibility does.
+-- Sets when messages become visible again, as that many calls of rsmq 0.12
+-- changeMessageVisibility would at one instant, in one call.
 --
 -- KEYS[1]  {ns}:{qname}      zset of message ids scored by visible-at ms
 -- KEYS[2]  {ns}:{qname}:Q    queue hash
--- ARGV[1]  message id (validated by the caller)
--- ARGV[2]  vt in seconds from now (validated by the caller)
+-- ARGV[1]  vt in seconds from now (validated by the caller)
+-- ARGV[2…] message ids (validated by the caller)
 --
--- Returns: 1 if the message exists, else 0
+-- Returns: how many of the ids the queue holds (each of those is changed; rsmq answers 1
+--          for exactly these)
 -- Errors:  "RSMQ queueNotFound" vt, delay or maxsize missing from the hash
 
 local q = redis.call("HMGET", KEYS[2], "vt", "delay", "maxsize")
@@ -13,11 +15,14 @@ if not q[1] or not q[2] or not q[3] then
   return redis.error_reply("RSMQ queueNotFound")
 end
 
-if not redis.call("ZSCORE", KEYS[1], ARGV[1]) then
-  return 0
-end
-
 local t = redis.call("TIME")
 local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call("ZADD", KEYS[1], string.format("%.0f", ts + tonumber(ARGV[2]) * 1000), ARGV[1])
-return 1
+local visible_at = string.format("%.0f", ts + tonumber(ARGV[1]) * 1000)
+local changed = 0
+for i = 2, #ARGV do
+  if redis.call("ZSCORE", KEYS[1], ARGV[i]) then
+    redis.call("ZADD", KEYS[1], visible_at, ARGV[i])
+    changed = changed + 1
+  end
+end
+return changed

@@ -1,42 +1,38 @@
 //! The Redis engine: rsmq queues through `wsmq-rsmq`, pub/sub through one connection per node.
 //!
 //! Queue operations go through [`Rsmq`] (one round trip each, batches included; realtime on,
-//! so every send publishes `{ns}:rt:{q}`). The few other commands (the access-token registry,
-//! heartbeats, channel publishes, the next-visible lookup) share one multiplexed connection.
-//! Notifications arrive on the node's single pub/sub connection ([`pubsub`]), which
-//! subscribes only to what local sessions need.
+//! so every send publishes `{ns}:rt:{q}`). A receive also learns, in the same script, when the
+//! queue's next hidden message becomes visible, and in-flight messages are handed back with
+//! one batched visibility change. The few other commands (the access-token registry,
+//! heartbeats, channel publishes, readiness pings) go through [`Rsmq::query`], over the same
+//! multiplexed connection, so the node keeps one command connection and one pub/sub
+//! connection. Notifications arrive on the pub/sub connection ([`pubsub`]), which subscribes
+//! only to what local sessions need.
 
 mod pubsub;
 
-use std::sync::{Arc, Mutex};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use prometheus_client::metrics::counter::Counter;
-use redis::{AsyncConnectionConfig, Client, aio::MultiplexedConnection};
-use tokio::sync::{Notify, broadcast, mpsc};
+use redis::Client;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
-use self::pubsub::{PubSub, PubSubCommand};
+use self::pubsub::{PubSub, PubSubCommand, QueueWake};
 use super::{ChannelSubscription, Delivery, Engine, EngineError, QueueWatch, Received};
 use crate::{channels::ChannelHub, engine::interest::Interests};
 
-/// How long a command connection waits for a reply.
-const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Queues and channels in a Redis shared by every node.
 pub struct RedisEngine {
-    /// rsmq over the shared pool.
+    /// rsmq over the shared pool; its one multiplexed connection carries every command.
     rsmq: Rsmq,
-    /// Opens the command and pub/sub connections.
-    client: Client,
-    /// The multiplexed connection for non-rsmq commands; `None` until first use or after it
-    /// broke.
-    conn: Mutex<Option<MultiplexedConnection>>,
-    /// Queues with local consumers: queue → wake-up (realtime notifications).
-    queues: Arc<Interests<Arc<Notify>>>,
+    /// Queues with local consumers: queue → wake-up (realtime notifications) and whether the
+    /// node listens to them yet.
+    queues: Arc<Interests<Arc<QueueWake>>>,
     /// Channels with local subscribers.
     hub: Arc<ChannelHub>,
     /// Revoked user ids, from `wsmq:revoke`.
@@ -69,19 +65,22 @@ impl RedisEngine {
         let rt_prefix = format!("{ns}:rt:");
         let queue_commands = commands.clone();
         let prefix = rt_prefix.clone();
-        let queues = Interests::new(Box::new(move |queue: &str, first: bool| {
-            let _ = queue_commands.send(PubSubCommand::toggle(format!("{prefix}{queue}"), first));
-        }));
-        let hub = Arc::new(ChannelHub::new(Box::new(
-            move |channel: &str, first: bool| {
-                let _ = commands.send(PubSubCommand::toggle(keys::channel(channel), first));
+        let queues = Interests::new(Box::new(
+            move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
+                let channel = format!("{prefix}{queue}");
+                let wake = Some(Arc::clone(wake));
+                let _ = queue_commands.send(PubSubCommand::toggle(channel, wake, first));
             },
-        )));
+        ));
+        let hub = Arc::new(ChannelHub::new(move |channel: &str, first: bool| {
+            let channel = keys::channel(channel);
+            let _ = commands.send(PubSubCommand::toggle(channel, None, first));
+        }));
         let revocations = broadcast::channel(256).0;
         let stop = CancellationToken::new();
         let pubsub = PubSub {
             stop: stop.clone(),
-            client: client.clone(),
+            client,
             commands: command_rx,
             rt_prefix,
             queues: Arc::clone(&queues),
@@ -93,8 +92,6 @@ impl RedisEngine {
         info!(ns, "redis engine connected");
         Ok(Arc::new(RedisEngine {
             rsmq,
-            client,
-            conn: Mutex::new(None),
             queues,
             hub,
             revocations,
@@ -102,56 +99,9 @@ impl RedisEngine {
         }))
     }
 
-    /// The shared command connection, opened on first use or after a failure.
-    async fn conn(&self) -> Result<MultiplexedConnection, EngineError> {
-        if let Some(conn) = self.conn.lock().expect("conn poisoned").clone() {
-            return Ok(conn);
-        }
-        let config = AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        *self.conn.lock().expect("conn poisoned") = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Runs a command on the shared connection, dropping the connection if it failed so
-    /// the next call opens a fresh one.
+    /// Runs a command on rsmq's shared connection (which replaces itself after a break).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
-        let mut conn = self.conn().await?;
-        match cmd.query_async(&mut conn).await {
-            Ok(value) => Ok(value),
-            Err(err) => {
-                if err.is_io_error() || err.is_connection_dropped() || err.is_timeout() {
-                    *self.conn.lock().expect("conn poisoned") = None;
-                }
-                Err(EngineError::Unavailable(err.to_string()))
-            }
-        }
-    }
-
-    /// Milliseconds until the first hidden message of `queue` becomes visible, from its ZSET
-    /// and Redis `TIME` in one pipeline.
-    async fn next_visible(&self, queue: &str) -> Result<Option<u64>, EngineError> {
-        let zset = format!("{}:{queue}", self.rsmq.ns());
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGE")
-            .arg(&zset)
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .cmd("TIME");
-        let mut conn = self.conn().await?;
-        let (first, time): (Vec<(String, f64)>, (u64, u64)) = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        let now_ms = time.0 * 1000 + time.1 / 1000;
-        Ok(first
-            .first()
-            .map(|(_, score)| (*score as u64).saturating_sub(now_ms)))
+        self.rsmq.query(cmd).await.map_err(map_err)
     }
 }
 
@@ -181,24 +131,15 @@ impl Engine for RedisEngine {
         vt: Option<u64>,
     ) -> BoxFuture<'a, Result<Received, EngineError>> {
         async move {
-            let messages = self
+            // One script call: the batch, and when the queue's next hidden message becomes
+            // visible, so a subscriber that drained the queue sleeps exactly that long.
+            let batch = self
                 .rsmq
-                .receive_batch(queue, max, vt)
+                .receive_batch_next(queue, max, vt)
                 .await
                 .map_err(map_err)?;
-            // A short batch drained what is visible: learn when the next message appears so
-            // the subscriber can sleep exactly that long. (One extra round trip, only when
-            // idle-ish; a receive that also returned this would save it.)
-            let next_visible = if messages.len() < max {
-                self.next_visible(queue)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(std::time::Duration::from_millis)
-            } else {
-                None
-            };
-            let deliveries = messages
+            let deliveries = batch
+                .messages
                 .into_iter()
                 .map(|m| Delivery {
                     id: m.id,
@@ -209,7 +150,7 @@ impl Engine for RedisEngine {
                 .collect();
             Ok(Received {
                 deliveries,
-                next_visible,
+                next_visible: batch.next_visible_ms.map(Duration::from_millis),
             })
         }
         .boxed()
@@ -223,15 +164,15 @@ impl Engine for RedisEngine {
         async move { self.rsmq.delete_batch(queue, ids).await.map_err(map_err) }.boxed()
     }
 
-    fn nack<'a>(
+    fn release<'a>(
         &'a self,
         queue: &'a str,
-        id: &'a str,
+        ids: &'a [String],
         delay_secs: u64,
-    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
             self.rsmq
-                .change_message_visibility(queue, id, delay_secs)
+                .change_visibility_batch(queue, ids, delay_secs)
                 .await
                 .map_err(map_err)
         }
@@ -267,9 +208,10 @@ impl Engine for RedisEngine {
     }
 
     fn watch_queue(&self, queue: &str) -> QueueWatch {
-        let (notify, guard) = self.queues.join(queue, || Arc::new(Notify::new()));
+        let (wake, guard) = self.queues.join(queue, || Arc::new(QueueWake::new()));
         QueueWatch {
-            notify,
+            notify: Arc::clone(&wake.notify),
+            listening: Some(wake.listening.subscribe()),
             _guard: guard,
         }
     }

@@ -2,18 +2,28 @@
 //!
 //! It subscribes to `wsmq:revoke` always, to `{ns}:rt:{q}` for each queue with a local
 //! consumer and to `wsmq:ch:{c}` for each channel with a local subscriber (the interest
-//! registries send subscribe/unsubscribe commands on first/last local holder). Messages are
-//! dispatched into the per-queue `Notify`, the channel hub (bounded broadcast) and the
-//! revocation broadcast. If the connection drops, it reconnects with backoff and subscribes
-//! to everything still wanted; a queue woken spuriously just receives nothing, and the poll
-//! fallback covers notifications lost while disconnected.
+//! registries send subscribe/unsubscribe commands on first/last local holder; commands that
+//! queue up together go out as one `SUBSCRIBE` or `UNSUBSCRIBE` with many channels). Messages
+//! are dispatched into the per-queue [`QueueWake`], the channel hub (bounded broadcast) and the
+//! revocation broadcast.
+//!
+//! Each queue's [`QueueWake`] also says whether the node listens to the queue yet: it turns
+//! `listening` on once Redis confirmed the `SUBSCRIBE` made for it, and off when the connection
+//! drops. A new consumer waits for that before its first receive, so that every message sent
+//! after the receive is announced to it.
+//!
+//! If the connection drops, the task reconnects with backoff and subscribes to everything
+//! still wanted; once Redis confirmed that, it wakes every local consumer, because
+//! notifications sent while nobody listened are lost, while the messages are in their queues.
+//! (Waking them when the connection drops would be too early: a message sent after that
+//! wake-up and before the re-subscribe would wait for the poll.)
 
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
-use redis::{Client, Msg, aio::PubSubSink};
-use tokio::sync::{Notify, broadcast, mpsc};
+use redis::{Client, Msg, RedisResult, aio::PubSubSink};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wsmq_proto::keys;
@@ -24,19 +34,49 @@ use crate::channels::ChannelHub;
 /// Backoff between reconnection attempts: doubles from the first to the last value.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Most channels in one `SUBSCRIBE`/`UNSUBSCRIBE`, so one command stays a modest size.
+const MAX_CHANNELS_PER_COMMAND: usize = 1024;
+
+/// The wake-up of one queue with local consumers, shared by all of them.
+#[derive(Debug)]
+pub(super) struct QueueWake {
+    /// Woken with `notify_waiters` on each realtime notification of the queue.
+    pub(super) notify: Arc<Notify>,
+    /// Whether the node's `SUBSCRIBE` to the queue's realtime channel is in effect.
+    pub(super) listening: watch::Sender<bool>,
+}
+
+impl QueueWake {
+    /// Not listening yet: the `SUBSCRIBE` is still to be made.
+    pub(super) fn new() -> QueueWake {
+        QueueWake {
+            notify: Arc::new(Notify::new()),
+            listening: watch::Sender::new(false),
+        }
+    }
+}
 
 /// A change of what the node listens to.
 #[derive(Debug)]
 pub(super) enum PubSubCommand {
-    Subscribe(String),
+    /// Subscribe to a channel; for a queue's realtime channel, `wake` is the queue's wake-up
+    /// to mark listening once Redis confirms.
+    Subscribe {
+        channel: String,
+        wake: Option<Arc<QueueWake>>,
+    },
     Unsubscribe(String),
 }
 
 impl PubSubCommand {
     /// `Subscribe` when a first holder appeared, `Unsubscribe` after the last left.
-    pub(super) fn toggle(channel: String, first: bool) -> PubSubCommand {
+    pub(super) fn toggle(
+        channel: String,
+        wake: Option<Arc<QueueWake>>,
+        first: bool,
+    ) -> PubSubCommand {
         if first {
-            PubSubCommand::Subscribe(channel)
+            PubSubCommand::Subscribe { channel, wake }
         } else {
             PubSubCommand::Unsubscribe(channel)
         }
@@ -52,7 +92,7 @@ pub(super) struct PubSub {
     /// `{ns}:rt:`.
     pub(super) rt_prefix: String,
     /// Queue wake-ups.
-    pub(super) queues: Arc<Interests<Arc<Notify>>>,
+    pub(super) queues: Arc<Interests<Arc<QueueWake>>>,
     /// Channel fan-out.
     pub(super) hub: Arc<ChannelHub>,
     /// Revocations.
@@ -79,6 +119,12 @@ impl PubSub {
                             self.reconnects.inc();
                             info!("pub/sub reconnected; subscriptions restored");
                             backoff = BACKOFF_MIN;
+                            // Subscribed again: whatever was sent meanwhile is in the queues,
+                            // and its notifications are lost. Every local consumer receives
+                            // now, and anything sent from now on is announced.
+                            for (_, wake) in self.queues.entries() {
+                                wake.notify.notify_waiters();
+                            }
                             c
                         }
                         Err(None) => return,
@@ -98,11 +144,9 @@ impl PubSub {
                     return;
                 }
                 warn!("pub/sub connection lost; reconnecting");
-                // Wake every local consumer: notifications may have been lost meanwhile.
-                for queue in self.queues.names() {
-                    if let Some(notify) = self.queues.get(&queue) {
-                        notify.notify_waiters();
-                    }
+                // New consumers of these queues wait (bounded) for the re-subscribe.
+                for (_, wake) in self.queues.entries() {
+                    wake.listening.send_replace(false);
                 }
             }
         });
@@ -120,20 +164,22 @@ impl PubSub {
         }
     }
 
-    /// Connects and subscribes to everything currently wanted.
+    /// Connects and subscribes to everything currently wanted; the queues subscribed to are
+    /// marked listening once Redis confirmed.
     async fn connect(&mut self) -> Result<(PubSubSink, redis::aio::PubSubStream), EngineError> {
         let unavailable = |e: redis::RedisError| EngineError::Unavailable(e.to_string());
         let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
         let (mut sink, stream) = pubsub.split();
+        let queues = self.queues.entries();
         let mut wanted = vec![keys::REVOKE_CHANNEL.to_owned()];
-        wanted.extend(
-            self.queues
-                .names()
-                .into_iter()
-                .map(|q| format!("{}{q}", self.rt_prefix)),
-        );
+        wanted.extend(queues.iter().map(|(q, _)| format!("{}{q}", self.rt_prefix)));
         wanted.extend(self.hub.channels().iter().map(|c| keys::channel(c)));
-        sink.subscribe(&wanted).await.map_err(unavailable)?;
+        for chunk in wanted.chunks(MAX_CHANNELS_PER_COMMAND) {
+            sink.subscribe(chunk).await.map_err(unavailable)?;
+        }
+        for (_, wake) in queues {
+            wake.listening.send_replace(true);
+        }
         Ok((sink, stream))
     }
 
@@ -144,12 +190,10 @@ impl PubSub {
             tokio::select! {
                 () = self.stop.cancelled() => return false,
                 command = self.commands.recv() => {
-                    let result = match command {
-                        Some(PubSubCommand::Subscribe(ch)) => sink.subscribe(&ch).await,
-                        Some(PubSubCommand::Unsubscribe(ch)) => sink.unsubscribe(&ch).await,
-                        None => return false,
+                    let Some(command) = command else {
+                        return false;
                     };
-                    if let Err(err) = result {
+                    if let Err(err) = self.apply(&mut sink, command).await {
                         warn!(cause = %err, "pub/sub command failed");
                         return true;
                     }
@@ -162,11 +206,50 @@ impl PubSub {
         }
     }
 
+    /// Applies `first` and every command already queued behind it, in order: each run of
+    /// subscribes (or unsubscribes) is one command to Redis, which matters when many sessions
+    /// subscribe at once (a reconnect storm) and each waits for its confirmation.
+    async fn apply(&mut self, sink: &mut PubSubSink, first: PubSubCommand) -> RedisResult<()> {
+        let mut next = Some(first);
+        while let Some(head) = next.take() {
+            let subscribing = matches!(head, PubSubCommand::Subscribe { .. });
+            let mut channels = Vec::new();
+            let mut wakes = Vec::new();
+            let mut current = Some(head);
+            while let Some(command) = current.take() {
+                match command {
+                    PubSubCommand::Subscribe { channel, wake } if subscribing => {
+                        channels.push(channel);
+                        wakes.extend(wake);
+                    }
+                    PubSubCommand::Unsubscribe(channel) if !subscribing => channels.push(channel),
+                    other => {
+                        // The other kind ends the run, and starts the next one.
+                        next = Some(other);
+                        break;
+                    }
+                }
+                if channels.len() < MAX_CHANNELS_PER_COMMAND {
+                    current = self.commands.try_recv().ok();
+                }
+            }
+            if subscribing {
+                sink.subscribe(&channels).await?;
+                for wake in wakes {
+                    wake.listening.send_replace(true);
+                }
+            } else {
+                sink.unsubscribe(&channels).await?;
+            }
+        }
+        Ok(())
+    }
+
     fn dispatch(&self, msg: &Msg) {
         let channel = msg.get_channel_name();
         if let Some(queue) = channel.strip_prefix(self.rt_prefix.as_str()) {
-            if let Some(notify) = self.queues.get(queue) {
-                notify.notify_waiters();
+            if let Some(wake) = self.queues.get(queue) {
+                wake.notify.notify_waiters();
             }
         } else if let Some(name) = keys::channel_name(channel) {
             let body = String::from_utf8_lossy(msg.get_payload_bytes());

@@ -1,0 +1,195 @@
+//! What a subscription does with the session's acks and nacks, the writer's reports of legacy
+//! deliveries written, and its in-flight messages when it ends: each as few engine calls as
+//! the batch allows, answered once they are done.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use tracing::{debug, warn};
+use wsmq_proto::{ErrorCode, Ref, ServerFrame, encode_server};
+
+use super::{Command, DeliveryTask, RELEASE_TIMEOUT};
+use crate::{engine::EngineError, session::OutFrame};
+
+impl DeliveryTask {
+    /// Handles commands and written reports already waiting, without blocking.
+    pub(super) async fn drain_pending(&mut self) {
+        if let Ok(command) = self.commands.try_recv() {
+            let _ = self.handle_commands(command).await;
+        }
+        if let Ok(id) = self.written.try_recv() {
+            self.handle_written(id).await;
+        }
+    }
+
+    /// Handles `first` and every command already queued behind it: the acks become one
+    /// batched delete and the nacks one batched release per delay, sent together (they share
+    /// one connection, so this costs about one round trip). Returns whether a message was
+    /// nacked.
+    pub(super) async fn handle_commands(&mut self, first: Command) -> bool {
+        let mut acks = Claimed::default();
+        // (delay, messages): clients nack with one delay or very few.
+        let mut nacks: Vec<(u64, Claimed)> = Vec::new();
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            let (id, reference, delay) = match command {
+                Command::Ack { id, reference } => (id, reference, None),
+                Command::Nack {
+                    id,
+                    delay,
+                    reference,
+                } => (id, reference, Some(delay)),
+            };
+            // Claimed by this command: a second ack or nack of it in the same batch finds it
+            // gone, and a failure below puts it back.
+            if self.in_flight.remove(id.as_str()) {
+                let claimed = match delay {
+                    None => &mut acks,
+                    Some(delay) => match nacks.iter().position(|(d, _)| *d == delay) {
+                        Some(i) => &mut nacks[i].1,
+                        None => {
+                            nacks.push((delay, Claimed::default()));
+                            &mut nacks.last_mut().expect("just pushed").1
+                        }
+                    },
+                };
+                claimed.ids.push(id.into_string());
+                claimed.refs.push(reference);
+            } else {
+                self.reply_not_delivered(reference);
+            }
+            next = self.commands.try_recv().ok();
+        }
+
+        let engine = &self.gateway.engine;
+        let queue = self.queue.as_str();
+        let deleting = async {
+            if acks.ids.is_empty() {
+                Ok(0)
+            } else {
+                engine.ack(queue, &acks.ids).await
+            }
+        };
+        let releasing = join_all(
+            nacks
+                .iter()
+                .map(|(delay, claimed)| engine.release(queue, &claimed.ids, *delay)),
+        );
+        let (deleted, released) = tokio::join!(deleting, releasing);
+
+        let gateway = Arc::clone(&self.gateway);
+        let metrics = &gateway.metrics;
+        if !acks.ids.is_empty() {
+            if deleted.is_ok() {
+                metrics.acks.inc_by(acks.ids.len() as u64);
+            }
+            self.settle(acks, deleted, "ack");
+        }
+        let nacked = !nacks.is_empty();
+        for ((_, claimed), result) in nacks.into_iter().zip(released) {
+            if result.is_ok() {
+                // Gone or given back: either way no longer ours.
+                metrics.nacks.inc_by(claimed.ids.len() as u64);
+            }
+            self.settle(claimed, result, "nack");
+        }
+        nacked
+    }
+
+    /// Answers the commands of `claimed` after their engine call: `ok` each, or on failure an
+    /// error each and the messages back in flight (still ours, released at the end).
+    fn settle(&mut self, claimed: Claimed, result: Result<u64, EngineError>, op: &'static str) {
+        match result {
+            Ok(_) => {
+                for reference in claimed.refs {
+                    self.reply(ServerFrame::ok(reference));
+                }
+            }
+            Err(err) => {
+                self.gateway.metrics.engine_error(op);
+                warn!(queue = %self.queue, cause = %err, count = claimed.ids.len(), "{op} failed");
+                self.in_flight.extend(claimed.ids);
+                for reference in claimed.refs {
+                    self.reply(engine_error_frame(reference, &err));
+                }
+            }
+        }
+    }
+
+    /// Deletes legacy deliveries that reached the socket, `first` and any queued with it.
+    pub(super) async fn handle_written(&mut self, first: String) {
+        let mut ids = vec![first];
+        while let Ok(id) = self.written.try_recv() {
+            ids.push(id);
+        }
+        match self.gateway.engine.ack(self.queue.as_str(), &ids).await {
+            Ok(_) => {
+                self.gateway.metrics.acks.inc_by(ids.len() as u64);
+                for id in &ids {
+                    self.in_flight.remove(id);
+                }
+            }
+            Err(err) => {
+                // They stay in flight and are released (or reappear after vt): at-least-once.
+                self.gateway.metrics.engine_error("ack");
+                warn!(queue = %self.queue, cause = %err, "deleting written messages failed");
+            }
+        }
+    }
+
+    /// Makes every in-flight message visible again now, in one call.
+    pub(super) async fn release(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = self.in_flight.drain().collect();
+        let queue = self.queue.as_str();
+        let releasing = self.gateway.engine.release(queue, &ids, 0);
+        match tokio::time::timeout(RELEASE_TIMEOUT, releasing).await {
+            Ok(Ok(released)) => debug!(
+                queue,
+                count = ids.len(),
+                released,
+                "released in-flight messages"
+            ),
+            Ok(Err(err)) => {
+                self.gateway.metrics.engine_error("release");
+                warn!(queue, cause = %err, count = ids.len(), "could not release in-flight messages; they reappear after vt");
+            }
+            Err(_) => warn!(
+                queue,
+                count = ids.len(),
+                "releasing in-flight messages timed out; they reappear after vt"
+            ),
+        }
+    }
+
+    fn reply_not_delivered(&self, reference: Option<Ref>) {
+        self.reply(ServerFrame::error(
+            reference,
+            ErrorCode::NotFound,
+            format!(
+                "no message with that id is in flight on queue {}",
+                self.queue
+            ),
+        ));
+    }
+
+    fn reply(&self, frame: ServerFrame) {
+        self.out.push(OutFrame::text(encode_server(&frame)));
+    }
+}
+
+/// Messages claimed from `in_flight` by acks or nacks of one batch, and the refs to answer.
+#[derive(Default)]
+struct Claimed {
+    /// Message ids, in command order.
+    ids: Vec<String>,
+    /// The `ref` of each command, in the same order.
+    refs: Vec<Option<Ref>>,
+}
+
+fn engine_error_frame(reference: Option<Ref>, err: &EngineError) -> ServerFrame {
+    let err = crate::error::GatewayError::Engine(err.clone());
+    ServerFrame::error(reference, err.code(), err.public_message())
+}
