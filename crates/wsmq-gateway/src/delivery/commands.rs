@@ -1,6 +1,6 @@
 //! What a subscription does with the session's acks and nacks, the writer's reports of legacy
-//! deliveries written, and its in-flight messages when it ends: each as few engine calls as
-//! the batch allows, answered once they are done.
+//! deliveries written, and, when it ends, with what is still queued and then still in flight:
+//! each as few engine calls as the batch allows, answered once they are done.
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 use wsmq_proto::{ErrorCode, Ref, ServerFrame, encode_server};
 
-use super::{Command, DeliveryTask, RELEASE_TIMEOUT};
+use super::{Command, DRAIN_TIMEOUT, DeliveryTask, RELEASE_TIMEOUT};
 use crate::{engine::EngineError, session::OutFrame};
 
 impl DeliveryTask {
@@ -137,6 +137,46 @@ impl DeliveryTask {
         }
     }
 
+    /// At the end of the subscription: applies every command and written report already on
+    /// its way, so that an ack sent just before a close deletes its message instead of the
+    /// release below handing it out again.
+    ///
+    /// Closing the command channel gives the drain an end: the session can send no more, and
+    /// `recv` returns what it sent before, then `None`. The writer is done with our legacy
+    /// deliveries once the report channel closes: it reports each written one and drops the
+    /// rest when it stops (v1 deliveries carry no reporter, so that is at once). Bounded by
+    /// [`DRAIN_TIMEOUT`]: a dead engine or a socket that takes no more bytes cannot hold the
+    /// shutdown. What was not taken by then stays in flight and is released; a batch whose
+    /// engine call was cut short reappears after the vt.
+    pub(super) async fn drain_queued(&mut self) {
+        self.commands.close();
+        self.written_tx = None;
+        let draining = async {
+            let (mut commands_open, mut written_open) = (true, true);
+            while commands_open || written_open {
+                tokio::select! {
+                    command = self.commands.recv(), if commands_open => match command {
+                        Some(command) => {
+                            let _ = self.handle_commands(command).await;
+                        }
+                        None => commands_open = false,
+                    },
+                    id = self.written.recv(), if written_open => match id {
+                        Some(id) => self.handle_written(id).await,
+                        None => written_open = false,
+                    },
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, draining).await.is_err() {
+            warn!(
+                queue = %self.queue,
+                timeout = ?DRAIN_TIMEOUT,
+                "draining queued acks and written reports timed out; releasing the rest"
+            );
+        }
+    }
+
     /// Makes every in-flight message visible again now, in one call.
     pub(super) async fn release(&mut self) {
         if self.in_flight.is_empty() {
@@ -159,6 +199,7 @@ impl DeliveryTask {
             Err(_) => warn!(
                 queue,
                 count = ids.len(),
+                timeout = ?RELEASE_TIMEOUT,
                 "releasing in-flight messages timed out; they reappear after vt"
             ),
         }

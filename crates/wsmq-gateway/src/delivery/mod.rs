@@ -19,10 +19,15 @@
 //! Acks are pipelined: the session forwards them without waiting, and the task deletes every
 //! ack that has arrived by the time it looks in ONE batched delete, then answers each; nacks
 //! that arrived with them go back in one batched visibility change per delay, sent together
-//! with the delete. When the subscription ends (unsubscribe, disconnect, shutdown), messages
-//! still in flight are made visible again at once, in one call, so a reconnecting client or
-//! another node gets them right away with `rc` incremented; if that fails they reappear after
-//! the vt anyway.
+//! with the delete.
+//!
+//! When the subscription ends (unsubscribe, disconnect, shutdown), it first applies what it was
+//! already told: the acks and nacks the session forwarded before the end (a client that acks
+//! and closes at once has them queued here), and the legacy deliveries the writer reports
+//! written (it stops reporting when it stops writing). Only then are the messages still in
+//! flight made visible again, in one call, so a reconnecting client or another node gets them
+//! right away with `rc` incremented; if that fails they reappear after the vt anyway. Both
+//! steps are bounded in time, so a dead Redis or a stuck socket cannot hold the shutdown.
 
 mod commands;
 
@@ -45,6 +50,9 @@ use crate::{
 
 /// How many session commands may wait for a subscription task (backpressure on the reader).
 const COMMAND_BUFFER: usize = 256;
+/// How long the end of a subscription may spend applying the acks, nacks and written reports
+/// queued before it; what is left then is released with the rest.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long releasing in-flight messages may take at the end of a subscription.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a new subscription waits for the engine to listen to its queue before the first
@@ -74,7 +82,8 @@ pub enum Command {
     },
 }
 
-/// The session's end of a running subscription. Dropping it (or cancelling) ends the task.
+/// The session's end of a running subscription. Dropping it (or cancelling) ends the task,
+/// which still applies the commands sent before (see the module docs).
 #[derive(Debug)]
 pub struct Subscription {
     /// Ack and nack requests.
@@ -106,7 +115,7 @@ pub fn spawn(
         dialect,
         out,
         commands: command_rx,
-        written_tx,
+        written_tx: Some(written_tx),
         written: written_rx,
         cancel: cancel.clone(),
         in_flight: HashSet::new(),
@@ -127,8 +136,9 @@ struct DeliveryTask {
     out: Outbound,
     /// Acks and nacks from the session.
     commands: mpsc::Receiver<Command>,
-    /// Cloned into legacy deliveries so the writer can report them written.
-    written_tx: mpsc::UnboundedSender<String>,
+    /// Cloned into legacy deliveries so the writer can report them written. Dropped at the
+    /// end, so that `written` closes once the writer holds no more of our deliveries.
+    written_tx: Option<mpsc::UnboundedSender<String>>,
     /// Ids of legacy deliveries that reached the socket (to delete).
     written: mpsc::UnboundedReceiver<String>,
     /// Ends the task.
@@ -154,6 +164,7 @@ impl DeliveryTask {
             }
             self.deliver(&watch).await;
         }
+        self.drain_queued().await;
         self.release().await;
         gateway.metrics.subscriptions.dec();
     }
@@ -256,9 +267,10 @@ impl DeliveryTask {
                 (text, None)
             }
             Dialect::Legacy => {
-                self.in_flight.insert(id.clone());
-                let text = legacy::encode_message(&body);
-                (text, Some((id, self.written_tx.clone())))
+                // `written_tx` is only taken at the end, after the last delivery.
+                let ack_on_write = self.written_tx.clone().map(|tx| (id.clone(), tx));
+                self.in_flight.insert(id);
+                (legacy::encode_message(&body), ack_on_write)
             }
         };
         self.out.push(OutFrame {

@@ -2,10 +2,11 @@
 //!
 //! The reader (this task) reads client frames and dispatches them to the dialect
 //! ([`legacy`] or [`v1`], with one module per v1 op under [`ops`]). The writer (a task of its
-//! own) writes frames from the bounded [`Outbound`] queue, batching what is ready before each
-//! flush, and reports written queue deliveries back (legacy deletes on write). Every producer
-//! (replies, deliveries, channel frames) uses `try_send`: a client whose queue is full is not
-//! reading, and is closed with 4008; its unacked messages are released for redelivery.
+//! own, in `writer`) writes frames from the bounded [`Outbound`] queue, batching what is ready
+//! before each flush, and reports written queue deliveries back (legacy deletes on write).
+//! Every producer (replies, deliveries, channel frames) uses `try_send`: a client whose queue
+//! is full is not reading, and is closed with 4008; its unacked messages are released for
+//! redelivery.
 //!
 //! Everything ends through one [`Closer`] (a child of the root shutdown token plus the close
 //! code): revocation (4003), JWT expiry (4001), slow client (4008), oversize frame (1009), the
@@ -17,6 +18,7 @@
 pub mod legacy;
 pub mod ops;
 pub mod v1;
+mod writer;
 
 use std::{
     collections::HashMap,
@@ -24,25 +26,17 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use tokio::{
     sync::mpsc::{self, error::TrySendError},
     time::Instant,
 };
-use tokio_tungstenite::tungstenite::{
-    self, Message, Utf8Bytes,
-    protocol::{CloseFrame, frame::coding::CloseCode as WsCloseCode},
-};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use wsmq_proto::{ChannelName, CloseCode, QueueName};
 
 use crate::{auth::Identity, delivery::Subscription, state::Gateway};
-
-/// Frames written per flush at most (the rest wait for the next flush).
-const WRITE_BATCH: usize = 64;
-/// How long the final close frame may take to write.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The protocol a session speaks, chosen at the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +128,12 @@ impl Outbound {
         match self.tx.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                self.closer.close(CloseCode::SLOW_CONSUMER);
+                // A session already closing has stopped writing: its queue fills up (with
+                // the last replies of its subscriptions), but that does not make the client
+                // slow, and must not turn a 1000 or 1012 into 4008.
+                if !self.closer.token.is_cancelled() {
+                    self.closer.close(CloseCode::SLOW_CONSUMER);
+                }
                 false
             }
             Err(TrySendError::Closed(_)) => false,
@@ -211,9 +210,8 @@ pub async fn run<W, R>(
     let registration = gateway.sessions.register(&user, closer.clone());
     gateway.metrics.connections.inc();
     info!("session opened");
-    let writer = gateway
-        .shutdown
-        .spawn(write_loop(sink, rx, closer.clone(), Arc::clone(&gateway)));
+    let writing = writer::run(sink, rx, closer.clone(), Arc::clone(&gateway));
+    let writer = gateway.shutdown.spawn(writing);
     let mut session = Session {
         gateway: Arc::clone(&gateway),
         identity,
@@ -230,9 +228,11 @@ pub async fn run<W, R>(
         v1::welcome(&session);
     }
     read_loop(&mut session, stream).await;
+    // Every frame the reader took was handled before it read the next, so each ack or nack
+    // it read is in its subscription's command channel by now; the subscriptions apply
+    // those before they release what is still in flight for redelivery.
     // Cancel without choosing a code: whoever ended the session chose one already, and a
-    // root cancellation (shutdown) means 1012. Ending the subscriptions releases their
-    // in-flight messages for redelivery.
+    // root cancellation (shutdown) means 1012.
     session.token.cancel();
     session.queues.clear();
     session.channels.clear();
@@ -321,68 +321,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Writes outbound frames, flushing after each batch, then the close frame.
-async fn write_loop<W>(
-    mut sink: W,
-    mut rx: mpsc::Receiver<OutFrame>,
-    closer: Closer,
-    gateway: Arc<Gateway>,
-) where
-    W: Sink<Message, Error = tungstenite::Error> + Unpin,
-{
-    let metrics = &gateway.metrics;
-    let mut reports = Vec::new();
-    'outer: loop {
-        let first = tokio::select! {
-            biased;
-            () = closer.closed() => break,
-            frame = rx.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-        };
-        let mut next = Some(first);
-        let mut count = 0;
-        while let Some(frame) = next.take() {
-            if let Err(err) = sink.feed(frame.message).await {
-                debug!(cause = %err, "write failed");
-                closer.close(CloseCode::NORMAL);
-                break 'outer;
-            }
-            reports.extend(frame.report);
-            count += 1;
-            if count < WRITE_BATCH {
-                next = rx.try_recv().ok();
-            }
-        }
-        if let Err(err) = sink.flush().await {
-            debug!(cause = %err, "flush failed");
-            closer.close(CloseCode::NORMAL);
-            break;
-        }
-        metrics.frames_out.inc_by(count as u64);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        for report in reports.drain(..) {
-            metrics.deliveries.inc();
-            metrics
-                .delivery_latency
-                .observe(now_ms.saturating_sub(report.sent_ms) as f64 / 1000.0);
-            if let Some((id, tx)) = report.ack_on_write {
-                let _ = tx.send(id);
-            }
-        }
-    }
-    let code = closer.code();
-    let frame = CloseFrame {
-        code: WsCloseCode::from(code.as_u16()),
-        reason: code.reason().into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
 }
 
 #[cfg(test)]

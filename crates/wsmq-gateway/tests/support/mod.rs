@@ -115,6 +115,27 @@ impl TestGateway {
             .expect("legacy handshake succeeds")
     }
 
+    /// Opens a legacy session over a socket whose receive buffer is fixed at `recv_buffer`
+    /// bytes (no autotuning): what the client has not read yet holds the gateway's writes
+    /// back, as with a client on a slow link.
+    pub async fn legacy_small_buffer(&self, user: &str, recv_buffer: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let mut request = self.ws_url("/").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("x-token", HeaderValue::from_str(&token(user)).unwrap());
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("legacy handshake succeeds");
+        Client {
+            ws,
+            protocol: None,
+            pending: Default::default(),
+        }
+    }
+
     /// Opens a WebSocket with extra headers and an optional subprotocol; `Err((status, body))`
     /// when the handshake is refused.
     pub async fn connect(
