@@ -476,3 +476,51 @@ async fn change_visibility_batch_validates_before_redis() {
         0
     );
 }
+
+/// More messages than the scripts take per chunk (2,000 per send write, 1,000 per
+/// receive) and than 36² = 1,296 consecutive ids, so the time part of the ids carries
+/// into the digits that the send script converts only once per 1,296 ids.
+#[tokio::test]
+async fn batches_larger_than_a_chunk_and_an_id_carry() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("q", &QueueOptions::default())
+        .await
+        .unwrap();
+    let bodies: Vec<String> = (0..2_500).map(|i| format!("message {i}")).collect();
+
+    let ids = rsmq.send_batch("q", &bodies, None).await.unwrap();
+    // Consecutive microseconds, each in full base 36 as rsmq prints it.
+    let time_part = |id: &str| id[..id.len() - 22].to_owned();
+    let first = u64::from_str_radix(&time_part(&ids[0]), 36).unwrap();
+    for (i, id) in (0..).zip(&ids) {
+        let want = wsmq_rsmq::new_message_id(first + i);
+        assert_eq!(time_part(id), time_part(&want), "id {i}");
+    }
+
+    let received = rsmq.receive_batch("q", 3_000, Some(0)).await.unwrap();
+    let got: Vec<(&str, &str)> = received
+        .iter()
+        .map(|m| (m.id.as_str(), m.message.as_str()))
+        .collect();
+    let want: Vec<(&str, &str)> = ids
+        .iter()
+        .map(String::as_str)
+        .zip(bodies.iter().map(String::as_str))
+        .collect();
+    assert_eq!(got, want);
+    let fr = received[0].fr;
+    assert!(received.iter().all(|m| (m.rc, m.fr) == (1, fr)));
+
+    // Received again (the vt of 0 left them visible): counted up, fr kept.
+    let again = rsmq.receive_batch("q", 3_000, Some(0)).await.unwrap();
+    assert_eq!(again.len(), 2_500);
+    assert!(again.iter().all(|m| (m.rc, m.fr) == (2, fr)));
+    let hash = message_fields(&redis, "q").await;
+    assert_eq!(hash[&format!("{}:rc", ids[2_499])], "2");
+    let attrs = rsmq.get_queue_attributes("q").await.unwrap();
+    assert_eq!(
+        (attrs.totalsent, attrs.totalrecv, attrs.msgs),
+        (2_500, 5_000, 2_500)
+    );
+}

@@ -6,7 +6,7 @@ mod support;
 use std::collections::HashMap;
 
 use support::{RedisServer, random_text, redis_time_ms};
-use wsmq_rsmq::{QueueOptions, Rsmq, RsmqOptions, message_sent_ms};
+use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions, message_sent_ms};
 
 async fn hgetall(redis: &RedisServer, key: &str) -> HashMap<String, String> {
     redis::cmd("HGETALL")
@@ -251,4 +251,104 @@ async fn foreign_hashes_decode_like_javascript_parse_int() {
         .unwrap();
     let attrs = rsmq.get_queue_attributes("jobs").await.unwrap();
     assert_eq!((attrs.vt, attrs.totalsent), (12, 5));
+}
+
+/// rc fields that a foreign writer left odd are counted up as HINCRBY does, and one that
+/// is not an integer fails the receive as HINCRBY does, leaving what receives one at a
+/// time up to that message leave.
+#[tokio::test]
+async fn receive_counts_odd_rc_fields_as_hincrby_does() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("jobs", &QueueOptions::default())
+        .await
+        .unwrap();
+    let ids = rsmq
+        .send_batch("jobs", &["a", "b", "c", "d", "e"], None)
+        .await
+        .unwrap();
+    let rc = |i: usize| format!("{}:rc", ids[i]);
+    let fr = |i: usize| format!("{}:fr", ids[i]);
+    // 0 counts as never received; a count beyond 2^53 (a double's integers) stays exact.
+    let () = redis::cmd("HSET")
+        .arg(redis.key("jobs:Q"))
+        .arg(&[
+            (rc(0), "0"),
+            (rc(1), "41"),
+            (rc(2), "9007199254740993"),
+            (rc(3), "1.5"),
+        ])
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+
+    let err = rsmq.receive_batch("jobs", 10, None).await.unwrap_err();
+    assert!(
+        matches!(&err, RsmqError::Redis(e) if e.to_string().contains("hash value is not an integer")),
+        "{err:?}"
+    );
+    let hash = hgetall(&redis, "jobs:Q").await;
+    assert_eq!(hash[&rc(0)], "1");
+    assert!(hash.contains_key(&fr(0)), "first receive sets fr");
+    assert_eq!(hash[&rc(1)], "42");
+    assert!(!hash.contains_key(&fr(1)));
+    assert_eq!(hash[&rc(2)], "9007199254740994");
+    assert_eq!(hash[&rc(3)], "1.5");
+    assert!(!hash.contains_key(&rc(4)));
+    assert!(!hash.contains_key("totalrecv"), "{hash:?}");
+    // a to d are hidden (d was, before its HINCRBY failed); e was not reached.
+    let now = redis_time_ms(&mut redis.conn().await).await;
+    for (i, id) in ids.iter().enumerate() {
+        let score = zscore(&redis, "jobs", id).await.unwrap();
+        assert_eq!(score > now, i < 4, "message {i}: score {score}, now {now}");
+    }
+
+    // With d's count fixed and d visible again, e and d come next; d has no fr, which
+    // rsmq reads as 0.
+    let () = redis::cmd("HSET")
+        .arg(redis.key("jobs:Q"))
+        .arg(&[(rc(3), "7")])
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert!(
+        rsmq.change_message_visibility("jobs", &ids[3], 0)
+            .await
+            .unwrap()
+    );
+    let got = rsmq.receive_batch("jobs", 10, None).await.unwrap();
+    let got: Vec<(&str, u64, bool)> = got
+        .iter()
+        .map(|m| (m.message.as_str(), m.rc, m.fr > 0))
+        .collect();
+    assert_eq!(got, [("e", 1, true), ("d", 8, false)]);
+}
+
+/// An id can name another message's field: `x:rc` is `x`'s receive count. Received in
+/// one batch, the later message reads what receiving the earlier one wrote, as it would
+/// with single receives.
+#[tokio::test]
+async fn receive_batch_sees_ids_that_name_fields_of_earlier_ones() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("jobs", &QueueOptions::default())
+        .await
+        .unwrap();
+    let x = wsmq_rsmq::new_message_id(1_700_000_000_000_000);
+    let x_rc = format!("{x}:rc");
+    let () = redis::pipe()
+        .zadd(redis.key("jobs"), &x, 1)
+        .zadd(redis.key("jobs"), &x_rc, 2)
+        .hset(redis.key("jobs:Q"), &x, "body")
+        .hset(redis.key("jobs:Q"), &x_rc, "5")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+
+    let got = rsmq.receive_batch("jobs", 10, None).await.unwrap();
+    let got: Vec<(&str, &str, u64)> = got
+        .iter()
+        .map(|m| (m.id.as_str(), m.message.as_str(), m.rc))
+        .collect();
+    assert_eq!(got, [(x.as_str(), "body", 6), (x_rc.as_str(), "6", 1)]);
 }
