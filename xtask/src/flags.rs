@@ -42,7 +42,8 @@ pub(crate) struct Bench {
     #[arg(value_enum)]
     pub(crate) scenario: Option<BenchScenario>,
     /// Messages per run of the wsmq-rsmq scenarios; npm rsmq, being slower, gets a
-    /// fifth of them [default: 100000, or 10000 with --quick].
+    /// fifth of them [default: 100000, or 10000 with --quick]. The WebSocket scenarios
+    /// (delivery, fanout, sessions) use the sizes of issue 5, or small ones with --quick.
     #[arg(long, value_name = "N")]
     pub(crate) messages: Option<usize>,
     /// Timed runs per scenario, of which the median is reported [default: 3, or 1 with
@@ -63,4 +64,10 @@ pub(crate) struct Bench {
 pub(crate) enum BenchScenario {
     /// send -> receive -> delete: npm rsmq vs wsmq-rsmq single calls vs batched.
     Rsmq,
+    /// Queue delivery over WebSocket with acks: wsmq v1 vs the Node design (legacy).
+    Delivery,
+    /// One channel to many subscribers: wsmq vs Nchan.
+    Fanout,
+    /// Idle subscribed sessions: memory per session and handshakes/s; wsmq vs peers.
+    Sessions,
 }

@@ -1,21 +1,36 @@
 //! `cargo xtask bench [SCENARIO]`: benchmarks against one throwaway `redis-server`,
 //! recorded in `docs/benchmarks.md`.
 //!
-//! Each scenario is a module (`rsmq`; more to come) with a `prepare` that builds or
-//! installs what it runs, and a `run` that measures against the shared Redis and returns
-//! its section of the report. Everything is prepared before Redis starts, so a missing
+//! Each scenario is a module (`rsmq`, `delivery`, `fanout`, `sessions`) with a `run`
+//! that measures against the shared Redis and returns its section of the report; what
+//! they run is built or installed first (`prepare`). Everything is prepared before Redis starts, so a missing
 //! tool or a compile error fails before anything is timed. This module adds the machine
 //! and the command to each section and writes it between marker comments of its own, so
 //! a scenario run alone replaces only its section and text outside the markers is kept.
 //! `format` holds the number formatting the reports share.
+//!
+//! The WebSocket scenarios drive `wsmq-load` processes (`load`) against servers the
+//! bench starts and stops by PID (`service`), read CPU and memory from `/proc`
+//! (`procfs`) and draw an SVG chart next to the report (`chart`).
 
+mod chart;
+mod delivery;
+mod fanout;
 mod format;
+mod load;
+mod procfs;
 mod rsmq;
+mod service;
+mod sessions;
 
-use std::{fs, path::Path, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::Context as _;
-use xshell::Shell;
+use xshell::{Shell, cmd};
 
 use crate::{
     flags::{self, BenchScenario},
@@ -36,7 +51,12 @@ the markers is left alone.
 ";
 
 /// Every scenario, in the order `cargo xtask bench` runs them.
-const ALL: &[BenchScenario] = &[BenchScenario::Rsmq];
+const ALL: &[BenchScenario] = &[
+    BenchScenario::Rsmq,
+    BenchScenario::Delivery,
+    BenchScenario::Fanout,
+    BenchScenario::Sessions,
+];
 
 /// What a scenario gets to run with.
 pub(crate) struct Context<'a> {
@@ -50,6 +70,39 @@ pub(crate) struct Context<'a> {
     messages: usize,
     /// `--runs` or the default for the mode.
     runs: usize,
+    /// Where charts go: `bench/` beside the report, or a temporary folder with --quick.
+    chart_dir: PathBuf,
+    /// How the report links to `chart_dir`.
+    chart_link: String,
+}
+
+impl Context<'_> {
+    /// Redis `used_memory`, bytes (0 if Redis does not answer).
+    fn redis_used_memory(&self) -> f64 {
+        let port = self
+            .redis
+            .url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        procfs::redis_info(port, "memory", "used_memory").unwrap_or(0.0)
+    }
+
+    /// Writes the SVG chart `name` and returns the Markdown that shows it.
+    fn write_chart(
+        &self,
+        name: &str,
+        title: &str,
+        bars: &[chart::Bar<'_>],
+    ) -> anyhow::Result<String> {
+        fs::create_dir_all(&self.chart_dir)?;
+        let path = self.chart_dir.join(format!("{name}.svg"));
+        fs::write(&path, chart::svg(title, bars))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("xtask bench: chart {}", path.display());
+        Ok(format!("![{title}]({}/{name}.svg)", self.chart_link))
+    }
 }
 
 /// A scenario's part of the report.
@@ -72,8 +125,31 @@ impl flags::Bench {
         for &scenario in &scenarios {
             match scenario {
                 BenchScenario::Rsmq => rsmq::prepare(sh)?,
+                BenchScenario::Fanout | BenchScenario::Sessions => service::ensure_nchan()?,
+                BenchScenario::Delivery => {}
             }
         }
+        if scenarios.iter().any(|&s| s != BenchScenario::Rsmq) {
+            crate::npm::install(sh, &util::project_root().join("bench/node"))?;
+            let cargo = util::cargo();
+            cmd!(sh, "{cargo} build --release -p wsmq-gateway -p wsmq-load").run()?;
+        }
+        let out = match (&self.out, self.quick) {
+            (Some(out), _) => Some(out.clone()),
+            (None, false) => Some(util::project_root().join(REPORT)),
+            (None, true) => None,
+        };
+        let (chart_dir, chart_link) = match &out {
+            Some(out) => (
+                out.parent().unwrap_or(Path::new(".")).join("bench"),
+                "bench".to_owned(),
+            ),
+            None => {
+                let dir = std::env::temp_dir().join("wsmq-bench-quick");
+                let link = dir.display().to_string();
+                (dir, link)
+            }
+        };
 
         let redis = RedisServer::start()?;
         let machine = Machine::probe();
@@ -85,12 +161,17 @@ impl flags::Bench {
                 .messages
                 .unwrap_or(if self.quick { 10_000 } else { 100_000 }),
             runs: self.runs.unwrap_or(if self.quick { 1 } else { 3 }),
+            chart_dir,
+            chart_link,
         };
         let command = self.command_line();
         let mut sections = Vec::new();
         for &scenario in &scenarios {
             let section = match scenario {
                 BenchScenario::Rsmq => rsmq::run(&ctx)?,
+                BenchScenario::Delivery => delivery::run(&ctx)?,
+                BenchScenario::Fanout => fanout::run(&ctx)?,
+                BenchScenario::Sessions => sessions::run(&ctx)?,
             };
             sections.push((
                 scenario_name(scenario),
@@ -99,11 +180,6 @@ impl flags::Bench {
         }
         drop(redis);
 
-        let out = match (&self.out, self.quick) {
-            (Some(out), _) => Some(out.clone()),
-            (None, false) => Some(util::project_root().join(REPORT)),
-            (None, true) => None,
-        };
         for (name, text) in &sections {
             println!("{text}");
             if let Some(out) = &out {
@@ -141,7 +217,18 @@ impl flags::Bench {
 fn scenario_name(scenario: BenchScenario) -> &'static str {
     match scenario {
         BenchScenario::Rsmq => "rsmq",
+        BenchScenario::Delivery => "delivery",
+        BenchScenario::Fanout => "fanout",
+        BenchScenario::Sessions => "sessions",
     }
+}
+
+/// A binary of the workspace built with `--release` into this cargo's target folder.
+fn release_binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::project_root().join("target"));
+    target.join("release").join(name)
 }
 
 /// A section with its markers, heading, command and machine.

@@ -1,0 +1,116 @@
+//! The command line of `wsmq-load`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Load generator for `cargo xtask bench`: connects clients, prints a `ready` line, waits
+/// for a line on stdin, runs, prints a `result` line (JSON).
+#[derive(Debug, Parser)]
+#[command(name = "wsmq-load")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// What the clients talk to.
+    #[arg(long, value_enum, default_value = "wsmq")]
+    pub target: Target,
+    /// The server, `host:port` on loopback.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub server: std::net::SocketAddr,
+    /// HS256 secret for the clients' JWTs (wsmq).
+    #[arg(long, default_value = "bench-secret")]
+    pub jwt_secret: String,
+    /// Clients in this process.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Index of this process's first client: names and source addresses follow it.
+    #[arg(long, default_value_t = 0)]
+    pub first: usize,
+    /// Queue, user or channel names are this prefix followed by the client index.
+    #[arg(long, default_value = "bench-")]
+    pub prefix: String,
+    /// Source addresses 127.0.0.2 … 127.0.0.(1+N), so that many sockets do not run out
+    /// of ephemeral ports.
+    #[arg(long, default_value_t = 8)]
+    pub sources: u8,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Upper bound on the whole run, connecting included.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+/// The server under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    /// wsmq, v1 dialect (`wsmq.v1` subprotocol, JWT in `x-token`).
+    Wsmq,
+    /// The legacy dialect: `/subscribe/<queue>`, `{"message":…}` (the Node design, or wsmq).
+    Legacy,
+    /// Nchan: websocket subscriber at `/sub/<channel>`, HTTP publisher at `/pub/<channel>`.
+    Nchan,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Each client consumes its own queue; this process publishes to those queues.
+    Queue(QueueArgs),
+    /// Every client subscribes to one channel; with --publish this process publishes.
+    Fanout(FanoutArgs),
+    /// Idle sessions, each subscribed to its own queue (or channel), held until a second
+    /// line on stdin.
+    Sessions,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// The Redis that holds the queues.
+    #[arg(long)]
+    pub redis_url: String,
+    /// Messages this process publishes, spread over its clients' queues.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: u64,
+    /// Messages per second from this process; 0 for full speed.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Bytes per body.
+    #[arg(long, default_value_t = 100)]
+    pub body_size: usize,
+    /// Most messages per `send_batch` call (one queue each).
+    #[arg(long, default_value_t = 50)]
+    pub batch: usize,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub publishers: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct FanoutArgs {
+    /// The channel.
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Messages published to the channel.
+    #[arg(long, default_value_t = 100)]
+    pub messages: u64,
+    /// This process publishes (after the go-ahead).
+    #[arg(long)]
+    pub publish: bool,
+    /// Messages per second; 0 for full speed.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// The Redis the gateway listens on, for publishing to wsmq.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+    /// Bytes per body.
+    #[arg(long, default_value_t = 100)]
+    pub body_size: usize,
+    /// A subscriber stops after this long without a message, once messages have come.
+    #[arg(long, default_value_t = 2.0)]
+    pub quiet_secs: f64,
+}

@@ -1,0 +1,209 @@
+//! Client sockets and handshakes.
+//!
+//! Each socket is bound to `127.0.0.(2 + index % sources):0` before it connects: one
+//! source address has about 28,000 ephemeral ports, fewer than a big run needs once
+//! closed sockets linger in TIME_WAIT.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest as _, protocol::WebSocketConfig},
+};
+use wsmq_proto::{Claims, Grants, token::issue_hs256};
+
+use crate::cli::{Common, Target};
+
+/// A client WebSocket.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// How long one handshake (connect, upgrade, welcome, subscribe) may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a client subscribes to once connected.
+#[derive(Debug, Clone)]
+pub(crate) enum Subscribe {
+    /// Its own queue (wsmq: the user's own queue, named like the user).
+    Queue(String),
+    /// A channel.
+    Channel(String),
+}
+
+/// Connects client `index` to the target and subscribes it; returns the socket once the
+/// subscription is confirmed (v1) or sent (legacy; Nchan subscribes by its URL).
+///
+/// # Errors
+///
+/// On a refused connection, a failed upgrade, an error reply or a timeout.
+pub(crate) async fn connect(common: &Common, index: usize, what: &Subscribe) -> anyhow::Result<Ws> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connect_inner(common, index, what))
+        .await
+        .context("handshake timed out")?
+}
+
+async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyhow::Result<Ws> {
+    let sources = usize::from(common.sources.max(1));
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (index % sources) as u8);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(common.server).await?;
+    stream.set_nodelay(true)?;
+    let server = common.server;
+    let path = match (common.target, what) {
+        (Target::Wsmq, _) => "/ws".to_owned(),
+        (Target::Legacy, _) => "/".to_owned(),
+        (Target::Nchan, Subscribe::Channel(name) | Subscribe::Queue(name)) => {
+            format!("/sub/{name}")
+        }
+    };
+    let mut request = format!("ws://{server}{path}").into_client_request()?;
+    if common.target == Target::Wsmq {
+        let user = match what {
+            Subscribe::Queue(queue) => queue.clone(),
+            Subscribe::Channel(_) => format!("{}{index}", common.prefix),
+        };
+        let mut claims = Claims::new(user, unix_secs() + 24 * 3600);
+        if let Subscribe::Channel(_) = what {
+            claims.wsmq = Some(Grants {
+                subscribe: vec!["*".to_owned()],
+                ..Grants::default()
+            });
+        }
+        let token = issue_hs256(&claims, common.jwt_secret.as_bytes());
+        let headers = request.headers_mut();
+        headers.insert("x-token", token.parse()?);
+        headers.insert("sec-websocket-protocol", "wsmq.v1".parse()?);
+    }
+    let config = WebSocketConfig::default();
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+        .await
+        .context("upgrade")?;
+    match (common.target, what) {
+        (Target::Wsmq, what) => {
+            expect_op(&mut ws, "welcome").await?;
+            let frame = match what {
+                Subscribe::Queue(queue) => {
+                    serde_json::json!({"op": "subscribe", "queue": queue, "ref": 1})
+                }
+                Subscribe::Channel(channel) => {
+                    serde_json::json!({"op": "subscribe", "channel": channel, "ref": 1})
+                }
+            };
+            ws.send(Message::text(frame.to_string())).await?;
+            expect_op(&mut ws, "ok").await?;
+        }
+        (Target::Legacy, Subscribe::Queue(queue) | Subscribe::Channel(queue)) => {
+            ws.send(Message::text(format!("/subscribe/{queue}")))
+                .await?;
+        }
+        (Target::Nchan, _) => {}
+    }
+    Ok(ws)
+}
+
+/// Reads frames until one with `op`, failing on an `error` frame or the end.
+async fn expect_op(ws: &mut Ws, op: &str) -> anyhow::Result<()> {
+    while let Some(message) = ws.next().await {
+        if let Message::Text(text) = message? {
+            let frame: serde_json::Value = serde_json::from_str(&text)?;
+            match frame["op"].as_str() {
+                Some(got) if got == op => return Ok(()),
+                Some("error") => anyhow::bail!("error frame: {text}"),
+                _ => {}
+            }
+        }
+    }
+    anyhow::bail!("closed while waiting for {op}")
+}
+
+/// Now, Unix µs: the clock of the body timestamps.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_secs() -> u64 {
+    unix_micros() / 1_000_000
+}
+
+/// What connecting a process's clients took.
+pub(crate) struct Connected {
+    /// The sockets, with their client index.
+    pub(crate) sockets: Vec<(usize, Ws)>,
+    /// Clients that could not connect, and the first reason.
+    pub(crate) failures: usize,
+    pub(crate) first_error: Option<String>,
+    /// From the first connect to the last confirmed subscription.
+    pub(crate) seconds: f64,
+    /// Per client: connect → subscription confirmed, µs.
+    pub(crate) handshakes: crate::stats::Micros,
+}
+
+/// Connects and subscribes every client of `common`, `connect_concurrency` at a time.
+pub(crate) async fn connect_all(common: &Common, what: impl Fn(usize) -> Subscribe) -> Connected {
+    let start = std::time::Instant::now();
+    let handshakes = crate::stats::Micros::new();
+    let results: Vec<_> = futures_util::stream::iter(common.first..common.first + common.clients)
+        .map(|index| {
+            let what = what(index);
+            let handshakes = &handshakes;
+            async move {
+                let began = std::time::Instant::now();
+                let result = connect(common, index, &what).await;
+                if result.is_ok() {
+                    handshakes.record(began.elapsed().as_micros() as u64);
+                }
+                (index, result)
+            }
+        })
+        .buffer_unordered(common.connect_concurrency.max(1))
+        .collect()
+        .await;
+    let seconds = start.elapsed().as_secs_f64();
+    let mut connected = Connected {
+        sockets: Vec::with_capacity(results.len()),
+        failures: 0,
+        first_error: None,
+        seconds,
+        handshakes,
+    };
+    for (index, result) in results {
+        match result {
+            Ok(ws) => connected.sockets.push((index, ws)),
+            Err(err) => {
+                connected.failures += 1;
+                connected
+                    .first_error
+                    .get_or_insert_with(|| format!("{err:#}"));
+            }
+        }
+    }
+    connected
+}
+
+impl Connected {
+    /// The `ready` line's fields.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "ready",
+            "connected": self.sockets.len(),
+            "connect_failures": self.failures,
+            "first_error": self.first_error,
+            "connect_seconds": self.seconds,
+            "handshakes": self.handshakes.encode(),
+        })
+    }
+}
+
+/// Closes a socket politely, without waiting long for the server.
+pub(crate) async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+}

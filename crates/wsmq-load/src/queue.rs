@@ -1,0 +1,203 @@
+//! Queue delivery: every client consumes its own queue, this process publishes to them.
+//!
+//! Over v1 each message is acked as soon as it arrives (the gateway deletes it then);
+//! over the legacy dialect the server deletes it once sent. A message counts once per
+//! sequence number: a second arrival is a duplicate, a missing one at the end is lost.
+
+use std::{
+    borrow::Cow,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    cli::{Common, QueueArgs, Target},
+    emit,
+    net::{self, Subscribe, Ws, unix_micros},
+    publish,
+    stats::{Counts, Micros, own_cpu_seconds, parse_body},
+    wait_for_driver,
+};
+
+/// State shared by the consumers of one process.
+struct Shared {
+    counts: Counts,
+    latency: Micros,
+    /// One flag per sequence number published by this process.
+    seen: Vec<AtomicBool>,
+    /// Distinct messages still to come; at zero, `done` fires.
+    missing: AtomicU64,
+    done: CancellationToken,
+}
+
+/// A frame from the server, v1 or legacy; only the fields that matter here.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Cow<'a, str>>,
+}
+
+pub(crate) async fn run(
+    common: &Common,
+    args: &QueueArgs,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = (common.first..common.first + common.clients)
+        .map(|i| format!("{}{i}", common.prefix))
+        .collect();
+    let rsmq = publish::queues(&args.redis_url, &names).await?;
+    let shared = Arc::new(Shared {
+        counts: Counts::default(),
+        latency: Micros::new(),
+        seen: (0..args.messages).map(|_| AtomicBool::new(false)).collect(),
+        missing: AtomicU64::new(args.messages),
+        done: CancellationToken::new(),
+    });
+    let connected = net::connect_all(common, |i| {
+        Subscribe::Queue(format!("{}{i}", common.prefix))
+    })
+    .await;
+    let ready = connected.json();
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut queues = Vec::new();
+    for (index, ws) in connected.sockets {
+        let queue = format!("{}{index}", common.prefix);
+        queues.push(queue.clone());
+        tasks.push(tokio::spawn(consume(
+            ws,
+            common.target,
+            queue,
+            shared.clone(),
+            stop.clone(),
+        )));
+    }
+    emit(&ready);
+    wait_for_driver().await;
+
+    let cpu_before = own_cpu_seconds();
+    let started = unix_micros();
+    if !queues.is_empty() && args.messages > 0 {
+        let load = publish::QueueLoad {
+            messages: args.messages,
+            rate: args.rate,
+            batch: args.batch,
+            publishers: args.publishers,
+            body_size: args.body_size,
+        };
+        publish::to_queues(&rsmq, &queues, &load, &shared.counts, deadline).await?;
+        tokio::select! {
+            _ = shared.done.cancelled() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    stop.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let cpu = own_cpu_seconds() - cpu_before;
+    let mut result = shared.counts.json();
+    let unique = shared.counts.unique.load(Ordering::Relaxed);
+    result["event"] = "result".into();
+    result["started_us"] = started.into();
+    result["lost"] = (shared
+        .counts
+        .sent
+        .load(Ordering::Relaxed)
+        .saturating_sub(unique))
+    .into();
+    result["latency"] = shared.latency.encode().into();
+    result["cpu_seconds"] = cpu.into();
+    emit(&result);
+    Ok(())
+}
+
+/// Reads one client's frames until told to stop or the server closes; acks over v1.
+async fn consume(
+    mut ws: Ws,
+    target: Target,
+    queue: String,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break,
+            next = ws.next() => next,
+        };
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let Some(ack) = shared.handle(target, &queue, &text) else {
+                    continue;
+                };
+                if ws.send(Message::text(ack)).await.is_err() {
+                    shared.counts.closed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                shared.counts.closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    net::close(ws).await;
+}
+
+impl Shared {
+    /// Counts a frame; returns the ack to send, if any.
+    fn handle(&self, target: Target, queue: &str, text: &str) -> Option<String> {
+        let now = unix_micros();
+        let frame: Frame<'_> = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(_) => {
+                self.counts.other.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        if let Some("ok" | "pong") = frame.op.as_deref() {
+            self.counts.replies.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let is_message = match target {
+            Target::Wsmq => frame.op.as_deref() == Some("message"),
+            Target::Legacy | Target::Nchan => frame.op.is_none(),
+        };
+        let (true, Some(body)) = (is_message, frame.message.as_deref()) else {
+            self.counts.other.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.counts.note_receive(now);
+        match parse_body(body) {
+            Some((seq, sent)) if (seq as usize) < self.seen.len() => {
+                self.latency.record(now.saturating_sub(sent));
+                if self.seen[seq as usize].swap(true, Ordering::Relaxed) {
+                    self.counts.duplicates.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counts.unique.fetch_add(1, Ordering::Relaxed);
+                    if self.missing.fetch_sub(1, Ordering::Relaxed) == 1 {
+                        self.done.cancel();
+                    }
+                }
+            }
+            _ => {
+                self.counts.other.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let id = frame.id?;
+        (target == Target::Wsmq).then(|| format!(r#"{{"op":"ack","queue":"{queue}","id":"{id}"}}"#))
+    }
+}

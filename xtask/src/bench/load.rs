@@ -1,0 +1,226 @@
+//! Driving `wsmq-load` processes: start several, wait until all are connected, give the
+//! go-ahead to all at once, collect their result lines and merge them, histograms
+//! included.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use hdrhistogram::{Histogram, serialization::Deserializer};
+use serde_json::Value;
+
+/// Clients per load process: well under the 20,000 open files a process may hold.
+pub(crate) const CLIENTS_PER_PROCESS: usize = 5_000;
+
+/// Running load processes; killed by PID if dropped before they finish.
+pub(crate) struct Load {
+    procs: Vec<(Child, ChildStdin, BufReader<ChildStdout>)>,
+    /// The `ready` line of each process.
+    pub(crate) ready: Vec<Value>,
+}
+
+impl Load {
+    /// Starts one `wsmq-load` per argument list and waits for every `ready` line.
+    pub(crate) fn start(per_process: Vec<Vec<String>>) -> anyhow::Result<Load> {
+        let program = super::release_binary("wsmq-load");
+        let mut procs = Vec::new();
+        for args in per_process {
+            let mut child = Command::new(&program)
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting {}", program.display()))?;
+            let stdin = child.stdin.take().context("load stdin")?;
+            let stdout = BufReader::new(child.stdout.take().context("load stdout")?);
+            procs.push((child, stdin, stdout));
+        }
+        let mut load = Load {
+            procs,
+            ready: Vec::new(),
+        };
+        for i in 0..load.procs.len() {
+            let line = load.line(i, "ready")?;
+            load.ready.push(line);
+        }
+        Ok(load)
+    }
+
+    /// Sends the go-ahead (or, for idle sessions, the stop) to every process.
+    pub(crate) fn signal(&mut self) -> anyhow::Result<()> {
+        for (_, stdin, _) in &mut self.procs {
+            stdin.write_all(b"go\n")?;
+            stdin.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every `result` line and for the processes to exit.
+    pub(crate) fn finish(mut self) -> anyhow::Result<Vec<Value>> {
+        let mut results = Vec::new();
+        for i in 0..self.procs.len() {
+            results.push(self.line(i, "result")?);
+        }
+        for (child, _, _) in &mut self.procs {
+            child.wait()?;
+        }
+        self.procs.clear();
+        Ok(results)
+    }
+
+    fn line(&mut self, i: usize, event: &str) -> anyhow::Result<Value> {
+        let (child, _, stdout) = &mut self.procs[i];
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        anyhow::ensure!(
+            !line.is_empty(),
+            "wsmq-load (pid {}) ended without a {event} line (its stderr is above)",
+            child.id()
+        );
+        let value: Value =
+            serde_json::from_str(&line).with_context(|| format!("wsmq-load said {line:?}"))?;
+        anyhow::ensure!(
+            value["event"] == event,
+            "expected {event}, wsmq-load said {line}"
+        );
+        Ok(value)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for (child, _, _) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Splits `clients` into processes of at most [`CLIENTS_PER_PROCESS`]: `(first, count)`.
+pub(crate) fn split(clients: usize) -> Vec<(usize, usize)> {
+    let procs = clients.div_ceil(CLIENTS_PER_PROCESS).max(1);
+    (0..procs)
+        .map(|p| {
+            let first = clients * p / procs;
+            (first, clients * (p + 1) / procs - first)
+        })
+        .collect()
+}
+
+/// The `ready` and `result` lines of all processes of one run, added up.
+#[derive(Debug)]
+pub(crate) struct Merged {
+    pub(crate) connected: f64,
+    pub(crate) connect_failures: f64,
+    pub(crate) first_error: Option<String>,
+    /// The slowest process's time to connect all its clients.
+    pub(crate) connect_seconds: f64,
+    pub(crate) handshakes: Histogram<u64>,
+    pub(crate) sent: f64,
+    pub(crate) unique: f64,
+    pub(crate) duplicates: f64,
+    pub(crate) other: f64,
+    pub(crate) closed: f64,
+    pub(crate) first_send_us: f64,
+    pub(crate) last_send_us: f64,
+    pub(crate) last_recv_us: f64,
+    pub(crate) latency: Histogram<u64>,
+    /// CPU seconds of the load processes between go-ahead and result.
+    pub(crate) cpu_seconds: f64,
+}
+
+impl Merged {
+    pub(crate) fn of(ready: &[Value], results: &[Value]) -> anyhow::Result<Merged> {
+        let sum = |lines: &[Value], key: &str| lines.iter().filter_map(|v| v[key].as_f64()).sum();
+        let nonzero = |key: &'static str| {
+            results
+                .iter()
+                .filter_map(move |v| v[key].as_f64())
+                .filter(|&x| x > 0.0)
+        };
+        let mut merged = Merged {
+            connected: sum(ready, "connected"),
+            connect_failures: sum(ready, "connect_failures"),
+            first_error: ready
+                .iter()
+                .find_map(|v| v["first_error"].as_str().map(str::to_owned)),
+            connect_seconds: ready
+                .iter()
+                .filter_map(|v| v["connect_seconds"].as_f64())
+                .fold(0.0, f64::max),
+            handshakes: empty(),
+            sent: sum(results, "sent"),
+            unique: sum(results, "unique"),
+            duplicates: sum(results, "duplicates"),
+            other: sum(results, "other"),
+            closed: sum(results, "closed"),
+            first_send_us: nonzero("first_send_us").fold(f64::INFINITY, f64::min),
+            last_send_us: nonzero("last_send_us").fold(0.0, f64::max),
+            last_recv_us: nonzero("last_recv_us").fold(0.0, f64::max),
+            latency: empty(),
+            cpu_seconds: sum(results, "cpu_seconds"),
+        };
+        for line in ready {
+            merged.handshakes.add(decode(&line["handshakes"])?)?;
+        }
+        for line in results {
+            if !line["latency"].is_null() {
+                merged.latency.add(decode(&line["latency"])?)?;
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Seconds from the first publish to the last delivery.
+    pub(crate) fn delivery_seconds(&self) -> f64 {
+        ((self.last_recv_us - self.first_send_us) / 1e6).max(1e-6)
+    }
+
+    /// Distinct deliveries per second over [`Merged::delivery_seconds`].
+    pub(crate) fn rate(&self) -> f64 {
+        self.unique / self.delivery_seconds()
+    }
+
+    /// Publishes per second, from first to last publish.
+    pub(crate) fn publish_rate(&self) -> f64 {
+        self.sent / ((self.last_send_us - self.first_send_us) / 1e6).max(1e-6)
+    }
+
+    /// Latency percentile in ms.
+    pub(crate) fn latency_ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1e3
+    }
+
+    pub(crate) fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1e3
+    }
+}
+
+fn empty() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn decode(value: &Value) -> anyhow::Result<Histogram<u64>> {
+    let text = value.as_str().context("histogram is not a string")?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|err| anyhow::anyhow!("histogram: {err:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn splits_clients_into_processes() {
+        assert_eq!(split(100), vec![(0, 100)]);
+        assert_eq!(split(10_000), vec![(0, 5_000), (5_000, 5_000)]);
+        assert_eq!(split(19_000).len(), 4);
+        assert_eq!(split(19_000).iter().map(|p| p.1).sum::<usize>(), 19_000);
+    }
+}

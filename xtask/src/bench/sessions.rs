@@ -1,0 +1,181 @@
+//! `cargo xtask bench sessions`: idle authenticated sessions, each subscribed to a queue
+//! of its own: how fast they connect and what each costs the server (RSS from `/proc`)
+//! and Redis (`INFO memory` used_memory), for wsmq, Nchan (a channel per session) and
+//! the Node design (a queue, hence an `rsmq-worker` and its Redis connection, per
+//! session).
+//!
+//! Each system and size gets a fresh server, so the RSS delta is the sessions' alone.
+
+use std::{thread, time::Duration};
+
+use super::{
+    Context, Section,
+    delivery::common_args,
+    format::thousands,
+    load::{self, Load, Merged},
+    procfs,
+    service::Service,
+};
+
+struct Row {
+    system: &'static str,
+    sessions: usize,
+    merged: Merged,
+    /// Server RSS before and with the sessions, KiB.
+    rss_before: u64,
+    rss_after: u64,
+    /// Redis used_memory delta, bytes.
+    redis_delta: f64,
+}
+
+struct Plan {
+    sizes: &'static [usize],
+    /// The Node design holds a Redis connection per session: Redis's default 10,000
+    /// clients and the 20,000 open files of a process bound it well below 19,000.
+    node_sizes: &'static [usize],
+    timeout_secs: u64,
+}
+
+const FULL: Plan = Plan {
+    sizes: &[5_000, 19_000],
+    node_sizes: &[5_000],
+    timeout_secs: 300,
+};
+const QUICK: Plan = Plan {
+    sizes: &[500, 2_000],
+    node_sizes: &[500],
+    timeout_secs: 60,
+};
+
+/// How long the sessions sit idle before memory is read, so that buffers settle.
+const SETTLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+enum System {
+    Wsmq,
+    Nchan,
+    Node,
+}
+
+pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
+    let plan = if ctx.quick { &QUICK } else { &FULL };
+    let mut rows = Vec::new();
+    let mut run_no = 0;
+    for system in [System::Wsmq, System::Nchan, System::Node] {
+        let sizes = match system {
+            System::Node => plan.node_sizes,
+            _ => plan.sizes,
+        };
+        for &sessions in sizes {
+            run_no += 1;
+            let server = match system {
+                System::Wsmq => Service::gateway(ctx.redis)?,
+                System::Nchan => Service::nchan()?,
+                System::Node => Service::node(ctx.redis)?,
+            };
+            let (name, target) = match system {
+                System::Wsmq => ("wsmq v1", "wsmq"),
+                System::Nchan => ("Nchan", "nchan"),
+                System::Node => ("Node ws + rsmq-worker", "legacy"),
+            };
+            eprintln!("xtask bench sessions: {name}, {sessions} sessions");
+            thread::sleep(Duration::from_millis(500));
+            let rss_before = procfs::rss_kib(server.pid());
+            let redis_before = ctx.redis_used_memory();
+            let prefix = format!("s{run_no}-");
+            let per_process = load::split(sessions)
+                .into_iter()
+                .map(|(first, count)| {
+                    let mut args =
+                        common_args(target, &server, first, count, &prefix, plan.timeout_secs);
+                    args.push("sessions".to_owned());
+                    args
+                })
+                .collect();
+            let mut load = Load::start(per_process)?;
+            thread::sleep(SETTLE);
+            let rss_after = procfs::rss_kib(server.pid());
+            let redis_delta = ctx.redis_used_memory() - redis_before;
+            load.signal()?;
+            let ready = std::mem::take(&mut load.ready);
+            let results = load.finish()?;
+            let merged = Merged::of(&ready, &results)?;
+            let row = Row {
+                system: name,
+                sessions,
+                merged,
+                rss_before,
+                rss_after,
+                redis_delta,
+            };
+            eprintln!(
+                "  {} connected, {} handshakes/s, {:.1} KiB RSS/session, {} B Redis/session, {} closed",
+                row.merged.connected,
+                thousands(row.handshake_rate()),
+                row.rss_per_session(),
+                thousands(row.redis_per_session()),
+                row.merged.closed,
+            );
+            rows.push(row);
+            drop(server);
+        }
+    }
+    Ok(Section {
+        title: "Idle sessions: memory and handshakes".to_owned(),
+        body: report(&rows),
+    })
+}
+
+impl Row {
+    fn handshake_rate(&self) -> f64 {
+        self.merged.connected / self.merged.connect_seconds.max(1e-6)
+    }
+    fn rss_per_session(&self) -> f64 {
+        (self.rss_after as f64 - self.rss_before as f64) / self.merged.connected.max(1.0)
+    }
+    fn redis_per_session(&self) -> f64 {
+        self.redis_delta / self.merged.connected.max(1.0)
+    }
+}
+
+fn report(rows: &[Row]) -> String {
+    let mut text = "| system | sessions | connected | failed | handshakes/s | handshake p50 ms \
+                    | p99 ms | server RSS before → with sessions | RSS KiB/session \
+                    | Redis bytes/session | closed while idle |\n\
+                    |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+        .to_owned();
+    for row in rows {
+        let m = &row.merged;
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.1} → {:.1} MiB | {:.1} | {} | {} |\n",
+            row.system,
+            thousands(row.sessions as f64),
+            thousands(m.connected),
+            thousands(m.connect_failures),
+            thousands(row.handshake_rate()),
+            m.handshakes.value_at_quantile(0.5) as f64 / 1e3,
+            m.handshakes.value_at_quantile(0.99) as f64 / 1e3,
+            row.rss_before as f64 / 1024.0,
+            row.rss_after as f64 / 1024.0,
+            row.rss_per_session(),
+            thousands(row.redis_per_session()),
+            thousands(m.closed),
+        ));
+    }
+    text.push_str(&format!(
+        "\n### Method\n\n\
+         A fresh server per row. The load tool opens the sessions ({} per process, 64 \
+         handshakes in flight per process, sockets spread over source addresses \
+         127.0.0.2–9): wsmq sessions present a fresh HS256 JWT (verified by the gateway) \
+         and subscribe to their own queue over v1, each confirmed by its `ok`; Nchan \
+         sessions open a websocket subscriber on a channel of their own; Node sessions \
+         send `/subscribe/<queue>`, which starts an `rsmq-worker` with its own Redis \
+         connection. Handshakes/s = sessions / time to open all of them (connect, \
+         upgrade, token check, subscription). After {} s idle, RSS per session = (VmRSS of \
+         the server and its child processes with the sessions − before) / sessions; Redis \
+         bytes per session from the `used_memory` delta.\n",
+        load::CLIENTS_PER_PROCESS,
+        SETTLE.as_secs(),
+    ));
+    text
+}
