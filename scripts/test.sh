@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every wsmq test on a fresh machine: installs what is missing, then `cargo xtask ci`.
 #
-# Installs (only when missing): redis-server (apt-get, when root), Node.js + npm (apt-get, when root).
-# The npm packages of the interop suites are installed by `cargo xtask e2e` into git-ignored folders.
+# Installs (only when missing): redis-server, Node.js + npm, and Debian's chromium for the browser
+# suite (apt-get, when root). The npm packages of the e2e suites (npm rsmq, playwright-core) are
+# installed by `cargo xtask e2e` into git-ignored node_modules folders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,12 +11,16 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing ${need_apt[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # A second try with --fix-broken: a large install (chromium) has been seen to lose its
+    # downloaded .debs midway, which `apt-get install -f` repairs.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null ||
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -f "${need_apt[@]}" >/dev/null
   else
     echo "test.sh: missing ${need_apt[*]}; install them (e.g. sudo apt-get install ${need_apt[*]}) and rerun" >&2
     exit 1

@@ -37,6 +37,13 @@ const SUITES: &[Suite] = &[
         npm_dir: Some("interop"),
         build: &["wsmq-gateway", "wsmq-cli"],
     },
+    Suite {
+        name: "browser",
+        package: "wsmq-gateway",
+        test: "browser",
+        npm_dir: Some("e2e-browser"),
+        build: &["wsmq-gateway", "wsmq-cli"],
+    },
 ];
 
 impl flags::E2e {

@@ -79,6 +79,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WSMQ_OPEN")]
     #[serde(default)]
     pub open: bool,
+    /// Serve the chat demo at /demo with a token endpoint that gives anyone a token for any
+    /// name: never in production.
+    #[arg(long, env = "WSMQ_DEMO")]
+    #[serde(default)]
+    pub demo: bool,
     /// Key for `POST /api/publish` (`Authorization: apikey KEY`); without it the route is 404.
     #[arg(long, env = "WSMQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -117,6 +122,22 @@ pub struct ServeArgs {
     #[arg(long, env = "WSMQ_PING_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub ping_interval: Option<Duration>,
+    /// How long a new connection may take to send its request headers before it is dropped
+    /// [default: 10s].
+    #[arg(long, env = "WSMQ_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub handshake_timeout: Option<Duration>,
+    /// Frames per second one session may send; more get `rate_limited`, and a flood of over
+    /// ten times that is closed with 4029; 0 turns the limit off [default: 10000].
+    #[arg(long, env = "WSMQ_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+    /// Frames a session may send at once above `--rate-limit` [default: twice the limit].
+    #[arg(long, env = "WSMQ_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Internal address for `/metrics`, `/api/publish`, `/healthz` and `/readyz`; when set,
+    /// the public port no longer serves `/metrics` and `/api/publish` [default: none].
+    #[arg(long, env = "WSMQ_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// A secret that never shows in `Debug` output or logs.
@@ -161,6 +182,8 @@ pub struct Config {
     pub own_queue: String,
     /// Any authenticated user may consume any queue.
     pub open: bool,
+    /// Serve the chat demo and its token endpoint (`--demo`).
+    pub demo: bool,
     /// Key of `/api/publish`; `None` disables the route.
     pub api_key: Option<Secret>,
     /// Unacknowledged messages per subscription.
@@ -183,6 +206,14 @@ pub struct Config {
     pub outbound_buffer: usize,
     /// WebSocket ping period (idle timeout: twice this).
     pub ping_interval: Duration,
+    /// Time a connection has to send its request headers (the handshake timeout).
+    pub handshake_timeout: Duration,
+    /// Inbound frames per second per session; 0: unlimited.
+    pub rate_limit: u32,
+    /// Frames a session may send at once above the rate.
+    pub rate_burst: u32,
+    /// The internal admin address, if any.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -222,6 +253,7 @@ impl ServeArgs {
             access_token_secret: self.access_token_secret.or(file.access_token_secret),
             own_queue: self.own_queue.or(file.own_queue),
             open: self.open || file.open,
+            demo: self.demo || file.demo,
             api_key: self.api_key.or(file.api_key),
             window: self.window.or(file.window),
             poll_interval: self.poll_interval.or(file.poll_interval),
@@ -233,6 +265,10 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions.or(file.max_subscriptions),
             outbound_buffer: self.outbound_buffer.or(file.outbound_buffer),
             ping_interval: self.ping_interval.or(file.ping_interval),
+            handshake_timeout: self.handshake_timeout.or(file.handshake_timeout),
+            rate_limit: self.rate_limit.or(file.rate_limit),
+            rate_burst: self.rate_burst.or(file.rate_burst),
+            admin_listen: self.admin_listen.or(file.admin_listen),
         }
     }
 
@@ -263,6 +299,11 @@ impl ServeArgs {
             Some(s) => (s, false),
             None => (random_string(48), true),
         };
+        if self.demo && public_key_pem.is_some() {
+            return bad(
+                "--demo mints HS256 tokens: it cannot be used with --jwt-public-key".to_owned(),
+            );
+        }
         let access_token_secret =
             Secret(self.access_token_secret.unwrap_or_else(|| secret.clone()));
         let own_queue = self.own_queue.unwrap_or_else(|| "{user}".to_owned());
@@ -304,6 +345,18 @@ impl ServeArgs {
         if ping_interval < Duration::from_millis(100) {
             return bad("--ping-interval must be at least 100ms".to_owned());
         }
+        let handshake_timeout = self.handshake_timeout.unwrap_or(Duration::from_secs(10));
+        if handshake_timeout < Duration::from_millis(100) {
+            return bad("--handshake-timeout must be at least 100ms".to_owned());
+        }
+        let rate_limit = self.rate_limit.unwrap_or(10_000);
+        let rate_burst = self
+            .rate_burst
+            .unwrap_or_else(|| rate_limit.saturating_mul(2))
+            .max(1);
+        if self.admin_listen.is_some_and(|admin| admin == listen) {
+            return bad("--admin-listen must differ from --listen".to_owned());
+        }
         Ok(Config {
             listen,
             redis_url: self.redis_url,
@@ -318,6 +371,7 @@ impl ServeArgs {
             access_token_secret,
             own_queue,
             open: self.open,
+            demo: self.demo,
             api_key,
             window,
             poll_interval,
@@ -329,6 +383,10 @@ impl ServeArgs {
             max_subscriptions,
             outbound_buffer,
             ping_interval,
+            handshake_timeout,
+            rate_limit,
+            rate_burst,
+            admin_listen: self.admin_listen,
         })
     }
 }
@@ -430,6 +488,36 @@ mod tests {
         assert_eq!(config.poll_interval, Duration::from_secs(2));
         std::fs::write(&path, "windw = 8\n").unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
+    }
+
+    #[test]
+    fn limits_and_the_admin_address_have_flags_and_defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!((config.rate_limit, config.rate_burst), (10_000, 20_000));
+        assert_eq!(config.admin_listen, None);
+        let config = parse(&[
+            "--handshake-timeout",
+            "2s",
+            "--rate-limit",
+            "5",
+            "--admin-listen",
+            "127.0.0.1:9000",
+        ])
+        .unwrap();
+        assert_eq!(config.handshake_timeout, Duration::from_secs(2));
+        assert_eq!((config.rate_limit, config.rate_burst), (5, 10));
+        assert_eq!(config.admin_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert!(
+            parse(&[
+                "--listen",
+                "127.0.0.1:9000",
+                "--admin-listen",
+                "127.0.0.1:9000"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["--handshake-timeout", "10ms"]).is_err());
     }
 
     #[test]

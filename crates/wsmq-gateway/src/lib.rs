@@ -11,9 +11,10 @@
 //! - [`server`]: the accept loop (connection limit, backoff, hyper with upgrades, drain).
 //! - [`routes`]: `/healthz`, `/readyz`, `/metrics`, `/api/publish`, upgrade dispatch.
 //! - [`upgrade`]: WebSocket handshake: validation, auth, subprotocol, 101.
+//! - [`demo`]: `/client/wsmq.js`, and with `--demo` the chat page and its token endpoint.
 //! - [`auth`]: [`auth::Identity`], JWT and access-token authentication, authorization globs.
 //! - [`session`]: one WebSocket session: reader/writer tasks, the legacy and v1 dialects,
-//!   one module per v1 op under `session::ops`.
+//!   one module per v1 op under `session::ops`, the inbound rate limit in `session::rate`.
 //! - [`delivery`]: one task per queue subscription: window, batched receive, realtime
 //!   wake-ups, the precise timer and the poll fallback; `delivery::commands` batches the acks,
 //!   nacks and releases.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod delivery;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod metrics;
@@ -45,7 +47,11 @@ use tokio::net::TcpListener;
 
 pub use crate::{config::Config, error::GatewayError};
 use crate::{
-    engine::{Engine, memory::MemoryEngine, redis::RedisEngine},
+    engine::{
+        Engine,
+        memory::MemoryEngine,
+        redis::{RedisEngine, RedisMetrics},
+    },
     metrics::Metrics,
 };
 
@@ -65,7 +71,11 @@ pub async fn run(
     let metrics = Metrics::new();
     let engine: Arc<dyn Engine> = match &config.redis_url {
         Some(url) => {
-            RedisEngine::connect(url, &config.rsmq_ns, metrics.pubsub_reconnects.clone()).await?
+            let counters = RedisMetrics {
+                pubsub_reconnects: metrics.pubsub_reconnects.clone(),
+                command_reconnects: metrics.redis_reconnects.clone(),
+            };
+            RedisEngine::connect(url, &config.rsmq_ns, counters).await?
         }
         None => MemoryEngine::new(),
     };

@@ -4,6 +4,8 @@
 //! process-global recorder, so that several gateways in one test process do not mix their
 //! numbers. `GET /metrics` renders it in the OpenMetrics text format, which Prometheus reads.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -23,6 +25,13 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 pub struct Reason {
     /// Why: `expired`, `bad_signature`, `unregistered`, …
     pub reason: String,
+}
+
+/// Label set of the session close counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Code {
+    /// The WebSocket close code, e.g. `1012` or `4008`.
+    pub code: String,
 }
 
 /// Every metric the gateway keeps.
@@ -57,8 +66,19 @@ pub struct Metrics {
     pub slow_clients: Counter,
     /// Reconnections of the Redis pub/sub connection.
     pub pubsub_reconnects: Counter,
+    /// Recoveries of the Redis command connection: an engine call succeeded after calls had
+    /// failed because Redis was unreachable.
+    pub redis_reconnects: Counter,
     /// Seconds from a message's send time to the write of its frame.
     pub delivery_latency: Histogram,
+    /// Client frames refused with `rate_limited`.
+    pub rate_limited: Counter,
+    /// Connections dropped because their request headers did not arrive in time.
+    pub handshake_timeouts: Counter,
+    /// Sessions ended, by close code.
+    pub sessions_closed: Family<Code, Counter>,
+    /// How long the last drain took, seconds (0 until a drain ends).
+    pub drain_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -80,8 +100,13 @@ impl Metrics {
             connections_refused: Counter::default(),
             slow_clients: Counter::default(),
             pubsub_reconnects: Counter::default(),
+            redis_reconnects: Counter::default(),
             // 1 ms .. ~65 s.
             delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            rate_limited: Counter::default(),
+            handshake_timeouts: Counter::default(),
+            sessions_closed: Family::default(),
+            drain_seconds: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -156,9 +181,34 @@ impl Metrics {
             metrics.pubsub_reconnects.clone(),
         );
         r.register(
+            "redis_reconnects",
+            "Recoveries of the Redis command connection after Redis was unreachable",
+            metrics.redis_reconnects.clone(),
+        );
+        r.register(
             "delivery_latency_seconds",
             "From a message's send time to the write of its frame",
             metrics.delivery_latency.clone(),
+        );
+        r.register(
+            "rate_limited",
+            "Client frames refused with rate_limited",
+            metrics.rate_limited.clone(),
+        );
+        r.register(
+            "handshake_timeouts",
+            "Connections dropped for not sending their request headers in time",
+            metrics.handshake_timeouts.clone(),
+        );
+        r.register(
+            "sessions_closed",
+            "Sessions ended, by WebSocket close code",
+            metrics.sessions_closed.clone(),
+        );
+        r.register(
+            "drain_seconds",
+            "Duration of the last drain (SIGTERM/SIGINT)",
+            metrics.drain_seconds.clone(),
         );
         Metrics {
             registry,
@@ -171,6 +221,15 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&Reason {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a session that ended with close code `code`.
+    pub fn session_closed(&self, code: u16) {
+        self.sessions_closed
+            .get_or_create(&Code {
+                code: code.to_string(),
             })
             .inc();
     }

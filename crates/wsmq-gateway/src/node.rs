@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::broadcast::error::RecvError;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wsmq_proto::{CloseCode, NodeHeartbeat, keys::NODE_TTL_SECS};
 
 use crate::state::Gateway;
@@ -33,7 +33,12 @@ pub fn spawn_workers(gateway: &Arc<Gateway>) {
             }
             if let Err(err) = g.engine.write_heartbeat(&heartbeat(&g)).await {
                 g.metrics.engine_error("heartbeat");
-                warn!(cause = %err, "heartbeat write failed");
+                // An unreachable Redis is logged once by the engine.
+                if err.is_unavailable() {
+                    debug!(cause = %err, "heartbeat write failed");
+                } else {
+                    warn!(cause = %err, "heartbeat write failed");
+                }
             }
         }
     });

@@ -7,6 +7,7 @@
 //! | `GET /readyz` | 200 when the engine answers and the node is not draining, else 503 |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/publish` | server-side publish with `Authorization: apikey KEY`; 404 without `--api-key` |
+//! | `GET /client/wsmq.js`; `/demo…` with `--demo` | [`demo::handle`]: the JS client, the chat demo |
 //!
 //! Everything else is a 404 with a JSON body. Only the path is ever logged: query strings may
 //! carry tokens.
@@ -25,10 +26,30 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 use wsmq_proto::{Target, decode_publish_body};
 
-use crate::{error::GatewayError, metrics, state::Gateway, upgrade};
+use crate::{demo, error::GatewayError, metrics, state::Gateway, upgrade};
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// `--listen`: sessions and health; also metrics and the API unless `--admin-listen` is set.
+    Public,
+    /// `--admin-listen`: health, metrics and the API, never sessions.
+    Admin,
+}
+
+impl Port {
+    /// Whether `/metrics` and `/api/publish` are served here: on the admin port when there is
+    /// one (so they need not be exposed to clients), else on the public port.
+    fn serves_admin(self, gateway: &Gateway) -> bool {
+        match self {
+            Port::Admin => true,
+            Port::Public => gateway.config.admin_listen.is_none(),
+        }
+    }
+}
 
 /// Routes one request.
 pub async fn handle(
@@ -36,20 +57,21 @@ pub async fn handle(
     gateway: Arc<Gateway>,
     peer: SocketAddr,
     permit: Arc<OwnedSemaphorePermit>,
+    port: Port,
 ) -> Response<Body> {
     debug!(method = %req.method(), path = req.uri().path(), %peer, "request");
     let method = req.method().clone();
     match (method, req.uri().path()) {
-        (Method::GET, "/" | "/ws") if upgrade::is_upgrade(&req) => {
+        (Method::GET, "/" | "/ws") if port == Port::Public && upgrade::is_upgrade(&req) => {
             upgrade::handle(req, gateway, permit).await
         }
-        (Method::GET, "/" | "/ws") => json_response(
+        (Method::GET, "/" | "/ws") if port == Port::Public => json_response(
             StatusCode::UPGRADE_REQUIRED,
             &json!({"error": "upgrade_required", "reason": "connect with a WebSocket client"}),
         ),
         (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (Method::GET, "/readyz") => readyz(&gateway).await,
-        (Method::GET, "/metrics") => {
+        (Method::GET, "/metrics") if port.serves_admin(&gateway) => {
             let mut response = Response::new(Full::new(Bytes::from(gateway.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -57,9 +79,12 @@ pub async fn handle(
             );
             response
         }
-        (Method::POST, "/api/publish") if gateway.config.api_key.is_some() => {
+        (Method::POST, "/api/publish")
+            if port.serves_admin(&gateway) && gateway.config.api_key.is_some() =>
+        {
             publish(req, &gateway).await
         }
+        (_, path) if demo::serves(&gateway, path) => demo::handle(req, &gateway).await,
         _ => not_found(),
     }
 }
@@ -89,7 +114,8 @@ async fn readyz(gateway: &Gateway) -> Response<Body> {
     match tokio::time::timeout(Duration::from_secs(2), gateway.engine.ping()).await {
         Ok(Ok(())) => json_response(StatusCode::OK, &json!({"status": "ready"})),
         Ok(Err(err)) => {
-            warn!(cause = %err, "readiness: engine unreachable");
+            // At debug level: probes come every few seconds, and the engine logs the outage.
+            debug!(cause = %err, "readiness: engine unreachable");
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"status": "engine_unavailable"}),
@@ -162,7 +188,11 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
         Ok(body) => json_response(StatusCode::OK, &body),
         Err(err) => {
             gateway.metrics.engine_error("publish");
-            warn!(cause = %err, "api publish failed");
+            if err.is_unavailable() {
+                debug!(cause = %err, "api publish failed");
+            } else {
+                warn!(cause = %err, "api publish failed");
+            }
             error_response(&GatewayError::Engine(err))
         }
     }

@@ -1,4 +1,5 @@
-//! The accept loop: connection limit, accept backoff, hyper HTTP/1 with upgrades, drain.
+//! The accept loops (public and admin port): connection limit, accept backoff, handshake
+//! timeout, hyper HTTP/1 with upgrades, and the two-phase drain.
 //!
 //! Each accepted socket takes a permit of a semaphore sized `--max-connections`. A socket over
 //! the limit is answered `503` with a JSON body (and counted) rather than dropped, so a client
@@ -13,26 +14,49 @@ use tokio::{
     io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
 };
+use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::{error::GatewayError, node, routes, state::Gateway};
+use crate::{
+    error::GatewayError,
+    node,
+    routes::{self, Port},
+    state::Gateway,
+};
 
-/// How long a client may take to send its request headers (the handshake timeout).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the admin port serves at once: a few scrapers and health checkers, which must
+/// not compete with clients for `--max-connections`.
+const ADMIN_CONNECTIONS: usize = 256;
+/// The longest part of `--drain-timeout` kept for closing sessions and handing back what is
+/// still unacknowledged (see [`ack_grace`]).
+const CLOSE_MARGIN: Duration = Duration::from_secs(3);
 
-/// Serves `listener` until `shutdown` resolves, then drains: not ready, stop accepting,
-/// cancel sessions (they close with 1012), wait up to `--drain-timeout`.
+/// Serves `listener` (and `--admin-listen`, when set) until `shutdown` resolves, then drains.
+///
+/// The drain, within `--drain-timeout`:
+///
+/// 1. not ready (`/readyz` 503) and new sessions refused (upgrade 503), while the ports stay
+///    open for health checks; queue subscriptions stop taking new messages, and the sessions
+///    stay open so their clients can still ack what they hold, for at most [`ack_grace`];
+/// 2. the public port closes, every session is closed with 1012 and hands back what is still
+///    unacknowledged (visible again at once, for another node);
+/// 3. the heartbeat key is deleted and the admin port closes.
 ///
 /// # Errors
 ///
-/// None at present: accept errors are logged and retried with backoff.
+/// When `--admin-listen` cannot be bound. Accept errors are logged and retried with backoff.
 pub async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let limit = Arc::new(Semaphore::new(gateway.config.max_connections));
+    let admin = match gateway.config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     node::spawn_workers(&gateway);
     info!(
         addr = %gateway.addr,
@@ -43,11 +67,74 @@ pub async fn run(
     if gateway.config.open {
         warn!("--open: any authenticated user may consume any queue");
     }
-    tokio::pin!(shutdown);
+    crate::demo::warn_at_start(&gateway);
+    // The admin port answers until the very end, so a health check sees the whole drain. The
+    // accept loops are aborted if `run` itself is dropped, so no listener outlives it.
+    let admin_stop = CancellationToken::new();
+    let mut _admin_task = None;
+    if let Some(admin) = admin {
+        info!(addr = %admin.local_addr()?, "admin listening");
+        let admin_limit = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
+        let accept = accept_loop(
+            admin,
+            Arc::clone(&gateway),
+            admin_limit,
+            Port::Admin,
+            admin_stop.clone(),
+        );
+        _admin_task = Some(AbortOnDropHandle::new(tokio::spawn(accept)));
+    }
+    let public_stop = CancellationToken::new();
+    let mut public = AbortOnDropHandle::new(tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&gateway),
+        limit,
+        Port::Public,
+        public_stop.clone(),
+    )));
+    shutdown.await;
+    let started = Instant::now();
+    let deadline = gateway.config.drain_timeout;
+    gateway
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let grace = ack_grace(deadline);
+    info!(deadline = ?deadline, grace = ?grace, "draining: new sessions refused, waiting for acks of in-flight messages");
+    if !gateway.shutdown.stop_receiving(grace).await {
+        info!("messages still unacknowledged; closing sessions, they are handed back");
+    }
+    public_stop.cancel();
+    let _ = (&mut public).await;
+    let clean = gateway
+        .shutdown
+        .drain(deadline.saturating_sub(started.elapsed()))
+        .await;
+    node::remove_heartbeat(&gateway).await;
+    admin_stop.cancel();
+    let elapsed = started.elapsed();
+    gateway.metrics.drain_seconds.set(elapsed.as_secs_f64());
+    info!(clean, elapsed = ?elapsed, "stopped");
+    Ok(())
+}
+
+/// The part of `--drain-timeout` in which clients may still ack what they hold: all of it but
+/// a margin (half of it, at most [`CLOSE_MARGIN`]) for closing sessions and handing back.
+pub fn ack_grace(deadline: Duration) -> Duration {
+    deadline.saturating_sub((deadline / 2).min(CLOSE_MARGIN))
+}
+
+/// Accepts connections on one port until `stop`; each takes a permit of `limit` or is refused.
+async fn accept_loop(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    limit: Arc<Semaphore>,
+    port: Port,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -64,26 +151,18 @@ pub async fn run(
             Ok(permit) => {
                 let gateway2 = Arc::clone(&gateway);
                 let span = info_span!("conn", %peer);
-                gateway
-                    .shutdown
-                    .spawn(serve_connection(stream, peer, gateway2, permit).instrument(span));
+                let serve = serve_connection(stream, peer, gateway2, permit, port);
+                gateway.shutdown.spawn(serve.instrument(span));
             }
             Err(_) => {
-                gateway.metrics.connections_refused.inc();
-                warn!(%peer, limit = gateway.config.max_connections, "connection refused: limit reached");
+                if port == Port::Public {
+                    gateway.metrics.connections_refused.inc();
+                }
+                warn!(%peer, ?port, "connection refused: limit reached");
                 tokio::spawn(refuse(stream));
             }
         }
     }
-    gateway
-        .draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    drop(listener);
-    info!(deadline = ?gateway.config.drain_timeout, "draining");
-    let clean = gateway.shutdown.drain(gateway.config.drain_timeout).await;
-    node::remove_heartbeat(&gateway).await;
-    info!(clean, "stopped");
-    Ok(())
 }
 
 /// Serves one HTTP/1 connection (and hands an upgraded one to its session).
@@ -92,6 +171,7 @@ async fn serve_connection(
     peer: SocketAddr,
     gateway: Arc<Gateway>,
     permit: OwnedSemaphorePermit,
+    port: Port,
 ) {
     let _ = stream.set_nodelay(true);
     let permit = Arc::new(permit);
@@ -101,12 +181,15 @@ async fn serve_connection(
         service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
             let permit = Arc::clone(&permit);
-            async move { Ok::<_, Infallible>(routes::handle(req, gateway, peer, permit).await) }
+            async move { Ok::<_, Infallible>(routes::handle(req, gateway, peer, permit, port).await) }
         })
     };
+    // The header read timeout is the handshake timeout: it runs from the accept (and again
+    // after each response), so a client that connects and sends nothing, or half a request,
+    // is dropped rather than holding a socket and a connection permit.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(gateway.config.handshake_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -119,7 +202,12 @@ async fn serve_connection(
         }
     };
     if let Err(err) = result {
-        debug!(cause = %err, "connection ended with an error");
+        if err.is_timeout() {
+            gateway.metrics.handshake_timeouts.inc();
+            info!("handshake timeout: request headers did not arrive in time");
+        } else {
+            debug!(cause = %err, "connection ended with an error");
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! Shutdown: the signal that starts it, and the token and tracker that carry it out.
 //!
 //! Every session and worker is spawned through [`Shutdown::tracker`] and selects on a child of
-//! [`Shutdown::token`]. On the signal the server marks itself not ready, stops accepting,
-//! cancels the token (sessions close with 1012 and hand back their unacked messages) and waits
-//! for the tracker up to `--drain-timeout`.
+//! [`Shutdown::token`]. The drain has two steps (see `server::run`): [`Shutdown::stop_receiving`]
+//! cancels [`Shutdown::drain_started`], on which queue subscriptions stop taking messages and end once
+//! their client has acked what it holds (its session then closes with 1012), and waits for them
+//! for the ack grace; then [`Shutdown::drain`] cancels the root token (the
+//! remaining sessions close with 1012 and hand back their unacked messages) and waits for the
+//! tracker up to what is left of `--drain-timeout`.
 
 use std::{future::Future, time::Duration};
 
@@ -44,6 +47,11 @@ pub struct Shutdown {
     pub token: CancellationToken,
     /// Every spawned session and worker, so the drain can wait for them.
     pub tracker: TaskTracker,
+    /// Cancelled when the drain starts, before [`Shutdown::token`]: queue subscriptions stop
+    /// receiving new messages and end once what they have in flight is acknowledged.
+    pub drain_started: CancellationToken,
+    /// Every queue subscription, so the drain can wait for their acks.
+    pub deliveries: TaskTracker,
 }
 
 impl Shutdown {
@@ -59,6 +67,16 @@ impl Shutdown {
         F::Output: Send + 'static,
     {
         self.tracker.spawn(task)
+    }
+
+    /// Starts the drain: subscriptions stop taking messages; waits up to `grace` for them to
+    /// get their in-flight messages acknowledged. Returns whether they all did.
+    pub async fn stop_receiving(&self, grace: Duration) -> bool {
+        self.drain_started.cancel();
+        self.deliveries.close();
+        tokio::time::timeout(grace, self.deliveries.wait())
+            .await
+            .is_ok()
     }
 
     /// Cancels everything and waits up to `deadline` for the tasks; `false` if the deadline hit.

@@ -155,3 +155,60 @@ async fn auth_op_extends_the_session() {
     let pong = client.request(json!({"op": "ping", "ref": 4})).await;
     assert_eq!(pong, json!({"op": "pong", "ref": 4}));
 }
+
+#[tokio::test]
+async fn refused_refreshes_do_not_lift_the_expiry() {
+    let gw = TestGateway::builder().start().await;
+    let exp = now() + 3;
+    let t = token_with(Claims::new("frank", exp));
+    let mut client = gw
+        .connect("/ws", &[("x-token", &t)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    client.recv_json().await;
+    // Expired (beyond the leeway), another user's, and one expiring before the current token.
+    let expired = token_with(Claims::new("frank", now() - 600));
+    let foreign = token_with(Claims::new("grace", now() + 3600));
+    let weaker = token_with(Claims::new("frank", exp - 1));
+    for (n, (refresh, code)) in [
+        (expired, "forbidden"),
+        (foreign, "forbidden"),
+        (weaker, "invalid"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = client
+            .request(json!({"op": "auth", "token": refresh, "ref": n}))
+            .await;
+        assert_eq!(reply["op"], "error", "{reply}");
+        assert_eq!(reply["code"], code, "{reply}");
+    }
+    // The session still ends at the first token's exp.
+    let started = std::time::Instant::now();
+    assert_eq!(client.close_code().await, Some(4001));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_refresh_moves_the_expiry_to_the_new_exp_and_no_further() {
+    let gw = TestGateway::builder().start().await;
+    let t = token_with(Claims::new("heidi", now() + 1));
+    let mut client = gw
+        .connect("/ws", &[("x-token", &t)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    client.recv_json().await;
+    let refreshed_exp = now() + 4;
+    let later = token_with(Claims::new("heidi", refreshed_exp));
+    let reply = client.request(json!({"op": "auth", "token": later})).await;
+    assert_eq!(reply["op"], "ok", "{reply}");
+    // Open past the first exp ...
+    client
+        .expect_silence(std::time::Duration::from_millis(2500))
+        .await;
+    assert_eq!(client.request(json!({"op": "ping"})).await["op"], "pong");
+    // ... and closed with 4001 at the new one.
+    assert_eq!(client.close_code().await, Some(4001));
+    assert!(now() >= refreshed_exp - 1, "closed before the new exp");
+}

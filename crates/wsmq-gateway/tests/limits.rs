@@ -1,4 +1,5 @@
-//! Limits: connection cap (503), idle timeout, slow clients (4008).
+//! Limits: connection cap (503), idle timeout, handshake timeout, inbound rate limit
+//! (`rate_limited`, 4029), slow clients (4008, their messages redelivered elsewhere).
 
 mod support;
 
@@ -94,4 +95,201 @@ async fn a_client_that_does_not_read_is_closed_with_4008() {
     assert_eq!(c.close_code().await, Some(4008));
     let (_, metrics) = gw.http("GET", "/metrics", &[], "").await;
     assert!(metrics.contains("wsmq_slow_clients_total 1"), "{metrics}");
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+#[tokio::test]
+async fn a_silent_or_half_sent_handshake_is_dropped_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::builder()
+        .config(|c| c.handshake_timeout = Duration::from_millis(300))
+        .start()
+        .await;
+    let partial = b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n".as_slice();
+    for sent in [b"".as_slice(), partial] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tcp.write_all(sent).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        // The gateway closes the socket (EOF, maybe after a 408) instead of waiting forever.
+        tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut buf))
+            .await
+            .expect("dropped within 3 s")
+            .ok();
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    }
+    let (_, metrics) = gw.http("GET", "/metrics", &[], "").await;
+    assert!(
+        metric(&metrics, "wsmq_handshake_timeouts_total") >= 2.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn frames_over_the_rate_get_rate_limited_and_a_flood_is_closed_with_4029() {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.rate_limit = 5;
+            c.rate_burst = 5;
+        })
+        .start()
+        .await;
+    let (mut c, _) = gw.v1("alice").await;
+    for n in 0..5 {
+        assert_eq!(
+            c.request(json!({"op": "ping", "ref": n})).await["op"],
+            "pong"
+        );
+    }
+    // The burst is spent: the next frame is refused, with its ref, and the session goes on.
+    let refused = c.request(json!({"op": "ping", "ref": 99})).await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert_eq!(refused["ref"], 99);
+    // Far over the limit, without pause: after ten bursts' worth of refusals, closed.
+    let mut sent = 0;
+    for n in 0..1000 {
+        use futures_util::SinkExt;
+        let frame = json!({"op": "ping", "ref": n}).to_string();
+        if c.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(frame))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent >= 50, "{sent}");
+    assert_eq!(c.close_code().await, Some(4029));
+    let (_, metrics) = gw.http("GET", "/metrics", &[], "").await;
+    assert!(
+        metric(&metrics, "wsmq_rate_limited_total") >= 50.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wsmq_sessions_closed_total{code=\"4029\"} 1"),
+        "{metrics}"
+    );
+    // Other clients are unaffected.
+    let (mut other, _) = gw.v1("bob").await;
+    assert_eq!(other.request(json!({"op": "ping"})).await["op"], "pong");
+}
+
+#[tokio::test]
+async fn a_slow_client_is_closed_with_4008_and_its_messages_go_to_another_client() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.outbound_buffer = 16;
+            c.window = 8;
+        })
+        .start()
+        .await;
+    let q = format!("q{}", support::unique());
+    let mut claims = Claims::new(&q, now() + 600);
+    claims.wsmq = Some(Grants {
+        subscribe: vec!["firehose-*".into()],
+        ..Grants::default()
+    });
+    let t = token_with(claims);
+    let firehose = format!("firehose-{q}");
+    // A small, fixed receive buffer: what the client leaves unread holds the gateway back.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gw.addr).await.unwrap();
+    let mut request = gw.ws_url("/ws").into_client_request().unwrap();
+    request.headers_mut().insert("x-token", t.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "wsmq.v1".parse().unwrap());
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let engine = gw.engine().await;
+    engine.ensure_queue(&q).await.unwrap();
+    for n in 0..8 {
+        engine.send(&q, &format!("m{n}"), None).await.unwrap();
+    }
+    assert_eq!(next_json(&mut slow).await["op"], "welcome");
+    for target in [json!({"queue": q}), json!({"channel": firehose})] {
+        let mut frame = json!({"op": "subscribe"});
+        frame
+            .as_object_mut()
+            .unwrap()
+            .extend(target.as_object().unwrap().clone());
+        slow.send(frame.to_string().into()).await.unwrap();
+    }
+    // The 8 queue messages arrive (and stay unacknowledged) ...
+    let mut got = 0;
+    while got < 8 {
+        if next_json(&mut slow).await["op"] == "message" {
+            got += 1;
+        }
+    }
+    // ... then a competing consumer on the same queue gets nothing: all 8 are in flight.
+    let (mut other, _) = gw.v1(&q).await;
+    other.request(json!({"op": "subscribe", "queue": q})).await;
+    other.expect_silence(Duration::from_millis(300)).await;
+    // The slow client stops reading while its channel keeps going: closed with 4008.
+    let body = "x".repeat(16 * 1024);
+    for _ in 0..1000 {
+        engine.publish(&firehose, &body).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    // Its 8 unacked messages are handed back at once (not after the 30 s vt): the other
+    // consumer gets them, each a redelivery.
+    let mut redelivered = std::collections::BTreeSet::new();
+    while redelivered.len() < 8 {
+        let m = other.recv_json().await;
+        assert_eq!(m["op"], "message", "{m}");
+        assert_eq!(m["rc"], 2, "{m}");
+        redelivered.insert(m["message"].as_str().unwrap().to_owned());
+    }
+    // The session itself ends once its close frame is out or timed out (the client is not
+    // reading), after the hand-back: wait for it to be counted.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = gw.http("GET", "/metrics", &[], "").await.1;
+        if metric(&metrics, "wsmq_slow_clients_total") >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(&metrics, "wsmq_slow_clients_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "wsmq_redeliveries_total") >= 8.0,
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wsmq_sessions_closed_total{code=\"4008\"} 1"),
+        "{metrics}"
+    );
+    drop(slow);
+}
+
+/// The next frame of a raw client, as JSON.
+async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let frame = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(ws))
+        .await
+        .expect("a frame within 5 s")
+        .expect("the stream is open")
+        .expect("a good frame");
+    serde_json::from_str(frame.into_text().unwrap().as_str()).unwrap()
 }

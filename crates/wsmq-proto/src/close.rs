@@ -16,6 +16,15 @@ impl CloseCode {
     /// ended it without fault on either side). Do not reconnect automatically.
     pub const NORMAL: CloseCode = CloseCode(1000);
 
+    /// 1002: protocol error. The client broke the WebSocket framing itself (an unmasked
+    /// frame, reserved bits or opcodes, a stray continuation frame). Do not reconnect until the
+    /// client is fixed.
+    pub const PROTOCOL_ERROR: CloseCode = CloseCode(1002);
+
+    /// 1007: invalid frame payload data. A text frame was not valid UTF-8. Do not reconnect
+    /// until the client is fixed.
+    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+
     /// 1008: policy violation. The client broke the protocol in a way that is not worth an
     /// `error` frame (e.g. binary frames on a text protocol, too many subscriptions). Do not
     /// reconnect until the client is fixed.
@@ -56,11 +65,12 @@ impl CloseCode {
 
     /// Whether a well-behaved client should reconnect (with backoff) after this close.
     ///
-    /// `false` for codes that mean "this will fail again": normal closure, policy violation,
-    /// too big and forbidden. `true` for everything else, including codes this crate does not
-    /// know, because a transient failure is the safer assumption for a message consumer.
+    /// `false` for codes that mean "this will fail again": normal closure, protocol error,
+    /// invalid payload, policy violation, too big and forbidden. `true` for everything else,
+    /// including codes this crate does not know, because a transient failure is the safer
+    /// assumption for a message consumer.
     pub const fn should_reconnect(self) -> bool {
-        !matches!(self.0, 1000 | 1008 | 1009 | 4003)
+        !matches!(self.0, 1000 | 1002 | 1007 | 1008 | 1009 | 4003)
     }
 
     /// Whether the client needs new credentials before reconnecting (only 4001).
@@ -72,6 +82,8 @@ impl CloseCode {
     pub const fn reason(self) -> &'static str {
         match self.0 {
             1000 => "normal closure",
+            1002 => "protocol error",
+            1007 => "invalid payload",
             1008 => "policy violation",
             1009 => "message too big",
             1011 => "internal error",
@@ -122,6 +134,8 @@ mod tests {
         ];
         let stay_away = [
             CloseCode::NORMAL,
+            CloseCode::PROTOCOL_ERROR,
+            CloseCode::INVALID_PAYLOAD,
             CloseCode::POLICY,
             CloseCode::TOO_BIG,
             CloseCode::FORBIDDEN,

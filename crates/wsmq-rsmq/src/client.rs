@@ -194,11 +194,16 @@ impl Rsmq {
     }
 
     /// Drops the shared connection after an error that leaves it unusable, so the next
-    /// call reconnects through the pool.
+    /// call reconnects through the pool (whose `PING` on checkout discards a dead one).
+    ///
+    /// A timeout counts too: the socket may be half-open (the server's host vanished without
+    /// a reset), and then every later call would wait out its timeout on it. If it was only a
+    /// slow reply, replacing the connection costs one reconnect.
     fn forget_if_broken<T>(&self, result: &Result<T, RsmqError>) {
         let broken = matches!(
             result,
-            Err(RsmqError::Redis(err)) if err.is_unrecoverable_error() || err.is_connection_dropped()
+            Err(RsmqError::Redis(err))
+                if err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_timeout()
         );
         if broken {
             *self.lock_shared() = None;

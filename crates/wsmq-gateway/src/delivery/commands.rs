@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 use wsmq_proto::{ErrorCode, Ref, ServerFrame, encode_server};
 
-use super::{Command, DRAIN_TIMEOUT, DeliveryTask, RELEASE_TIMEOUT};
+use super::{Command, DRAIN_TIMEOUT, DeliveryTask, RELEASE_TIMEOUT, UNSETTLED_MAX};
 use crate::{engine::EngineError, session::OutFrame};
 
 impl DeliveryTask {
@@ -41,8 +41,8 @@ impl DeliveryTask {
                 } => (id, reference, Some(delay)),
             };
             // Claimed by this command: a second ack or nack of it in the same batch finds it
-            // gone, and a failure below puts it back.
-            if self.in_flight.remove(id.as_str()) {
+            // gone. A message whose earlier ack failed may be acked again.
+            if self.in_flight.remove(id.as_str()) || self.unsettled.remove(id.as_str()) {
                 let claimed = match delay {
                     None => &mut acks,
                     Some(delay) => match nacks.iter().position(|(d, _)| *d == delay) {
@@ -97,7 +97,9 @@ impl DeliveryTask {
     }
 
     /// Answers the commands of `claimed` after their engine call: `ok` each, or on failure an
-    /// error each and the messages back in flight (still ours, released at the end).
+    /// error each, the messages then [unsettled](DeliveryTask::unsettled): they stay hidden
+    /// until the vt and are delivered again then, so they no longer hold the window (with
+    /// Redis down, a window of failed acks would otherwise stop the subscription for good).
     fn settle(&mut self, claimed: Claimed, result: Result<u64, EngineError>, op: &'static str) {
         match result {
             Ok(_) => {
@@ -107,8 +109,14 @@ impl DeliveryTask {
             }
             Err(err) => {
                 self.gateway.metrics.engine_error(op);
-                warn!(queue = %self.queue, cause = %err, count = claimed.ids.len(), "{op} failed");
-                self.in_flight.extend(claimed.ids);
+                let count = claimed.ids.len();
+                // An unreachable Redis is logged once by the engine.
+                if err.is_unavailable() {
+                    debug!(queue = %self.queue, cause = %err, count, "{op} failed");
+                } else {
+                    warn!(queue = %self.queue, cause = %err, count, "{op} failed");
+                }
+                self.unsettle(claimed.ids);
                 for reference in claimed.refs {
                     self.reply(engine_error_frame(reference, &err));
                 }
@@ -130,9 +138,17 @@ impl DeliveryTask {
                 }
             }
             Err(err) => {
-                // They stay in flight and are released (or reappear after vt): at-least-once.
+                // They reappear after the vt and are delivered again: at-least-once. Legacy
+                // clients never ack, so they are not kept as unsettled either.
                 self.gateway.metrics.engine_error("ack");
-                warn!(queue = %self.queue, cause = %err, "deleting written messages failed");
+                if err.is_unavailable() {
+                    debug!(queue = %self.queue, cause = %err, "deleting written messages failed");
+                } else {
+                    warn!(queue = %self.queue, cause = %err, "deleting written messages failed");
+                }
+                for id in &ids {
+                    self.in_flight.remove(id);
+                }
             }
         }
     }
@@ -203,6 +219,15 @@ impl DeliveryTask {
                 "releasing in-flight messages timed out; they reappear after vt"
             ),
         }
+    }
+
+    /// Moves ids whose ack or nack failed out of the window (see [`Self::settle`]), keeping at
+    /// most [`UNSETTLED_MAX`] of them.
+    fn unsettle(&mut self, ids: Vec<String>) {
+        if self.unsettled.len() + ids.len() > UNSETTLED_MAX {
+            self.unsettled.clear();
+        }
+        self.unsettled.extend(ids);
     }
 
     fn reply_not_delivered(&self, reference: Option<Ref>) {

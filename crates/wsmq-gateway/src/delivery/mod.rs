@@ -21,6 +21,12 @@
 //! that arrived with them go back in one batched visibility change per delay, sent together
 //! with the delete.
 //!
+//! When Redis is unreachable the session stays open: a failed receive is retried after a
+//! backoff (the poll interval, doubling up to [`RECEIVE_BACKOFF_MAX`]), and the engine wakes the
+//! task as soon as it listens to Redis again, so delivery resumes without waiting the backoff
+//! out. Failed acks and nacks are answered `unavailable`; their messages come back after the vt
+//! (at-least-once) and stop counting against the window meanwhile.
+//!
 //! When the subscription ends (unsubscribe, disconnect, shutdown), it first applies what it was
 //! already told: the acks and nacks the session forwarded before the end (a client that acks
 //! and closes at once has them queued here), and the legacy deliveries the writer reports
@@ -60,6 +66,13 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// round trip, or nothing when the node already listens; this bound only matters while the
 /// pub/sub connection is down.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest wait between two receives that failed (Redis down): the wait starts at the poll
+/// interval and doubles up to this (or the poll interval, if longer). Recovery does not wait
+/// for it: the engine wakes every consumer once it listens to Redis again.
+const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// Most ids kept in [`DeliveryTask::unsettled`]; past that they are forgotten (their messages
+/// reappear after the vt all the same).
+const UNSETTLED_MAX: usize = 4096;
 
 /// What a session asks of one of its queue subscriptions.
 #[derive(Debug)]
@@ -109,6 +122,7 @@ pub fn spawn(
     let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (written_tx, written_rx) = mpsc::unbounded_channel();
     let cancel = session_cancel.child_token();
+    let session_deliveries = out.deliveries.clone();
     let task = DeliveryTask {
         gateway: Arc::clone(gateway),
         queue,
@@ -119,8 +133,12 @@ pub fn spawn(
         written: written_rx,
         cancel: cancel.clone(),
         in_flight: HashSet::new(),
+        unsettled: HashSet::new(),
     };
-    gateway.shutdown.spawn(task.run());
+    // Tracked for the node's drain and the session's: both wait for the acks of what is in
+    // flight.
+    let run = session_deliveries.track_future(gateway.shutdown.deliveries.track_future(task.run()));
+    gateway.shutdown.spawn(run);
     Subscription { commands, cancel }
 }
 
@@ -145,6 +163,11 @@ struct DeliveryTask {
     cancel: CancellationToken,
     /// Delivered, not yet acknowledged.
     in_flight: HashSet<String>,
+    /// Delivered, and an ack or nack of them failed (Redis unreachable): no longer counted
+    /// against the window, since they reappear after the vt and may go to another consumer,
+    /// but the client may still ack them. A later receipt moves an id back to `in_flight`.
+    /// Not released at the end, for the same reason.
+    unsettled: HashSet<String>,
 }
 
 impl DeliveryTask {
@@ -179,8 +202,22 @@ impl DeliveryTask {
         // `true` while the queue may hold messages we have not tried to take.
         let mut may_have_more = true;
         let mut deadline = Instant::now() + config.poll_interval;
+        // Receives failed in a row: the backoff grows with them, and only the first of a run
+        // may be logged above debug level.
+        let mut failures = 0u32;
+        let drain = gateway.shutdown.drain_started.clone();
         loop {
-            let credit = config.window.saturating_sub(self.in_flight.len());
+            // Draining: take no new messages, and end once the client has acked (or, legacy,
+            // been written) everything in flight; the drain deadline ends the rest.
+            let draining = drain.is_cancelled();
+            if draining && self.in_flight.is_empty() {
+                break;
+            }
+            let credit = if draining {
+                0
+            } else {
+                config.window.saturating_sub(self.in_flight.len())
+            };
             if credit > 0 && may_have_more {
                 // Armed before the receive, so a send between the receive and the wait still
                 // wakes us.
@@ -192,6 +229,10 @@ impl DeliveryTask {
                     .await
                 {
                     Ok(received) => {
+                        if failures > 0 {
+                            debug!(queue = %self.queue, failures, "receiving again");
+                            failures = 0;
+                        }
                         let got = received.deliveries.len();
                         for delivery in received.deliveries {
                             if !self.forward(delivery) {
@@ -208,9 +249,17 @@ impl DeliveryTask {
                     }
                     Err(err) => {
                         gateway.metrics.engine_error("receive");
-                        warn!(queue = %self.queue, cause = %err, "receive failed; retrying after the poll interval");
+                        let backoff = receive_backoff(config.poll_interval, failures);
+                        // An unreachable Redis is logged once by the engine, not by every
+                        // subscription.
+                        if failures == 0 && !err.is_unavailable() {
+                            warn!(queue = %self.queue, cause = %err, "receive failed; retrying with backoff");
+                        } else {
+                            debug!(queue = %self.queue, cause = %err, failures, retry_in = ?backoff, "receive failed");
+                        }
+                        failures = failures.saturating_add(1);
                         may_have_more = false;
-                        deadline = Instant::now() + config.poll_interval;
+                        deadline = Instant::now() + backoff;
                     }
                 }
                 if may_have_more && !self.cancel.is_cancelled() {
@@ -223,6 +272,7 @@ impl DeliveryTask {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
+                () = drain.cancelled(), if !draining => {}
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         let was_full = self.in_flight.len() >= config.window;
@@ -250,6 +300,7 @@ impl DeliveryTask {
     /// releases it.
     fn forward(&mut self, delivery: Delivery) -> bool {
         let Delivery { id, body, rc, sent } = delivery;
+        self.unsettled.remove(&id);
         if rc > 1 {
             self.gateway.metrics.redeliveries.inc();
         }
@@ -280,5 +331,27 @@ impl DeliveryTask {
                 ack_on_write,
             }),
         })
+    }
+}
+
+/// The wait after `failures` receives failed in a row (and one more now): the poll interval,
+/// doubled per earlier failure, up to [`RECEIVE_BACKOFF_MAX`] or the poll interval if longer.
+fn receive_backoff(poll_interval: Duration, failures: u32) -> Duration {
+    let max = RECEIVE_BACKOFF_MAX.max(poll_interval);
+    poll_interval.saturating_mul(1 << failures.min(16)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_backoff_doubles_from_the_poll_interval_to_the_cap() {
+        let poll = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..6).map(|n| receive_backoff(poll, n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
+        assert_eq!(receive_backoff(poll, u32::MAX), RECEIVE_BACKOFF_MAX);
+        let slow = Duration::from_secs(30);
+        assert_eq!(receive_backoff(slow, 3), slow);
     }
 }

@@ -108,6 +108,14 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+impl EngineError {
+    /// Whether the backend could not be reached. The Redis engine logs an outage once, so
+    /// callers log these at debug level and keep warnings for the unexpected.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, EngineError::Unavailable(_))
+    }
+}
+
 /// What every engine offers the gateway. See the module docs.
 pub trait Engine: Send + Sync + 'static {
     /// A short name for logs and metrics (`redis`, `memory`).

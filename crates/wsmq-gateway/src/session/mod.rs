@@ -17,6 +17,7 @@
 
 pub mod legacy;
 pub mod ops;
+pub mod rate;
 pub mod v1;
 mod writer;
 
@@ -119,6 +120,9 @@ pub struct Outbound {
     tx: mpsc::Sender<OutFrame>,
     /// Closes the session with 4008 when the queue is full.
     closer: Closer,
+    /// The session's queue subscriptions: in a drain, the session closes (1012) once they
+    /// have all ended, i.e. once the client has acked everything it held.
+    pub deliveries: tokio_util::task::TaskTracker,
 }
 
 impl Outbound {
@@ -205,6 +209,7 @@ pub async fn run<W, R>(
     let out = Outbound {
         tx,
         closer: closer.clone(),
+        deliveries: tokio_util::task::TaskTracker::new(),
     };
     let user = identity.user.as_str().to_owned();
     let registration = gateway.sessions.register(&user, closer.clone());
@@ -227,7 +232,9 @@ pub async fn run<W, R>(
     if dialect == Dialect::V1 {
         v1::welcome(&session);
     }
-    read_loop(&mut session, stream).await;
+    // Fused: `linger` reads on after the read loop, which may have seen the end already.
+    let mut stream = stream.fuse();
+    read_loop(&mut session, &mut stream).await;
     // Every frame the reader took was handled before it read the next, so each ack or nack
     // it read is in its subscription's command channel by now; the subscriptions apply
     // those before they release what is still in flight for redelivery.
@@ -242,9 +249,11 @@ pub async fn run<W, R>(
     if code == CloseCode::SLOW_CONSUMER {
         gateway.metrics.slow_clients.inc();
     }
+    gateway.metrics.session_closed(code.as_u16());
     gateway.sessions.unregister(&user, registration);
     gateway.metrics.connections.dec();
     info!(code = code.as_u16(), "session closed");
+    linger(&mut stream).await;
 }
 
 async fn read_loop<R>(session: &mut Session, mut stream: R)
@@ -257,11 +266,29 @@ where
     let ping_every = session.gateway.config.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_seen = Instant::now();
+    let config = &session.gateway.config;
+    let mut rate = rate::RateLimit::new(config.rate_limit, config.rate_burst);
+    // Resolves in a drain once the session holds no unacknowledged message (at once for a
+    // session without queue subscriptions), so its client reconnects elsewhere without delay.
+    let drained = {
+        let drain = session.gateway.shutdown.drain_started.clone();
+        let deliveries = session.out.deliveries.clone();
+        async move {
+            drain.cancelled().await;
+            deliveries.close();
+            deliveries.wait().await;
+        }
+    };
+    tokio::pin!(drained);
     loop {
         let expiry = session.expires_at;
         let frame = tokio::select! {
             biased;
             () = closer.closed() => break,
+            () = &mut drained => {
+                closer.close(CloseCode::SERVICE_RESTART);
+                break;
+            }
             () = sleep_until_opt(expiry) => {
                 info!("token expired");
                 closer.close(CloseCode::TOKEN_EXPIRED);
@@ -282,6 +309,24 @@ where
             }
         };
         last_seen = Instant::now();
+        if let Some(Ok(Message::Text(_) | Message::Binary(_))) = &frame {
+            match rate.check() {
+                rate::Verdict::Allow => {}
+                rate::Verdict::Refuse => {
+                    session.gateway.metrics.rate_limited.inc();
+                    if let Some(Ok(Message::Text(text))) = &frame {
+                        refuse_over_rate(session, text.as_str());
+                    }
+                    continue;
+                }
+                rate::Verdict::Close => {
+                    session.gateway.metrics.rate_limited.inc();
+                    info!("inbound flood; closing");
+                    closer.close(CloseCode::RATE_LIMITED);
+                    break;
+                }
+            }
+        }
         match frame {
             Some(Ok(Message::Text(text))) => {
                 session.gateway.metrics.frames_in.inc();
@@ -307,6 +352,18 @@ where
                 closer.close(CloseCode::TOO_BIG);
                 break;
             }
+            // tungstenite reports a broken frame but leaves the close code to us (RFC 6455
+            // 7.4.1): 1007 for a text frame that is not UTF-8, 1002 for broken framing.
+            Some(Err(tungstenite::Error::Utf8(_))) => {
+                info!("text frame is not utf-8");
+                closer.close(CloseCode::INVALID_PAYLOAD);
+                break;
+            }
+            Some(Err(tungstenite::Error::Protocol(err))) if is_framing_error(&err) => {
+                info!(cause = %err, "websocket protocol error");
+                closer.close(CloseCode::PROTOCOL_ERROR);
+                break;
+            }
             Some(Err(err)) => {
                 debug!(cause = %err, "read failed");
                 closer.close(CloseCode::NORMAL);
@@ -314,6 +371,66 @@ where
             }
         }
     }
+}
+
+/// Whether a read error is the client breaking WebSocket framing (worth a 1002), as opposed to
+/// the connection going away.
+fn is_framing_error(err: &tungstenite::error::ProtocolError) -> bool {
+    use tungstenite::error::ProtocolError as P;
+    matches!(
+        err,
+        P::UnmaskedFrameFromClient
+            | P::NonZeroReservedBits
+            | P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::FragmentedControlFrame
+            | P::ControlFrameTooBig
+            | P::InvalidCloseSequence
+            | P::InvalidOpcode(_)
+    )
+}
+
+/// Answers a frame over the rate limit: v1 gets a `rate_limited` error (with the request's
+/// `ref` when it has one); legacy has no error frame, and its clients only ever send one
+/// command, so the frame is dropped.
+fn refuse_over_rate(session: &Session, text: &str) {
+    if session.dialect != Dialect::V1 {
+        return;
+    }
+    let reference = match wsmq_proto::decode_request(text) {
+        Ok(frame) => frame.reference,
+        Err(rejection) => rejection.reference,
+    };
+    let frame = wsmq_proto::ServerFrame::error(
+        reference,
+        wsmq_proto::ErrorCode::RateLimited,
+        "too many frames; slow down",
+    );
+    session.send(wsmq_proto::encode_server(&frame));
+}
+
+/// How long a closing session keeps reading for the client's close reply.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// After the close frame is written: reads and discards until the client answers the close,
+/// hangs up or errs, for at most [`LINGER`]. Dropping a socket that has unread data makes the
+/// kernel reset the connection and discard what it has not sent yet, which can be our close
+/// frame: a client that floods (4029) or sends an oversize frame (1009) would then never learn
+/// why it was closed.
+async fn linger<R>(stream: &mut R)
+where
+    R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -42,7 +42,12 @@ pub(super) async fn run<W>(
     // The reports of a batch's frames but the last, whose report waits in `last`: after a
     // failed write, that frame is the one that may not have got out (see `written_despite`).
     let mut reports = Vec::new();
-    loop {
+    // A client that stops reading blocks a write or flush for good; when the session closes
+    // meanwhile (4008, a shutdown) and the write still does not finish within CLOSE_TIMEOUT,
+    // it is abandoned, unreported, so the session can end and hand its messages back instead
+    // of holding the socket forever. (A client that is reading finishes the write in time, and
+    // its deliveries are reported as usual.)
+    'batches: loop {
         let first = tokio::select! {
             biased;
             () = closer.closed() => break,
@@ -56,7 +61,12 @@ pub(super) async fn run<W>(
         let mut last = None;
         let mut result = Ok(());
         while let Some(frame) = next.take() {
-            if let Err(err) = sink.feed(frame.message).await {
+            let fed = tokio::select! {
+                biased;
+                fed = sink.feed(frame.message) => fed,
+                () = closed_for(&closer, CLOSE_TIMEOUT) => break 'batches,
+            };
+            if let Err(err) = fed {
                 result = Err(err);
                 break;
             }
@@ -68,7 +78,11 @@ pub(super) async fn run<W>(
             }
         }
         if result.is_ok() {
-            result = sink.flush().await;
+            result = tokio::select! {
+                biased;
+                flushed = sink.flush() => flushed,
+                () = closed_for(&closer, CLOSE_TIMEOUT) => break 'batches,
+            };
         }
         match result {
             Ok(()) => {
@@ -98,6 +112,12 @@ pub(super) async fn run<W>(
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+/// Resolves `grace` after the session started closing.
+async fn closed_for(closer: &Closer, grace: Duration) {
+    closer.closed().await;
+    tokio::time::sleep(grace).await;
 }
 
 /// After a failed write or flush: whether every frame of the batch but the last one reached

@@ -16,6 +16,7 @@ use crate::{
 #[tokio::test]
 #[ignore = "two gateway processes + node: run by cargo xtask e2e"]
 async fn a_user_cannot_consume_another_users_queue() {
+    let _machine = crate::shared_machine().await;
     let cluster = Cluster::start("authz", &[]).await;
     let owner = user("owner");
     let intruder = user("intruder");

@@ -16,6 +16,7 @@ use crate::{
 #[tokio::test]
 #[ignore = "two gateway processes + node: run by cargo xtask e2e"]
 async fn a_channel_message_published_through_node_b_reaches_subscribers_on_a_and_b() {
+    let _machine = crate::shared_machine().await;
     let cluster = Cluster::start("channels", &[]).await;
     let channel = format!("news-{}", std::process::id());
     let mut on_a = subscriber(&cluster.a, &user("reader-a"), &channel).await;

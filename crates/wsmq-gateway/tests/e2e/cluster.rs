@@ -52,7 +52,13 @@ pub(crate) struct Cluster {
 impl Cluster {
     /// Starts A and B for the test `test`, each with `extra` flags on top of the suite's.
     pub(crate) async fn start(test: &str, extra: &[&str]) -> Cluster {
-        let redis_url = test_redis_url();
+        Cluster::start_on(test, &test_redis_url(), extra).await
+    }
+
+    /// As [`Cluster::start`], on the Redis at `redis_url` rather than the suite's (a test
+    /// that stops its Redis needs one of its own).
+    pub(crate) async fn start_on(test: &str, redis_url: &str, extra: &[&str]) -> Cluster {
+        let redis_url = redis_url.to_owned();
         let ns = format!("e2e-{test}-{}", std::process::id());
         let a = Gateway::start("A", &format!("{ns}-a"), &redis_url, &ns, extra).await;
         let b = Gateway::start("B", &format!("{ns}-b"), &redis_url, &ns, extra).await;
@@ -257,6 +263,44 @@ impl Gateway {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         Ok((status, body))
+    }
+
+    /// `kill -9` of the process, by its PID: a crash, with no drain and no goodbye. Takes
+    /// `&self` so clients may still borrow the node; `Drop` reaps it later.
+    ///
+    /// # Panics
+    ///
+    /// When `kill` cannot be run or fails.
+    pub(crate) fn kill(&self) {
+        self.signal("KILL");
+    }
+
+    /// SIGTERM: a clean stop (drain, heartbeat removed). Takes `&self` like [`Gateway::kill`].
+    pub(crate) fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed: {status}");
+    }
+
+    /// The process id (a test may stop the node with a signal of its own choosing).
+    #[allow(
+        dead_code,
+        reason = "used by the browser target, which includes this file"
+    )]
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's stderr so far (its logs).
+    pub(crate) fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_else(|err| format!("(cannot read: {err})"))
     }
 
     /// The last lines of the process's stderr.

@@ -28,6 +28,7 @@ const MAX_EARLINESS_MS: f64 = 2.0;
 #[tokio::test]
 #[ignore = "two gateway processes + node: run by cargo xtask e2e"]
 async fn a_delayed_message_reaches_an_idle_subscriber_within_50_ms_of_its_due_time() {
+    let _machine = crate::whole_machine().await;
     let cluster = Cluster::start("delayed", &["--poll-interval", "30s"]).await;
     let user = user("delayed");
     let mut conn = store::connect(&cluster.redis_url).await;

@@ -15,19 +15,43 @@
 //! - `store`: the suite's Redis: connection, `PUBSUB NUMSUB` waits, the Redis clock.
 //! - `node`: Node-made tokens (`interop/make-tokens.js`) and npm rsmq sends.
 //! - `ws`: the WebSocket client and JWTs.
-//! - one file per scenario: `node_clients`, `redelivery`, `channels`, `delayed`, `authz`.
+//! - `own_redis`: a redis-server of one test's own, which it can stop and restart.
+//! - one file per scenario: `node_clients`, `redelivery`, `channels`, `delayed`, `authz`,
+//!   `outage` (Redis stopped and restarted mid-stream), `crash` (kill -9 of a node mid-stream),
+//!   `nodes` (`wsmq-cli nodes` against live nodes).
 
 mod authz;
 mod channels;
 mod cluster;
+mod crash;
 mod delayed;
 mod node;
 mod node_clients;
+mod nodes;
+mod outage;
+mod own_redis;
 mod redelivery;
 mod store;
 mod ws;
 
 use std::io::Write;
+
+/// The machine, as the suite's tests share it.
+///
+/// Every test runs two gateways, and they all run at once on two cores: a 10,000-message crash
+/// test next to the 50 ms lateness bound would make that bound measure the neighbours rather
+/// than the gateway. So tests that measure time take the machine whole, and the rest share it.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by a test that may run beside others.
+async fn shared_machine() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+/// Held by a test whose assertions are about time.
+async fn whole_machine() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
 
 /// Reports a measured figure on the raw stderr, which the test harness does not capture.
 fn report(line: &str) {

@@ -19,6 +19,7 @@ use crate::{
 #[tokio::test]
 #[ignore = "two gateway processes + node: run by cargo xtask e2e"]
 async fn a_legacy_client_with_node_made_tokens_receives_what_npm_rsmq_sends() {
+    let _machine = crate::shared_machine().await;
     let cluster = Cluster::start("legacy-node", &[]).await;
     let user = user("legacy");
     let tokens = node::make_tokens(SECRET, &user).await;

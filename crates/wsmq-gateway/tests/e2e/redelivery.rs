@@ -25,6 +25,7 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 #[tokio::test]
 #[ignore = "two gateway processes + node: run by cargo xtask e2e"]
 async fn half_acked_on_node_a_the_other_half_is_redelivered_on_node_b_with_rc_2() {
+    let _machine = crate::shared_machine().await;
     // The 500 messages left unacked on A all count against the window: with the default of 64,
     // A would stop delivering after 128 messages.
     let cluster = Cluster::start("redelivery", &["--window", "1000"]).await;

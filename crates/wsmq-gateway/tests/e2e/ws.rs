@@ -96,6 +96,11 @@ impl Ws {
         self.send_text(&value.to_string()).await;
     }
 
+    /// Sends a JSON frame; `false` when the connection is gone (say, its node crashed).
+    pub(crate) async fn try_send_json(&mut self, value: &Value) -> bool {
+        self.ws.send(Message::text(value.to_string())).await.is_ok()
+    }
+
     /// The next text frame or the close, within `wait` (`None`: nothing came).
     pub(crate) async fn next(&mut self, wait: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + wait;

@@ -2,6 +2,8 @@
 //! WebSocket and raw HTTP clients.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream},

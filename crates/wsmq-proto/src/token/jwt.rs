@@ -299,9 +299,13 @@ struct RawHeader {
     crit: Option<serde_json::Value>,
 }
 
+/// A base64url JSON part (header or claims). Both must be UTF-8 JSON (RFC 7515, 7519): check
+/// that first, because `serde_json::from_slice` skips the strings of fields it ignores
+/// without validating their UTF-8 (found by fuzzing, `fuzz/fuzz_targets/jwt_verify.rs`).
 fn decode_part<T: DeserializeOwned>(part: &str) -> Option<T> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let text = std::str::from_utf8(&bytes).ok()?;
+    serde_json::from_str(text).ok()
 }
 
 fn rsa(pem: &[u8]) -> Result<JwtVerifier, KeyError> {

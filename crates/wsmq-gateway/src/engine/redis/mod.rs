@@ -8,17 +8,32 @@
 //! multiplexed connection, so the node keeps one command connection and one pub/sub
 //! connection. Notifications arrive on the pub/sub connection ([`pubsub`]), which subscribes
 //! only to what local sessions need.
+//!
+//! # When Redis goes away
+//!
+//! Nothing here gives up: every call that cannot reach Redis fails at once with
+//! [`EngineError::Unavailable`] (the wire's `unavailable`, HTTP 503), rsmq replaces its broken
+//! connection on the next call, and the pub/sub task reconnects with backoff and subscribes
+//! again. The engine logs the outage once, when a call first fails for want of Redis, and the
+//! recovery once, when a call succeeds again; the recovery is counted in
+//! [`RedisMetrics::command_reconnects`]. Callers log their own failures at debug level only.
 
 mod pubsub;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use prometheus_client::metrics::counter::Counter;
 use redis::Client;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::info;
+use tracing::{info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
@@ -26,10 +41,29 @@ use self::pubsub::{PubSub, PubSubCommand, QueueWake};
 use super::{ChannelSubscription, Delivery, Engine, EngineError, QueueWatch, Received};
 use crate::{channels::ChannelHub, engine::interest::Interests};
 
+/// The Redis engine's counters, registered by the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct RedisMetrics {
+    /// Reconnections of the pub/sub connection.
+    pub pubsub_reconnects: Counter,
+    /// Recoveries of the command connection: a call succeeded after calls had failed because
+    /// Redis was unreachable.
+    pub command_reconnects: Counter,
+}
+
 /// Queues and channels in a Redis shared by every node.
 pub struct RedisEngine {
     /// rsmq over the shared pool; its one multiplexed connection carries every command.
     rsmq: Rsmq,
+    /// Whether the last call reached Redis: its flips are what is logged and counted, so an
+    /// outage shows as one warning and one recovery, whatever the number of callers.
+    reachable: AtomicBool,
+    /// Counted on each recovery of the command connection.
+    command_reconnects: Counter,
+    /// Notified on each recovery of the command connection: the pub/sub task then retries at
+    /// once instead of sleeping out its backoff, so consumers are woken (and notifications
+    /// flow again) within a round trip of Redis coming back.
+    redis_back: Arc<Notify>,
     /// Queues with local consumers: queue → wake-up (realtime notifications) and whether the
     /// node listens to them yet.
     queues: Arc<Interests<Arc<QueueWake>>>,
@@ -45,7 +79,7 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects to Redis (checking it answers) and starts the pub/sub connection.
     ///
-    /// `reconnects` counts reconnections of the pub/sub connection (a metric).
+    /// `metrics` counts the reconnections of both connections.
     ///
     /// # Errors
     ///
@@ -53,7 +87,7 @@ impl RedisEngine {
     pub async fn connect(
         url: &str,
         ns: &str,
-        reconnects: Counter,
+        metrics: RedisMetrics,
     ) -> Result<Arc<RedisEngine>, EngineError> {
         let options = RsmqOptions {
             ns: ns.to_owned(),
@@ -78,7 +112,9 @@ impl RedisEngine {
         }));
         let revocations = broadcast::channel(256).0;
         let stop = CancellationToken::new();
+        let redis_back = Arc::new(Notify::new());
         let pubsub = PubSub {
+            redis_back: Arc::clone(&redis_back),
             stop: stop.clone(),
             client,
             commands: command_rx,
@@ -86,12 +122,15 @@ impl RedisEngine {
             queues: Arc::clone(&queues),
             hub: Arc::clone(&hub),
             revocations: revocations.clone(),
-            reconnects,
+            reconnects: metrics.pubsub_reconnects,
         };
         pubsub.start().await?;
         info!(ns, "redis engine connected");
         Ok(Arc::new(RedisEngine {
             rsmq,
+            reachable: AtomicBool::new(true),
+            command_reconnects: metrics.command_reconnects,
+            redis_back,
             queues,
             hub,
             revocations,
@@ -101,7 +140,30 @@ impl RedisEngine {
 
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
-        self.rsmq.query(cmd).await.map_err(map_err)
+        self.track(self.rsmq.query(cmd).await)
+    }
+
+    /// Maps an rsmq result to the engine's, noting whether Redis was reached: the first
+    /// failure for want of Redis logs the outage, the first success after it logs and counts
+    /// the recovery. (Any answer from Redis, an error reply included, proves it reachable.)
+    fn track<T>(&self, result: Result<T, RsmqError>) -> Result<T, EngineError> {
+        let result = result.map_err(map_err);
+        let unreachable = result.as_ref().err().filter(|e| e.is_unavailable());
+        let reachable = unreachable.is_none();
+        if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            match unreachable {
+                Some(err) => warn!(
+                    cause = %err,
+                    "redis unreachable: engine calls fail with `unavailable` until it answers again"
+                ),
+                None => {
+                    self.command_reconnects.inc();
+                    self.redis_back.notify_one();
+                    info!("redis reachable again");
+                }
+            }
+        }
+        result
     }
 }
 
@@ -112,14 +174,15 @@ impl Engine for RedisEngine {
 
     fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
-            match self
+            let created = match self
                 .rsmq
                 .create_queue(queue, &QueueOptions::default())
                 .await
             {
-                Ok(()) | Err(RsmqError::QueueExists) => Ok(()),
-                Err(err) => Err(map_err(err)),
-            }
+                Err(RsmqError::QueueExists) => Ok(()),
+                other => other,
+            };
+            self.track(created)
         }
         .boxed()
     }
@@ -133,11 +196,7 @@ impl Engine for RedisEngine {
         async move {
             // One script call: the batch, and when the queue's next hidden message becomes
             // visible, so a subscriber that drained the queue sleeps exactly that long.
-            let batch = self
-                .rsmq
-                .receive_batch_next(queue, max, vt)
-                .await
-                .map_err(map_err)?;
+            let batch = self.track(self.rsmq.receive_batch_next(queue, max, vt).await)?;
             let deliveries = batch
                 .messages
                 .into_iter()
@@ -161,7 +220,7 @@ impl Engine for RedisEngine {
         queue: &'a str,
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
-        async move { self.rsmq.delete_batch(queue, ids).await.map_err(map_err) }.boxed()
+        async move { self.track(self.rsmq.delete_batch(queue, ids).await) }.boxed()
     }
 
     fn release<'a>(
@@ -171,10 +230,11 @@ impl Engine for RedisEngine {
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
-            self.rsmq
+            let released = self
+                .rsmq
                 .change_visibility_batch(queue, ids, delay_secs)
-                .await
-                .map_err(map_err)
+                .await;
+            self.track(released)
         }
         .boxed()
     }
@@ -185,13 +245,7 @@ impl Engine for RedisEngine {
         body: &'a str,
         delay: Option<u64>,
     ) -> BoxFuture<'a, Result<String, EngineError>> {
-        async move {
-            self.rsmq
-                .send_message(queue, body, delay)
-                .await
-                .map_err(map_err)
-        }
-        .boxed()
+        async move { self.track(self.rsmq.send_message(queue, body, delay).await) }.boxed()
     }
 
     fn publish<'a>(

@@ -12,11 +12,12 @@
 //! drops. A new consumer waits for that before its first receive, so that every message sent
 //! after the receive is announced to it.
 //!
-//! If the connection drops, the task reconnects with backoff and subscribes to everything
-//! still wanted; once Redis confirmed that, it wakes every local consumer, because
-//! notifications sent while nobody listened are lost, while the messages are in their queues.
-//! (Waking them when the connection drops would be too early: a message sent after that
-//! wake-up and before the re-subscribe would wait for the poll.)
+//! If the connection drops, the task reconnects with backoff (cut short as soon as the
+//! engine's command connection reaches Redis again) and subscribes to everything still
+//! wanted; once Redis confirmed that, it wakes every local consumer, because notifications
+//! sent while nobody listened are lost, while the messages are in their queues. (Waking them
+//! when the connection drops would be too early: a message sent after that wake-up and before
+//! the re-subscribe would wait for the poll.)
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,9 +32,14 @@ use wsmq_proto::keys;
 use super::super::{EngineError, interest::Interests};
 use crate::channels::ChannelHub;
 
-/// Backoff between reconnection attempts: doubles from the first to the last value.
+/// Backoff between reconnection attempts: doubles from the first to the last value. The cap
+/// bounds how long delivery lags behind a Redis that is back (notifications resume only once
+/// this connection does); one connection attempt a second per node costs a down Redis nothing.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long one connection attempt (connect and subscribe) may take, so that an unreachable
+/// host (no RST, packets dropped) means a retry rather than a hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most channels in one `SUBSCRIBE`/`UNSUBSCRIBE`, so one command stays a modest size.
 const MAX_CHANNELS_PER_COMMAND: usize = 1024;
 
@@ -101,6 +107,8 @@ pub(super) struct PubSub {
     pub(super) reconnects: Counter,
     /// Cancelled when the engine is dropped.
     pub(super) stop: CancellationToken,
+    /// Notified when the engine's command connection reaches Redis again: cuts the backoff.
+    pub(super) redis_back: Arc<Notify>,
 }
 
 impl PubSub {
@@ -111,14 +119,18 @@ impl PubSub {
         tokio::spawn(async move {
             let mut conn = Some((sink, stream));
             let mut backoff = BACKOFF_MIN;
+            // Failed attempts since the connection was lost: only the first is a warning, so
+            // an outage logs one line, not one per attempt.
+            let mut failures = 0u32;
             loop {
                 let (sink, stream) = match conn.take() {
                     Some(c) => c,
                     None => match self.connect_unless_stopped().await {
                         Ok(c) => {
                             self.reconnects.inc();
-                            info!("pub/sub reconnected; subscriptions restored");
+                            info!(failures, "pub/sub reconnected; subscriptions restored");
                             backoff = BACKOFF_MIN;
+                            failures = 0;
                             // Subscribed again: whatever was sent meanwhile is in the queues,
                             // and its notifications are lost. Every local consumer receives
                             // now, and anything sent from now on is announced.
@@ -129,10 +141,16 @@ impl PubSub {
                         }
                         Err(None) => return,
                         Err(Some(err)) => {
-                            warn!(cause = %err, retry_in = ?backoff, "pub/sub reconnect failed");
+                            if failures == 0 {
+                                warn!(cause = %err, "pub/sub reconnect failed; retrying with backoff");
+                            } else {
+                                debug!(cause = %err, retry_in = ?backoff, failures, "pub/sub reconnect failed");
+                            }
+                            failures += 1;
                             tokio::select! {
                                 () = self.stop.cancelled() => return,
                                 () = tokio::time::sleep(backoff) => {}
+                                () = self.redis_back.notified() => {}
                             }
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                             continue;
@@ -168,15 +186,25 @@ impl PubSub {
     /// marked listening once Redis confirmed.
     async fn connect(&mut self) -> Result<(PubSubSink, redis::aio::PubSubStream), EngineError> {
         let unavailable = |e: redis::RedisError| EngineError::Unavailable(e.to_string());
-        let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
-        let (mut sink, stream) = pubsub.split();
         let queues = self.queues.entries();
         let mut wanted = vec![keys::REVOKE_CHANNEL.to_owned()];
         wanted.extend(queues.iter().map(|(q, _)| format!("{}{q}", self.rt_prefix)));
         wanted.extend(self.hub.channels().iter().map(|c| keys::channel(c)));
-        for chunk in wanted.chunks(MAX_CHANNELS_PER_COMMAND) {
-            sink.subscribe(chunk).await.map_err(unavailable)?;
-        }
+        let connecting = async {
+            let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+            let (mut sink, stream) = pubsub.split();
+            for chunk in wanted.chunks(MAX_CHANNELS_PER_COMMAND) {
+                sink.subscribe(chunk).await.map_err(unavailable)?;
+            }
+            Ok((sink, stream))
+        };
+        let (sink, stream) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                EngineError::Unavailable(format!(
+                    "no pub/sub connection within {CONNECT_TIMEOUT:?}"
+                ))
+            })??;
         for (_, wake) in queues {
             wake.listening.send_replace(true);
         }

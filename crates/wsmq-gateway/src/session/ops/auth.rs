@@ -21,10 +21,12 @@ pub(super) fn apply(session: &mut Session, token: &str, reference: Option<Ref>) 
         }
     };
     if identity.user != session.identity.user {
+        session.gateway.metrics.auth_failure("other_user");
         return Reply::error(reference, ErrorCode::Forbidden, "token is for another user");
     }
     match (session.identity.exp, identity.exp) {
         (Some(current), Some(new)) if new <= current => {
+            session.gateway.metrics.auth_failure("not_later");
             return Reply::error(
                 reference,
                 ErrorCode::Invalid,

@@ -3,7 +3,7 @@
 //! A client may publish to its own queue and to what its `wsmq` grants name as `queue:GLOB`
 //! or `channel:GLOB`. A queue is created if missing; the reply carries the new message id.
 
-use tracing::warn;
+use tracing::{debug, warn};
 use wsmq_proto::{ErrorCode, MessageId, Publish, Ref, ServerFrame, Target};
 
 use super::{Reply, Session};
@@ -39,7 +39,11 @@ pub(super) async fn apply(
                 }),
                 Err(err) => {
                     gateway.metrics.engine_error("send");
-                    warn!(queue = %queue, cause = %err, "publish failed");
+                    if err.is_unavailable() {
+                        debug!(queue = %queue, cause = %err, "publish failed");
+                    } else {
+                        warn!(queue = %queue, cause = %err, "publish failed");
+                    }
                     Reply::failed(reference, &GatewayError::Engine(err))
                 }
             }
@@ -60,7 +64,11 @@ pub(super) async fn apply(
                 Ok(_) => Reply::ok(reference),
                 Err(err) => {
                     gateway.metrics.engine_error("publish");
-                    warn!(channel = %channel, cause = %err, "publish failed");
+                    if err.is_unavailable() {
+                        debug!(channel = %channel, cause = %err, "publish failed");
+                    } else {
+                        warn!(channel = %channel, cause = %err, "publish failed");
+                    }
                     Reply::failed(reference, &GatewayError::Engine(err))
                 }
             }
