@@ -1,6 +1,7 @@
 //! Queue delivery: at-least-once, window, ack/nack, competing consumers, timers. Each
 //! behaviour runs against the in-memory engine and against Redis.
 
+#[macro_use]
 mod support;
 
 use std::{
@@ -10,21 +11,6 @@ use std::{
 
 use serde_json::json;
 use support::{Client, RedisServer, TestGateway, unique};
-
-/// Runs `$body` with `$gw` bound to a memory gateway, then to a Redis gateway.
-macro_rules! on_both_engines {
-    (|$gw:ident| $body:expr, $config:expr) => {{
-        let $gw = TestGateway::builder().config($config).start().await;
-        $body;
-        let redis = RedisServer::start();
-        let $gw = TestGateway::builder()
-            .config($config)
-            .redis(&redis)
-            .start()
-            .await;
-        $body;
-    }};
-}
 
 fn open(c: &mut wsmq_gateway::Config) {
     c.open = true;

@@ -2,33 +2,19 @@
 //! written to it count, even when the client closes right after; only the rest is handed back.
 //! Each behaviour runs against the in-memory engine and against Redis.
 
+#[macro_use]
 mod support;
 
 use std::{collections::HashSet, time::Duration};
 
 use futures_util::SinkExt;
 use serde_json::json;
-use support::{RedisServer, TestGateway, unique};
+use support::{TestGateway, unique};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a test waits for the gateway to finish with an ended session.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Runs `$body` with `$gw` bound to a memory gateway, then to a Redis gateway.
-macro_rules! on_both_engines {
-    (|$gw:ident| $body:expr, $config:expr) => {{
-        let $gw = TestGateway::builder().config($config).start().await;
-        $body;
-        let redis = RedisServer::start();
-        let $gw = TestGateway::builder()
-            .config($config)
-            .redis(&redis)
-            .start()
-            .await;
-        $body;
-    }};
-}
 
 /// Waits until no subscription task of the gateway is left (the ended sessions' tasks have
 /// applied what they were sent and handed back the rest), then returns.

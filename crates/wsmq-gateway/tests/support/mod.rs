@@ -2,6 +2,27 @@
 //! WebSocket and raw HTTP clients.
 #![allow(dead_code, unreachable_pub)]
 
+/// Runs `$body` with `$gw` bound to a memory gateway, then to a Redis gateway (each built
+/// from `$config`), so one behaviour test covers both engines. Test files that use it
+/// declare `#[macro_use] mod support;`.
+#[allow(unused_macros)]
+macro_rules! on_both_engines {
+    (|$gw:ident| $body:expr, $config:expr) => {{
+        let $gw = $crate::support::TestGateway::builder()
+            .config($config)
+            .start()
+            .await;
+        $body;
+        let redis = $crate::support::RedisServer::start();
+        let $gw = $crate::support::TestGateway::builder()
+            .config($config)
+            .redis(&redis)
+            .start()
+            .await;
+        $body;
+    }};
+}
+
 pub mod process;
 
 use std::{
