@@ -99,9 +99,7 @@ pub async fn handle(
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(gateway.config.max_frame))
-        .max_frame_size(Some(gateway.config.max_frame));
+    let config = socket_config(gateway.config.max_frame);
     let span = info_span!("session", user = %identity.user, ?dialect);
     let session_gateway = Arc::clone(&gateway);
     gateway.shutdown.spawn(
@@ -135,6 +133,23 @@ pub async fn handle(
         );
     }
     response
+}
+
+/// Per-socket buffers sized for many mostly idle sessions.
+///
+/// tungstenite's defaults reserve a 128 KiB read buffer per socket and zero-fill it on
+/// the first read, which alone made an idle session cost ~150 KiB of RSS. Client frames
+/// are small (acks, subscribes); a larger frame reserves what it needs and the buffer
+/// shrinks back as it is consumed. The write side batches frames until a flush or
+/// `WRITE_BUFFER` bytes, so a burst of deliveries still leaves in a few syscalls.
+fn socket_config(max_frame: usize) -> WebSocketConfig {
+    const READ_BUFFER: usize = 1024;
+    const WRITE_BUFFER: usize = 16 * 1024;
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max_frame))
+        .max_frame_size(Some(max_frame))
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive).

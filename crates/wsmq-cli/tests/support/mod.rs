@@ -8,13 +8,11 @@
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of this module.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    io::Write,
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     thread,
-    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -33,10 +31,9 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A Redis for one test.
 pub struct TestRedis {
-    /// The server this test started; `None` when `WSMQ_TEST_REDIS_URL` gave a shared one.
-    child: Option<Child>,
-    /// Where it listens.
-    url: String,
+    /// The server (`wsmq_testkit` starts it and stops it on drop), or the shared one that
+    /// `WSMQ_TEST_REDIS_URL` names.
+    redis: wsmq_testkit::TestRedis,
     /// The rsmq namespace this test's commands use.
     ns: String,
 }
@@ -48,47 +45,15 @@ impl TestRedis {
     ///
     /// When `redis-server` is missing or does not answer PING within 10 s.
     pub fn start() -> TestRedis {
-        let ns = unique("wsmqcli");
-        if let Ok(url) = std::env::var("WSMQ_TEST_REDIS_URL") {
-            return TestRedis {
-                child: None,
-                url,
-                ns,
-            };
+        TestRedis {
+            redis: wsmq_testkit::TestRedis::from_env_or_start("WSMQ_TEST_REDIS_URL"),
+            ns: unique("wsmqcli"),
         }
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start redis-server ({err}): install it (Debian/Ubuntu: \
-                     `apt-get install redis-server`, macOS: `brew install redis`), or set \
-                     WSMQ_TEST_REDIS_URL to a Redis the tests may write to"
-                )
-            });
-        let redis = TestRedis {
-            child: Some(child),
-            url: format!("redis://127.0.0.1:{port}"),
-            ns,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-        redis
     }
 
     /// `redis://127.0.0.1:{port}` (or the shared URL).
     pub fn url(&self) -> &str {
-        &self.url
+        self.redis.url()
     }
 
     /// The `--ns` every [`cli`](Self::cli) run passes.
@@ -99,7 +64,7 @@ impl TestRedis {
     /// Whether other tests use this Redis too, so that global keys (`wsmq:node:*`) may hold
     /// their data.
     pub fn shared(&self) -> bool {
-        self.child.is_none()
+        self.redis.is_shared()
     }
 
     /// A name unique to this test, for user and node ids, which no `--ns` separates.
@@ -109,7 +74,7 @@ impl TestRedis {
 
     /// A plain Redis connection for checking what the CLI wrote.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url.as_str())
+        redis::Client::open(self.url())
             .and_then(|client| client.get_connection())
             .expect("connecting to the test redis")
     }
@@ -122,17 +87,8 @@ impl TestRedis {
     /// The same, as a [`Cli`] to add environment variables or stdin to.
     pub fn command(&self, args: &[&str]) -> Cli {
         Cli::plain()
-            .args(&["--redis-url", &self.url, "--ns", &self.ns])
+            .args(&["--redis-url", self.url(), "--ns", &self.ns])
             .args(args)
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -254,29 +210,10 @@ pub fn temp_file(name: &str, contents: &str) -> PathBuf {
 
 /// A loopback port on which nothing listens (it was free a moment ago).
 pub fn closed_port() -> u16 {
-    free_port()
+    wsmq_testkit::free_port().expect("binding a free port")
 }
 
 fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding a free port")
-        .port()
-}
-
-fn ping(port: u16) -> bool {
-    let answer = || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
-        stream.write_all(b"PING\r\n")?;
-        let mut buf = [0u8; 7];
-        stream.read_exact(&mut buf)?;
-        Ok(&buf == b"+PONG\r\n")
-    };
-    answer().unwrap_or(false)
 }

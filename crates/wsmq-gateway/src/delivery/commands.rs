@@ -17,9 +17,14 @@ impl DeliveryTask {
         if let Ok(command) = self.commands.try_recv() {
             let _ = self.handle_commands(command).await;
         }
-        if let Ok(id) = self.written.try_recv() {
+        if let Some(id) = self.try_written() {
             self.handle_written(id).await;
         }
+    }
+
+    /// A written report already waiting (legacy subscriptions only).
+    fn try_written(&mut self) -> Option<String> {
+        self.written.as_mut()?.try_recv().ok()
     }
 
     /// Handles `first` and every command already queued behind it: the acks become one
@@ -32,7 +37,7 @@ impl DeliveryTask {
         let mut nacks: Vec<(u64, Claimed)> = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take() {
-            let (id, reference, delay) = match command {
+            let (id, boxed, delay) = match command {
                 Command::Ack { id, reference } => (id, reference, None),
                 Command::Nack {
                     id,
@@ -40,6 +45,7 @@ impl DeliveryTask {
                     reference,
                 } => (id, reference, Some(delay)),
             };
+            let reference = boxed.map(|r| *r);
             // Claimed by this command: a second ack or nack of it in the same batch finds it
             // gone. A message whose earlier ack failed may be acked again.
             if self.in_flight.remove(id.as_str()) || self.unsettled.remove(id.as_str()) {
@@ -127,7 +133,7 @@ impl DeliveryTask {
     /// Deletes legacy deliveries that reached the socket, `first` and any queued with it.
     pub(super) async fn handle_written(&mut self, first: String) {
         let mut ids = vec![first];
-        while let Ok(id) = self.written.try_recv() {
+        while let Some(id) = self.try_written() {
             ids.push(id);
         }
         match self.gateway.engine.ack(self.queue.as_str(), &ids).await {
@@ -168,7 +174,7 @@ impl DeliveryTask {
         self.commands.close();
         self.written_tx = None;
         let draining = async {
-            let (mut commands_open, mut written_open) = (true, true);
+            let (mut commands_open, mut written_open) = (true, self.written.is_some());
             while commands_open || written_open {
                 tokio::select! {
                     command = self.commands.recv(), if commands_open => match command {
@@ -177,7 +183,7 @@ impl DeliveryTask {
                         }
                         None => commands_open = false,
                     },
-                    id = self.written.recv(), if written_open => match id {
+                    id = super::next_written(&mut self.written), if written_open => match id {
                         Some(id) => self.handle_written(id).await,
                         None => written_open = false,
                     },

@@ -43,14 +43,13 @@ use tokio::{
     sync::mpsc,
     time::{Instant, sleep_until},
 };
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use wsmq_proto::{MessageId, QueueName, Ref, encode_queue_message, legacy};
 
 use crate::{
     engine::{Delivery, QueueWatch},
-    session::{Dialect, OutFrame, Outbound, WriteReport},
+    session::{Dialect, OutFrame, Outbound, Payload, WriteReport},
     state::Gateway,
 };
 
@@ -81,8 +80,9 @@ pub enum Command {
     Ack {
         /// The message.
         id: MessageId,
-        /// Echoed in the reply.
-        reference: Option<Ref>,
+        /// Echoed in the reply. Boxed, as most requests carry none: commands wait in a
+        /// channel that reserves room for 32 of them per subscription.
+        reference: Option<Box<Ref>>,
     },
     /// Give a delivered message back, visible again after `delay` seconds.
     Nack {
@@ -91,7 +91,7 @@ pub enum Command {
         /// Seconds until it is visible again.
         delay: u64,
         /// Echoed in the reply.
-        reference: Option<Ref>,
+        reference: Option<Box<Ref>>,
     },
 }
 
@@ -111,6 +111,14 @@ impl Drop for Subscription {
     }
 }
 
+/// The next written report; never resolves without a report channel (v1).
+async fn next_written(written: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+    match written {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Starts delivering `queue` to a session. The queue must exist.
 pub fn spawn(
     gateway: &Arc<Gateway>,
@@ -120,7 +128,15 @@ pub fn spawn(
     session_cancel: &CancellationToken,
 ) -> Subscription {
     let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
-    let (written_tx, written_rx) = mpsc::unbounded_channel();
+    // Only legacy deliveries are reported back once written; v1 sessions, most of them idle
+    // much of the time, do not pay for a channel they never use.
+    let (written_tx, written) = match dialect {
+        Dialect::Legacy => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        Dialect::V1 => (None, None),
+    };
     let cancel = session_cancel.child_token();
     let session_deliveries = out.deliveries.clone();
     let task = DeliveryTask {
@@ -129,8 +145,8 @@ pub fn spawn(
         dialect,
         out,
         commands: command_rx,
-        written_tx: Some(written_tx),
-        written: written_rx,
+        written_tx,
+        written,
         cancel: cancel.clone(),
         in_flight: HashSet::new(),
         unsettled: HashSet::new(),
@@ -157,8 +173,8 @@ struct DeliveryTask {
     /// Cloned into legacy deliveries so the writer can report them written. Dropped at the
     /// end, so that `written` closes once the writer holds no more of our deliveries.
     written_tx: Option<mpsc::UnboundedSender<String>>,
-    /// Ids of legacy deliveries that reached the socket (to delete).
-    written: mpsc::UnboundedReceiver<String>,
+    /// Ids of legacy deliveries that reached the socket (to delete); `None` for v1.
+    written: Option<mpsc::UnboundedReceiver<String>>,
     /// Ends the task.
     cancel: CancellationToken,
     /// Delivered, not yet acknowledged.
@@ -283,7 +299,7 @@ impl DeliveryTask {
                     }
                     None => break,
                 },
-                Some(id) = self.written.recv() => {
+                Some(id) = next_written(&mut self.written) => {
                     let was_full = self.in_flight.len() >= config.window;
                     self.handle_written(id).await;
                     may_have_more |= was_full && self.in_flight.len() < config.window;
@@ -319,13 +335,13 @@ impl DeliveryTask {
             }
             Dialect::Legacy => {
                 // `written_tx` is only taken at the end, after the last delivery.
-                let ack_on_write = self.written_tx.clone().map(|tx| (id.clone(), tx));
+                let ack_on_write = self.written_tx.clone().map(|tx| Box::new((id.clone(), tx)));
                 self.in_flight.insert(id);
                 (legacy::encode_message(&body), ack_on_write)
             }
         };
         self.out.push(OutFrame {
-            message: Message::Text(text.into()),
+            payload: Payload::Text(text.into()),
             report: Some(WriteReport {
                 sent_ms: sent,
                 ack_on_write,

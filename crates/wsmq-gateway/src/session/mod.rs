@@ -49,19 +49,40 @@ pub enum Dialect {
 }
 
 /// A frame on its way to the socket.
+///
+/// Kept small on purpose: every session's outbound queue allocates room for a block of
+/// these up front (tokio's mpsc), idle or not, so each byte here costs 32 per session.
 #[derive(Debug)]
 pub struct OutFrame {
-    /// The frame: text (cheap to clone: channel frames share one buffer) or a ping.
-    pub message: Message,
+    /// What to send.
+    pub payload: Payload,
     /// For queue deliveries: what to do once the frame is written.
     pub report: Option<WriteReport>,
+}
+
+/// The frames a session sends (the close frame is the writer's own).
+#[derive(Debug)]
+pub enum Payload {
+    /// Text; cheap to clone, channel frames share one buffer.
+    Text(Utf8Bytes),
+    /// A keep-alive ping.
+    Ping,
+}
+
+impl Payload {
+    pub(super) fn into_message(self) -> Message {
+        match self {
+            Payload::Text(text) => Message::Text(text),
+            Payload::Ping => Message::Ping(Default::default()),
+        }
+    }
 }
 
 impl OutFrame {
     /// A frame with nothing to report.
     pub fn text(text: impl Into<Utf8Bytes>) -> OutFrame {
         OutFrame {
-            message: Message::Text(text.into()),
+            payload: Payload::Text(text.into()),
             report: None,
         }
     }
@@ -73,7 +94,8 @@ pub struct WriteReport {
     /// Send time, Unix ms (for the latency histogram).
     pub sent_ms: u64,
     /// Legacy: the message id, and where to report it as written so the message gets deleted.
-    pub ack_on_write: Option<(String, mpsc::UnboundedSender<String>)>,
+    /// Boxed, so that v1 frames, the common case, stay small.
+    pub ack_on_write: Option<Box<(String, mpsc::UnboundedSender<String>)>>,
 }
 
 /// Ends a session with a close code; the first code set wins.
@@ -302,7 +324,7 @@ where
                     break;
                 }
                 session.out.push(OutFrame {
-                    message: Message::Ping(Default::default()),
+                    payload: Payload::Ping,
                     report: None,
                 });
                 continue;
@@ -330,9 +352,11 @@ where
         match frame {
             Some(Ok(Message::Text(text))) => {
                 session.gateway.metrics.frames_in.inc();
+                // Boxed: handling a frame takes more state than waiting for one, and an
+                // unboxed handler would be part of every idle session's task for good.
                 match session.dialect {
-                    Dialect::Legacy => legacy::on_text(session, text.as_str()).await,
-                    Dialect::V1 => v1::on_text(session, text.as_str()).await,
+                    Dialect::Legacy => Box::pin(legacy::on_text(session, text.as_str())).await,
+                    Dialect::V1 => Box::pin(v1::on_text(session, text.as_str())).await,
                 }
             }
             Some(Ok(Message::Binary(_))) => {

@@ -63,7 +63,7 @@ pub(super) async fn run<W>(
         while let Some(frame) = next.take() {
             let fed = tokio::select! {
                 biased;
-                fed = sink.feed(frame.message) => fed,
+                fed = sink.feed(frame.payload.into_message()) => fed,
                 () = closed_for(&closer, CLOSE_TIMEOUT) => break 'batches,
             };
             if let Err(err) = fed {
@@ -154,7 +154,8 @@ fn report_written(gateway: &Gateway, reports: impl Iterator<Item = WriteReport>)
         metrics
             .delivery_latency
             .observe(now_ms.saturating_sub(report.sent_ms) as f64 / 1000.0);
-        if let Some((id, tx)) = report.ack_on_write {
+        if let Some(written) = report.ack_on_write {
+            let (id, tx) = *written;
             let _ = tx.send(id);
         }
     }

@@ -12,7 +12,7 @@
 
 use std::{
     fs,
-    net::{SocketAddr, TcpListener as StdListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -160,10 +160,7 @@ impl Gateway {
         fs::create_dir_all(&dir).expect("create the log folder");
         // A port picked free can be taken before the gateway binds it: then try another.
         for attempt in 1..=3 {
-            let port = StdListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("find a free port")
-                .port();
+            let port = wsmq_testkit::free_port().expect("find a free port");
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let log = dir.join(format!("{node_id}-{port}.log"));
             let stderr = fs::File::create(&log).expect("create the gateway log");

@@ -15,9 +15,9 @@
 //! - `store`: the suite's Redis: connection, `PUBSUB NUMSUB` waits, the Redis clock.
 //! - `node`: Node-made tokens (`interop/make-tokens.js`) and npm rsmq sends.
 //! - `ws`: the WebSocket client and JWTs.
-//! - `own_redis`: a redis-server of one test's own, which it can stop and restart.
 //! - one file per scenario: `node_clients`, `redelivery`, `channels`, `delayed`, `authz`,
-//!   `outage` (Redis stopped and restarted mid-stream), `crash` (kill -9 of a node mid-stream),
+//!   `outage` (Redis stopped and restarted mid-stream, on a `wsmq_testkit::RedisServer` of its
+//!   own with AOF on), `crash` (kill -9 of a node mid-stream),
 //!   `nodes` (`wsmq-cli nodes` against live nodes).
 
 mod authz;
@@ -29,7 +29,6 @@ mod node;
 mod node_clients;
 mod nodes;
 mod outage;
-mod own_redis;
 mod redelivery;
 mod store;
 mod ws;

@@ -1,7 +1,7 @@
 //! Scenario: Redis goes away mid-stream and comes back on the same port.
 //!
-//! Two gateway processes run on a Redis of the test's own ([`OwnRedis`]: AOF on, so Redis keeps
-//! its data across the restart). One user consumes its queue (vt 3 s) from a session on A and a
+//! Two gateway processes run on a Redis of the test's own ([`RedisServer`] with AOF on, so Redis
+//! keeps its data across the restart). One user consumes its queue (vt 3 s) from a session on A and a
 //! session on B, and both sessions also subscribe to a channel. A publisher sends a bounded
 //! stream, alternating a v1 `publish` on A and `POST /api/publish` on B, and retries every
 //! attempt refused with `unavailable` (HTTP 503) until it is accepted. The consumers ack each
@@ -28,10 +28,10 @@ use std::{
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wsmq_proto::{Grants, keys};
+use wsmq_testkit::RedisServer;
 
 use crate::{
     cluster::{API_KEY, Cluster, Gateway},
-    own_redis::OwnRedis,
     report,
     store::{self, wait_subscribers},
     user,
@@ -53,12 +53,19 @@ const ACK_DELAY: Duration = Duration::from_millis(300);
 const OUTAGE: Duration = Duration::from_secs(3);
 /// Bound of each wait of the test (readiness flips, the stream's end, the queue emptying).
 const WAIT: Duration = Duration::from_secs(30);
+/// How long Redis may take to start (or to load its AOF) and to stop.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "two gateway processes + redis-server: run by cargo xtask e2e"]
 async fn a_redis_restart_mid_stream_loses_nothing_and_every_node_recovers_on_its_own() {
     let _machine = crate::shared_machine().await;
-    let mut redis = OwnRedis::start("outage");
+    // The suite's shared Redis cannot be stopped without breaking the tests beside this one.
+    let mut redis = RedisServer::builder()
+        .append_only("e2e-outage")
+        .timeout(REDIS_TIMEOUT)
+        .start()
+        .expect("start the test's own redis-server");
     let cluster = Cluster::start_on("outage", &redis.url(), &[]).await;
     let queue = user("outage");
     let channel = format!("outage-news-{}", std::process::id());
@@ -452,14 +459,14 @@ struct Timeline {
 
 /// Stops Redis a third of the way into the stream, checks readiness and that nothing is
 /// accepted meanwhile, restarts it after [`OUTAGE`] and waits for both nodes to be ready.
-async fn outage(cluster: &Cluster, redis: &mut OwnRedis, accepted: &AtomicUsize) -> Timeline {
+async fn outage(cluster: &Cluster, redis: &mut RedisServer, accepted: &AtomicUsize) -> Timeline {
     let deadline = Instant::now() + WAIT;
     while accepted.load(Ordering::Relaxed) < MESSAGES / 3 {
         assert!(Instant::now() < deadline, "the stream did not start");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stopped = Instant::now();
-    tokio::task::block_in_place(|| redis.stop());
+    tokio::task::block_in_place(|| redis.stop()).expect("redis-server stops on SIGTERM");
     let before = accepted.load(Ordering::Relaxed);
     let not_ready = wait_ready(cluster, 503, stopped).await;
     tokio::time::sleep(OUTAGE.saturating_sub(stopped.elapsed())).await;
@@ -478,7 +485,7 @@ async fn outage(cluster: &Cluster, redis: &mut OwnRedis, accepted: &AtomicUsize)
         during <= 1,
         "{during} publishes accepted while Redis was down"
     );
-    tokio::task::block_in_place(|| redis.restart());
+    tokio::task::block_in_place(|| redis.restart()).expect("redis-server restarts");
     let restarted = Instant::now();
     let at_restart = accepted.load(Ordering::Relaxed);
     let ready_again = wait_ready(cluster, 200, restarted).await;

@@ -26,9 +26,7 @@ macro_rules! on_both_engines {
 pub mod process;
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -451,10 +449,7 @@ pub async fn http(
 
 /// A throwaway `redis-server` on a free port (no persistence), killed on drop; or the server
 /// named by `WSMQ_TEST_REDIS_URL` when set (tests then keep apart by namespace and names).
-pub struct RedisServer {
-    child: Option<Child>,
-    url: String,
-}
+pub struct RedisServer(wsmq_testkit::TestRedis);
 
 impl RedisServer {
     /// Starts one.
@@ -463,61 +458,12 @@ impl RedisServer {
     ///
     /// When `redis-server` is not installed or does not answer within 10 s.
     pub fn start() -> RedisServer {
-        if let Ok(url) = std::env::var("WSMQ_TEST_REDIS_URL") {
-            return RedisServer { child: None, url };
-        }
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot start redis-server ({err}): install it (apt-get install redis-server) \
-                     or set WSMQ_TEST_REDIS_URL"
-                )
-            });
-        let server = RedisServer {
-            child: Some(child),
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if ping(port) {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on port {port} did not answer PING within 10 s");
+        RedisServer(wsmq_testkit::TestRedis::from_env_or_start(
+            "WSMQ_TEST_REDIS_URL",
+        ))
     }
 
     pub fn url(&self) -> String {
-        self.url.clone()
+        self.0.url().to_owned()
     }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = StdStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut buf).is_ok()
-        && &buf == b"+PONG\r\n"
 }

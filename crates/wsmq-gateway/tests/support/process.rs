@@ -2,7 +2,7 @@
 //! loopback ports, with `--admin-listen`, killed on drop.
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -90,10 +90,7 @@ impl Drop for Process {
 
 /// A free loopback address (bound, then released).
 pub fn free_addr() -> SocketAddr {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    wsmq_testkit::free_addr().expect("binding a free loopback port")
 }
 
 /// The status of `GET path`, or `None` when nothing answers.

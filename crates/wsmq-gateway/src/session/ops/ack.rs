@@ -23,11 +23,18 @@ pub(super) async fn apply(
             "not subscribed to that queue",
         );
     };
-    let command = Command::Ack { id, reference };
+    let command = Command::Ack {
+        id,
+        reference: reference.map(Box::new),
+    };
     match subscription.commands.send(command).await {
         Ok(()) => Reply::Deferred,
         Err(mpsc::error::SendError(
             Command::Ack { reference, .. } | Command::Nack { reference, .. },
-        )) => Reply::error(reference, ErrorCode::Unavailable, "subscription ended"),
+        )) => Reply::error(
+            reference.map(|r| *r),
+            ErrorCode::Unavailable,
+            "subscription ended",
+        ),
     }
 }

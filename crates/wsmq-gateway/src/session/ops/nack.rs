@@ -25,12 +25,16 @@ pub(super) async fn apply(
     let command = Command::Nack {
         id,
         delay: u64::from(delay.unwrap_or(0)),
-        reference,
+        reference: reference.map(Box::new),
     };
     match subscription.commands.send(command).await {
         Ok(()) => Reply::Deferred,
         Err(mpsc::error::SendError(
             Command::Nack { reference, .. } | Command::Ack { reference, .. },
-        )) => Reply::error(reference, ErrorCode::Unavailable, "subscription ended"),
+        )) => Reply::error(
+            reference.map(|r| *r),
+            ErrorCode::Unavailable,
+            "subscription ended",
+        ),
     }
 }

@@ -1,0 +1,42 @@
+//! Dev-only helpers shared by wsmq's integration tests and `cargo xtask`: a throwaway
+//! `redis-server` that a test or task owns, and free loopback ports.
+//!
+//! Not published: the crates use it as a `[dev-dependencies]` entry, xtask as a normal one.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), wsmq_testkit::Error> {
+//! use wsmq_testkit::RedisServer;
+//!
+//! // `--save '' --appendonly no` on a free port, killed by PID on drop.
+//! let redis = RedisServer::start()?;
+//! println!("{}", redis.url());
+//!
+//! // AOF on in a folder of its own, so data survives `stop` + `restart` on the same port.
+//! let mut durable = RedisServer::builder().append_only("outage").start()?;
+//! durable.stop()?;
+//! durable.restart()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - `server`: [`RedisServer`], the process guard, and its [`Builder`].
+//! - `test_redis`: [`TestRedis`], for tests that may be pointed at an existing Redis by an
+//!   environment variable instead.
+//! - `net`: [`free_port`] and [`free_addr`].
+//! - `error`: [`Error`], every way starting or stopping the server can fail.
+//!
+//! Library-style errors are typed; only [`TestRedis`], which exists for tests, panics.
+
+#![warn(missing_docs)]
+
+mod error;
+mod net;
+mod server;
+mod test_redis;
+
+pub use error::Error;
+pub use net::{free_addr, free_port};
+pub use server::{Builder, RedisServer};
+pub use test_redis::TestRedis;
