@@ -1,35 +1,58 @@
 //! The per-node channel hub: local fan-out of broadcast channel messages.
 //!
-//! Each channel with local subscribers has one bounded `tokio::sync::broadcast` sender. A
-//! message arriving for the channel (from Redis pub/sub, or from a local publish with the
-//! in-memory engine) is encoded into its v1 frame ONCE, and every local subscriber receives a
-//! clone of the same `Utf8Bytes` (a reference-counted buffer), so fan-out to N sessions costs
-//! N pointer copies rather than N JSON encodings.
+//! Each channel with local subscribers has a member list: one [`FrameSink`] per local
+//! subscription, which queues a frame on its session's outbound queue. A message arriving for
+//! the channel (from Redis pub/sub, or from a local publish with the in-memory engine) is
+//! encoded into its v1 frame ONCE and handed to every member as a clone of the same
+//! `Utf8Bytes` (a reference-counted buffer), so fan-out to N sessions costs N pointer copies
+//! and N queue pushes: no JSON re-encoding, and no task per subscription between the hub and
+//! the session's writer (which would cost a wake-up per delivery and a task per idle
+//! subscriber).
 //!
-//! Channels are at-most-once: a subscriber that falls more than [`CHANNEL_BUFFER`] frames
-//! behind loses the oldest ones (and the loss is counted).
+//! Channels are at-most-once: a session whose outbound queue is full is closed as a slow
+//! client (4008), like for any other frame.
 
-use std::sync::Arc;
-
-use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
-use tokio_util::sync::{CancellationToken, DropGuard};
-use wsmq_proto::{ChannelName, encode_channel_message};
-
-use crate::{
-    engine::{ChannelSubscription, interest::Interests},
-    session::{OutFrame, Outbound},
-    state::Gateway,
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
-/// Frames buffered per channel for the slowest local subscriber.
-pub const CHANNEL_BUFFER: usize = 1024;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use wsmq_proto::{ChannelName, encode_channel_message};
+
+use crate::engine::interest::{InterestGuard, Interests};
+
+/// Where a local subscription's frames go: the session pushes them on its outbound queue.
+pub type FrameSink = Box<dyn Fn(Utf8Bytes) + Send + Sync>;
+
+/// The local subscriptions of one channel, by subscription id.
+type Members = Mutex<HashMap<u64, FrameSink>>;
 
 /// Local channel subscriptions of one node.
 pub struct ChannelHub {
-    /// channel name → sender of encoded frames, with its local subscriber count.
-    channels: Arc<Interests<broadcast::Sender<Utf8Bytes>>>,
+    /// channel name → its members, with the local subscriber count.
+    channels: Arc<Interests<Arc<Members>>>,
+    /// Ids of subscriptions, unique per hub.
+    next_id: AtomicU64,
+}
+
+/// A local subscription to a broadcast channel: its sink gets every frame dispatched to the
+/// channel until this is dropped. Dropping the last one ends the node's subscription.
+pub struct ChannelSubscription {
+    members: Arc<Members>,
+    id: u64,
+    /// Keeps the node's subscription to the channel alive; dropped after the member is gone.
+    _guard: InterestGuard,
+}
+
+impl Drop for ChannelSubscription {
+    fn drop(&mut self) {
+        lock(&self.members).remove(&self.id);
+    }
 }
 
 impl ChannelHub {
@@ -40,30 +63,48 @@ impl ChannelHub {
             channels: Interests::new(Box::new(move |channel, _, first| {
                 on_change(channel, first);
             })),
+            next_id: AtomicU64::new(0),
         }
     }
 
-    /// Subscribes one local session to `channel`.
-    pub fn subscribe(&self, channel: &str) -> ChannelSubscription {
-        let (sender, guard) = self
-            .channels
-            .join(channel, || broadcast::channel(CHANNEL_BUFFER).0);
+    /// Subscribes `sink` to `channel`: it gets `first` (the subscribe's `ok`), then every
+    /// frame dispatched to the channel. Both happen under the member lock, so no message
+    /// overtakes `first` and none dispatched after it is missed.
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        sink: FrameSink,
+        first: Utf8Bytes,
+    ) -> ChannelSubscription {
+        let (members, guard) = self.channels.join(channel, Arc::default);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut locked = lock(&members);
+        sink(first);
+        locked.insert(id, sink);
+        drop(locked);
         ChannelSubscription {
-            frames: sender.subscribe(),
+            members,
+            id,
             _guard: guard,
         }
     }
 
     /// Hands a channel message to every local subscriber; returns how many there were.
     pub fn dispatch(&self, channel: &str, body: &str) -> usize {
-        let Some(sender) = self.channels.get(channel) else {
+        let Some(members) = self.channels.get(channel) else {
             return 0;
         };
         let Some(frame) = encode_channel_frame(channel, body) else {
             return 0;
         };
         let frame = Utf8Bytes::from(frame);
-        sender.send(frame).unwrap_or(0)
+        // Held while pushing: pushes only queue (no await, no I/O), and holding it keeps one
+        // channel's frames in the same order for every member.
+        let members = lock(&members);
+        for sink in members.values() {
+            sink(frame.clone());
+        }
+        members.len()
     }
 
     /// The channels that have local subscribers (to re-subscribe after a reconnect).
@@ -72,44 +113,35 @@ impl ChannelHub {
     }
 }
 
-/// Forwards a channel subscription's frames to a session until the returned guard drops or
-/// the session ends. A subscriber that lagged loses frames (at-most-once) and they are counted.
-pub fn spawn_forwarder(
-    gateway: &Arc<Gateway>,
-    subscription: ChannelSubscription,
-    out: Outbound,
-    session_token: &CancellationToken,
-) -> DropGuard {
-    let token = session_token.child_token();
-    let cancel = token.clone();
-    let metrics_gateway = Arc::clone(gateway);
-    gateway.shutdown.spawn(async move {
-        // Bind the whole subscription: an `async move` block would otherwise capture only the
-        // fields it uses, dropping the guard (and the node's interest) at once.
-        let mut subscription = subscription;
-        let metrics = &metrics_gateway.metrics;
-        metrics.subscriptions.inc();
-        loop {
-            let frame = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                frame = subscription.frames.recv() => frame,
-            };
-            match frame {
-                Ok(frame) => {
-                    if !out.push(OutFrame::text(frame)) {
-                        break;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(lost)) => {
-                    metrics.channel_lagged.inc_by(lost);
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
+/// A session's subscription to a channel, counted in the `subscriptions` gauge while it lives.
+pub struct Membership {
+    _subscription: ChannelSubscription,
+    gauge: Gauge,
+}
+
+impl Membership {
+    /// Counts `subscription` in `gauge` until dropped.
+    pub fn new(subscription: ChannelSubscription, gauge: &Gauge) -> Membership {
+        gauge.inc();
+        Membership {
+            _subscription: subscription,
+            gauge: gauge.clone(),
         }
-        metrics.subscriptions.dec();
-    });
-    token.drop_guard()
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// A sink that panicked while the lock was held leaves the member list as it was; it is still
+/// usable.
+fn lock(members: &Members) -> std::sync::MutexGuard<'_, HashMap<u64, FrameSink>> {
+    members
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `{"op":"message","channel":…,"message":…}`, encoded by `wsmq-proto`; `None` for a name
@@ -128,17 +160,58 @@ mod tests {
     #[tokio::test]
     async fn one_encoding_reaches_every_subscriber() {
         let hub = ChannelHub::new(|_, _| {});
-        let mut a = hub.subscribe("news");
-        let mut b = hub.subscribe("news");
+        let (a, mut a_rx) = sink();
+        let (b, mut b_rx) = sink();
+        let a = hub.subscribe("news", a, "ok".into());
+        let _b = hub.subscribe("news", b, "ok".into());
+        assert_eq!(a_rx.recv().await.unwrap().as_str(), "ok");
+        assert_eq!(b_rx.recv().await.unwrap().as_str(), "ok");
         assert_eq!(hub.dispatch("news", "hi"), 2);
         assert_eq!(hub.dispatch("other", "hi"), 0);
-        let fa = a.frames.recv().await.unwrap();
-        let fb = b.frames.recv().await.unwrap();
+        let fa = a_rx.recv().await.unwrap();
+        let fb = b_rx.recv().await.unwrap();
         assert_eq!(
             fa.as_str(),
             r#"{"op":"message","channel":"news","message":"hi"}"#
         );
         // Same buffer, not a copy.
         assert_eq!(fa.as_str().as_ptr(), fb.as_str().as_ptr());
+        drop(a);
+        assert_eq!(hub.dispatch("news", "bye"), 1);
+        assert!(a_rx.try_recv().is_err());
+        assert_eq!(
+            b_rx.recv().await.unwrap().as_str(),
+            r#"{"op":"message","channel":"news","message":"bye"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_member_leaving_ends_the_interest() {
+        let changes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&changes);
+        let hub = ChannelHub::new(move |channel, first| {
+            seen.lock().unwrap().push((channel.to_owned(), first));
+        });
+        let a = hub.subscribe("room", sink().0, "ok".into());
+        let b = hub.subscribe("room", sink().0, "ok".into());
+        drop(a);
+        assert_eq!(hub.channels(), vec!["room".to_owned()]);
+        drop(b);
+        assert!(hub.channels().is_empty());
+        assert_eq!(
+            *changes.lock().unwrap(),
+            vec![("room".to_owned(), true), ("room".to_owned(), false)]
+        );
+        assert_eq!(hub.dispatch("room", "nobody"), 0);
+    }
+
+    fn sink() -> (FrameSink, tokio::sync::mpsc::UnboundedReceiver<Utf8Bytes>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (
+            Box::new(move |frame| {
+                let _ = tx.send(frame);
+            }),
+            rx,
+        )
     }
 }

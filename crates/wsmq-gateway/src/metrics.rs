@@ -54,8 +54,6 @@ pub struct Metrics {
     pub acks: Counter,
     /// Messages given back by nacks.
     pub nacks: Counter,
-    /// Channel frames a slow subscriber lost.
-    pub channel_lagged: Counter,
     /// Authentication failures by reason.
     pub auth_failures: Family<Reason, Counter>,
     /// Engine errors by operation.
@@ -94,7 +92,6 @@ impl Metrics {
             redeliveries: Counter::default(),
             acks: Counter::default(),
             nacks: Counter::default(),
-            channel_lagged: Counter::default(),
             auth_failures: Family::default(),
             engine_errors: Family::default(),
             connections_refused: Counter::default(),
@@ -149,11 +146,6 @@ impl Metrics {
             "nacks",
             "Queue messages given back by a nack",
             metrics.nacks.clone(),
-        );
-        r.register(
-            "channel_lagged",
-            "Channel frames lost by slow subscribers",
-            metrics.channel_lagged.clone(),
         );
         r.register(
             "auth_failures",

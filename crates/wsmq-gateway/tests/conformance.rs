@@ -142,10 +142,15 @@ async fn conformance(engine: Arc<dyn Engine>) {
 
     // Channels: a local subscription receives the encoded frame.
     let channel = format!("c{}", unique());
-    let mut sub = engine.subscribe_channel(&channel);
+    let (tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
+    let sink = Box::new(move |frame| {
+        let _ = tx.send(frame);
+    });
+    let sub = engine.subscribe_channel(&channel, sink, "joined".into());
+    assert_eq!(frames.recv().await.unwrap().as_str(), "joined");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(engine.publish(&channel, "hello").await.unwrap() >= 1);
-    let frame = tokio::time::timeout(Duration::from_secs(2), sub.frames.recv())
+    let frame = tokio::time::timeout(Duration::from_secs(2), frames.recv())
         .await
         .expect("channel frame")
         .unwrap();

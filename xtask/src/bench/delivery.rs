@@ -255,7 +255,7 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
          One gateway (`wsmq-gateway serve`, Redis engine, default window 64) or one Node \
          server (`bench/node/ws-rsmq-worker.js`: `ws` + one npm `rsmq-worker` per \
          `/subscribe/<queue>`, default options, delete right after send) against the \
-         bench's Redis. The load tool (`crates/wsmq-load`, {per} clients per process) \
+         bench's Redis. The load tool (`crates/wsmq-load`, {min} or more processes of at most {per} clients) \
          connects every client, each subscribing to its own fresh queue, then publishes \
          with `send_batch` (≤ 50 messages per call, 4 calls in flight, realtime \
          notification on) to those queues in turn; over v1 every message is acked on \
@@ -270,6 +270,7 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
         thousands(plan.node_messages as f64),
         plan.paced_seconds,
         per = load::CLIENTS_PER_PROCESS,
+        min = load::MIN_PROCESSES,
     ));
     text
 }

@@ -233,13 +233,17 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
          subscriber location and an HTTP publisher location, config written by the bench \
          into a temporary prefix; the publisher POSTs. Full speed publishes {} messages \
          (4 publishes in flight), paced runs {PACED_RATE} msgs/s for {} s; bodies are 100 \
-         bytes with the publisher's µs timestamp. Deliveries/s counts distinct \
+         bytes with the publisher's µs timestamp. Subscribers are spread over {} or more \
+         load processes of at most {} clients; the publisher is a process of its own. \
+         Deliveries/s counts distinct \
          deliveries to all subscribers from the first publish to the last delivery; \
          delivered is the share of (messages × subscribers) that arrived (channels are \
          at-most-once). Subscribers stop when they have every message or after 2 s \
          without one.\n",
         thousands(plan.messages as f64),
         plan.paced_seconds,
+        load::MIN_PROCESSES,
+        load::CLIENTS_PER_PROCESS,
     ));
     text
 }

@@ -164,7 +164,7 @@ fn report(rows: &[Row]) -> String {
     }
     text.push_str(&format!(
         "\n### Method\n\n\
-         A fresh server per row. The load tool opens the sessions ({} per process, 64 \
+         A fresh server per row. The load tool opens the sessions ({} or more processes of at most {}, 64 \
          handshakes in flight per process, sockets spread over source addresses \
          127.0.0.2–9): wsmq sessions present a fresh HS256 JWT (verified by the gateway) \
          and subscribe to their own queue over v1, each confirmed by its `ok`; Nchan \
@@ -174,6 +174,7 @@ fn report(rows: &[Row]) -> String {
          upgrade, token check, subscription). After {} s idle, RSS per session = (VmRSS of \
          the server and its child processes with the sessions − before) / sessions; Redis \
          bytes per session from the `used_memory` delta.\n",
+        load::MIN_PROCESSES,
         load::CLIENTS_PER_PROCESS,
         SETTLE.as_secs(),
     ));

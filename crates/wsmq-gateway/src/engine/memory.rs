@@ -21,11 +21,13 @@ use tokio::{
     sync::{Notify, broadcast},
     time::Instant,
 };
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::warn;
 use wsmq_proto::NodeHeartbeat;
 
 use super::{
-    ChannelSubscription, Delivery, Engine, EngineError, InterestGuard, QueueWatch, Received,
+    ChannelSubscription, Delivery, Engine, EngineError, FrameSink, InterestGuard, QueueWatch,
+    Received,
 };
 use crate::channels::ChannelHub;
 
@@ -337,8 +339,13 @@ impl Engine for MemoryEngine {
         }
     }
 
-    fn subscribe_channel(&self, channel: &str) -> ChannelSubscription {
-        self.hub.subscribe(channel)
+    fn subscribe_channel(
+        &self,
+        channel: &str,
+        sink: FrameSink,
+        first: Utf8Bytes,
+    ) -> ChannelSubscription {
+        self.hub.subscribe(channel, sink, first)
     }
 
     fn is_access_token_registered<'a>(

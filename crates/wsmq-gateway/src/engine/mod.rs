@@ -78,17 +78,7 @@ impl QueueWatch {
     }
 }
 
-/// A local subscription to a broadcast channel.
-///
-/// The receiver yields ready-encoded v1 `message` frames: the engine encodes each channel message
-/// once and every local subscriber gets a cheap clone of the same bytes. Dropping it ends the
-/// node's subscription when it was the last local subscriber.
-pub struct ChannelSubscription {
-    /// Encoded `{"op":"message","channel":…,"message":…}` frames.
-    pub frames: broadcast::Receiver<Utf8Bytes>,
-    /// Keeps the node's subscription to the channel alive.
-    pub _guard: InterestGuard,
-}
+pub use crate::channels::{ChannelSubscription, FrameSink};
 
 /// Why an engine operation failed; maps onto the wire codes `not_found`, `invalid`,
 /// `unavailable` and `internal`.
@@ -182,8 +172,15 @@ pub trait Engine: Send + Sync + 'static {
     /// Starts (or joins) listening for the queue's realtime notifications.
     fn watch_queue(&self, queue: &str) -> QueueWatch;
 
-    /// Subscribes locally to a channel (the node subscribes once per channel).
-    fn subscribe_channel(&self, channel: &str) -> ChannelSubscription;
+    /// Subscribes `sink` locally to a channel (the node subscribes once per channel): it gets
+    /// `first` (the subscribe's reply), then every message of the channel, encoded as a v1
+    /// frame, until the subscription drops.
+    fn subscribe_channel(
+        &self,
+        channel: &str,
+        sink: FrameSink,
+        first: Utf8Bytes,
+    ) -> ChannelSubscription;
 
     /// Whether `token` (hex) is registered for `user` (`wsmq:access:{user}`).
     fn is_access_token_registered<'a>(

@@ -183,8 +183,8 @@ pub struct Session {
     pub token: CancellationToken,
     /// Queue subscriptions (dropping one ends it and releases its in-flight messages).
     pub queues: HashMap<QueueName, Subscription>,
-    /// Channel subscriptions: the forwarder's token, cancelled on drop by the guard.
-    pub channels: HashMap<ChannelName, tokio_util::sync::DropGuard>,
+    /// Channel subscriptions (dropping one ends it).
+    pub channels: HashMap<ChannelName, crate::channels::Membership>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
 }

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 use wsmq_proto::{ErrorCode, Ref, ServerFrame, Target, encode_server};
 
 use super::{Reply, Session};
-use crate::{channels, delivery, error::GatewayError};
+use crate::{channels, delivery, error::GatewayError, session::OutFrame};
 
 /// Authorizes and starts the subscription.
 pub(super) async fn apply(session: &mut Session, target: Target, reference: Option<Ref>) -> Reply {
@@ -64,15 +64,15 @@ pub(super) async fn apply(session: &mut Session, target: Target, reference: Opti
                     format!("you may not subscribe to channel {channel}"),
                 );
             }
-            let subscription = gateway.engine.subscribe_channel(channel.as_str());
-            session.send(encode_server(&ServerFrame::ok(reference)));
-            let guard = channels::spawn_forwarder(
-                &gateway,
-                subscription,
-                session.out.clone(),
-                &session.token,
-            );
-            session.channels.insert(channel, guard);
+            let out = session.out.clone();
+            let sink = Box::new(move |frame| {
+                out.push(OutFrame::text(frame));
+            });
+            let ok = encode_server(&ServerFrame::ok(reference)).into();
+            let subscription = gateway.engine.subscribe_channel(channel.as_str(), sink, ok);
+            let membership =
+                channels::Membership::new(subscription, &gateway.metrics.subscriptions);
+            session.channels.insert(channel, membership);
             Reply::Deferred
         }
     }
