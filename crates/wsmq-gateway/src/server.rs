@@ -12,7 +12,7 @@ use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::AsyncWriteExt,
-    net::{TcpListener, TcpStream},
+    net::{TcpListener, TcpSocket, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
@@ -32,6 +32,29 @@ const ADMIN_CONNECTIONS: usize = 256;
 /// The longest part of `--drain-timeout` kept for closing sessions and handing back what is
 /// still unacknowledged (see [`ack_grace`]).
 const CLOSE_MARGIN: Duration = Duration::from_secs(3);
+
+/// Pending connections the kernel holds for `accept` (capped by `net.core.somaxconn`).
+///
+/// A node that dies sends all its clients to the others at once, and a client sees a full
+/// queue as a dropped SYN, retried only after a second. tokio's default of 128 overflowed
+/// with 256 clients connecting at once in `cargo xtask bench sessions`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with a backlog sized for reconnection storms.
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // As `TcpListener::bind` does: a restarted node can bind at once despite TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves `listener` (and `--admin-listen`, when set) until `shutdown` resolves, then drains.
 ///
@@ -54,7 +77,7 @@ pub async fn run(
 ) -> Result<(), GatewayError> {
     let limit = Arc::new(Semaphore::new(gateway.config.max_connections));
     let admin = match gateway.config.admin_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await?),
+        Some(addr) => Some(bind(addr)?),
         None => None,
     };
     node::spawn_workers(&gateway);
@@ -224,4 +247,30 @@ async fn refuse(mut stream: TcpStream) {
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::net::TcpStream;
+
+    /// A burst of connections larger than the usual default backlog (128) completes while
+    /// nobody accepts: with a short queue the kernel drops the extra SYNs and those clients
+    /// wait a second for the retry.
+    #[tokio::test]
+    async fn a_reconnection_burst_fits_in_the_backlog() {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let connect =
+                tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(addr));
+            match connect.await {
+                Ok(stream) => held.push(stream.unwrap()),
+                Err(_) => panic!("connection {i} waited for a SYN retry: the backlog is full"),
+            }
+        }
+        drop(listener);
+    }
 }
