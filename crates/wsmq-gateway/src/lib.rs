@@ -32,6 +32,7 @@ pub mod delivery;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod routes;

@@ -139,11 +139,11 @@ pub async fn handle(
 ///
 /// tungstenite's defaults reserve a 128 KiB read buffer per socket and zero-fill it on
 /// the first read, which alone made an idle session cost ~150 KiB of RSS. Client frames
-/// are small (acks, subscribes); a larger frame reserves what it needs and the buffer
-/// shrinks back as it is consumed. The write side batches frames until a flush or
-/// `WRITE_BUFFER` bytes, so a burst of deliveries still leaves in a few syscalls.
+/// are small (an ack is about 100 bytes), so a read takes a handful of them; a larger
+/// frame makes the buffer grow to what it needs. The write side batches frames until a
+/// flush or `WRITE_BUFFER` bytes, so a burst of deliveries still leaves in a few syscalls.
 fn socket_config(max_frame: usize) -> WebSocketConfig {
-    const READ_BUFFER: usize = 1024;
+    const READ_BUFFER: usize = 512;
     const WRITE_BUFFER: usize = 16 * 1024;
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)

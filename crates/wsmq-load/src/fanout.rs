@@ -6,6 +6,7 @@
 //! one once messages have started, or at the deadline.
 
 use std::{
+    borrow::Cow,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -24,7 +25,7 @@ use crate::{
     emit,
     net::{self, Subscribe, Ws, unix_micros},
     publish::{self, ChannelSink},
-    stats::{Counts, Micros, own_cpu_seconds, parse_body},
+    stats::{Counts, Frame, Micros, own_cpu_seconds, parse_body},
     wait_for_driver,
 };
 
@@ -138,11 +139,11 @@ async fn subscriber(mut ws: Ws, target: Target, shared: Arc<Shared>, stop: Cance
         };
         let now = unix_micros();
         let body = match target {
-            Target::Nchan => Some(text.as_str().to_owned()),
-            Target::Wsmq | Target::Legacy => serde_json::from_str::<serde_json::Value>(&text)
+            Target::Nchan => Some(Cow::Borrowed(text.as_str())),
+            Target::Wsmq | Target::Legacy => serde_json::from_str::<Frame<'_>>(&text)
                 .ok()
-                .filter(|frame| frame["op"] == "message")
-                .and_then(|frame| frame["message"].as_str().map(str::to_owned)),
+                .filter(|frame| frame.op.as_deref() == Some("message"))
+                .and_then(|frame| frame.message),
         };
         let Some((seq, sent)) = body.as_deref().and_then(parse_body) else {
             shared.counts.other.fetch_add(1, Ordering::Relaxed);

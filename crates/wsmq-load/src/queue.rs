@@ -4,16 +4,12 @@
 //! over the legacy dialect the server deletes it once sent. A message counts once per
 //! sequence number: a second arrival is a duplicate, a missing one at the end is lost.
 
-use std::{
-    borrow::Cow,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +19,7 @@ use crate::{
     emit,
     net::{self, Subscribe, Ws, unix_micros},
     publish,
-    stats::{Counts, Micros, own_cpu_seconds, parse_body},
+    stats::{Counts, Frame, Micros, own_cpu_seconds, parse_body},
     wait_for_driver,
 };
 
@@ -36,17 +32,6 @@ struct Shared {
     /// Distinct messages still to come; at zero, `done` fires.
     missing: AtomicU64,
     done: CancellationToken,
-}
-
-/// A frame from the server, v1 or legacy; only the fields that matter here.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(borrow, default)]
-    op: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    message: Option<Cow<'a, str>>,
 }
 
 pub(crate) async fn run(

@@ -1,9 +1,12 @@
 //! What a process measures: latency and handshake histograms, counts, and the result
 //! line that carries them to the driver.
 
-use std::sync::{
-    Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    borrow::Cow,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use base64::Engine as _;
@@ -11,6 +14,7 @@ use hdrhistogram::{
     Histogram,
     serialization::{Serializer as _, V2Serializer},
 };
+use serde::Deserialize;
 
 use crate::net::unix_micros;
 
@@ -120,6 +124,18 @@ pub(crate) fn parse_body(body: &str) -> Option<(u64, u64)> {
     let seq = parts.next()?.parse().ok()?;
     let sent = parts.next()?.parse().ok()?;
     Some((seq, sent))
+}
+
+/// A frame from the server, v1 or legacy; only the fields the load tool reads, borrowed
+/// from the text where possible (no allocation per delivery).
+#[derive(Deserialize)]
+pub(crate) struct Frame<'a> {
+    #[serde(borrow, default)]
+    pub(crate) op: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub(crate) message: Option<Cow<'a, str>>,
 }
 
 /// This process's CPU time so far (utime + stime), seconds.

@@ -10,11 +10,14 @@ use std::time::Instant;
 
 use super::{
     Context, Section, chart,
-    format::thousands,
+    format::{Target, targets_table, thousands},
     load::{self, Load, Merged},
     procfs,
     service::{JWT_SECRET, Service},
 };
+
+const FULL_SPEED: &str = "full speed";
+const PACED_1000: &str = "paced 1,000/s";
 
 /// One measured run.
 pub(super) struct Row {
@@ -87,11 +90,11 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
                 );
                 anyhow::Ok(Row { mode, ..row })
             };
-            let full = measure("full speed".to_owned(), full_messages, 0.0)?;
+            let full = measure(FULL_SPEED.to_owned(), full_messages, 0.0)?;
             let max = full.merged.rate();
             rows.push(full);
             let paced = (1_000.0 * plan.paced_seconds) as u64;
-            rows.push(measure("paced 1,000/s".to_owned(), paced, 1_000.0)?);
+            rows.push(measure(PACED_1000.to_owned(), paced, 1_000.0)?);
             let half = (max / 2.0).max(1.0);
             let messages = (half * plan.paced_seconds) as u64;
             rows.push(measure(
@@ -216,11 +219,46 @@ pub(super) fn common_args(
     .collect()
 }
 
+/// The issue's queue-delivery targets, for each wsmq client count.
+fn targets(rows: &[Row]) -> String {
+    let mut targets = Vec::new();
+    for row in rows.iter().filter(|r| r.system == System::Wsmq.name()) {
+        let m = &row.merged;
+        let clients = thousands(row.clients as f64);
+        if row.mode == FULL_SPEED {
+            targets.push(Target {
+                target: format!(
+                    "{clients} clients, full speed: ≥ 50,000 msgs/s with acks, \
+                     or Redis ≥ 90% of a core; 0 lost"
+                ),
+                measured: format!(
+                    "{} msgs/s, Redis {:.0}%, lost {}",
+                    thousands(m.rate()),
+                    row.redis_cpu,
+                    thousands(m.sent - m.unique)
+                ),
+                met: (m.rate() >= 50_000.0 || row.redis_cpu >= 90.0) && m.sent == m.unique,
+            });
+        } else if row.mode == PACED_1000 {
+            targets.push(Target {
+                target: format!("{clients} clients at 1,000 msgs/s: p50 ≤ 1 ms, p99 ≤ 5 ms"),
+                measured: format!(
+                    "p50 {:.2} ms, p99 {:.2} ms",
+                    m.latency_ms(0.5),
+                    m.latency_ms(0.99)
+                ),
+                met: m.latency_ms(0.5) <= 1.0 && m.latency_ms(0.99) <= 5.0,
+            });
+        }
+    }
+    targets_table(&targets)
+}
+
 fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
-    let mut text = "| system | clients | load | published msgs/s | delivered msgs/s | p50 ms | p99 ms | p99.9 ms \
+    let mut text = targets(rows);
+    text += "| system | clients | load | published msgs/s | delivered msgs/s | p50 ms | p99 ms | p99.9 ms \
                     | max ms | sent | lost | duplicates | server CPU | Redis CPU | load CPU |\n\
-                    |---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
-        .to_owned();
+                    |---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
     for row in rows {
         let m = &row.merged;
         text.push_str(&format!(

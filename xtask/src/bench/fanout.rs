@@ -11,11 +11,13 @@ use std::time::Instant;
 use super::{
     Context, Section, chart,
     delivery::common_args,
-    format::thousands,
+    format::{Target, targets_table, thousands},
     load::{self, Load, Merged},
     procfs,
     service::Service,
 };
+
+const FULL_SPEED: &str = "full speed";
 
 struct Row {
     system: &'static str,
@@ -69,7 +71,7 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
         for &subscribers in plan.subscribers {
             let paced = (PACED_RATE * plan.paced_seconds) as u64;
             for (mode, messages, rate) in [
-                ("full speed".to_owned(), plan.messages, 0.0),
+                (FULL_SPEED.to_owned(), plan.messages, 0.0),
                 (format!("paced {PACED_RATE}/s"), paced, PACED_RATE),
             ] {
                 run_no += 1;
@@ -199,11 +201,53 @@ fn measure(
     })
 }
 
+/// The issue's fan-out targets: p99 at 1,000 subscribers paced, and full-speed deliveries/s
+/// against Nchan's at each size.
+fn targets(rows: &[Row]) -> String {
+    let find = |system: &str, subscribers: usize, full: bool| {
+        rows.iter().find(|r| {
+            r.system == system && r.subscribers == subscribers && (r.mode == FULL_SPEED) == full
+        })
+    };
+    let mut targets = Vec::new();
+    if let Some(row) = find("wsmq", 1_000, false) {
+        let p99 = row.merged.latency_ms(0.99);
+        let nchan = find("Nchan", 1_000, false)
+            .map(|n| format!(" (Nchan: {:.2} ms)", n.merged.latency_ms(0.99)))
+            .unwrap_or_default();
+        targets.push(Target {
+            target: format!("1,000 subscribers at {PACED_RATE} msgs/s: p99 ≤ 15 ms"),
+            measured: format!("p99 {p99:.2} ms{nchan}"),
+            met: p99 <= 15.0,
+        });
+    }
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.subscribers).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for subscribers in sizes {
+        if let (Some(wsmq), Some(nchan)) = (
+            find("wsmq", subscribers, true),
+            find("Nchan", subscribers, true),
+        ) {
+            let (ours, theirs) = (wsmq.merged.rate(), nchan.merged.rate());
+            targets.push(Target {
+                target: format!(
+                    "{} subscribers, full speed: deliveries/s ≥ Nchan's",
+                    thousands(subscribers as f64)
+                ),
+                measured: format!("{} vs {}", thousands(ours), thousands(theirs)),
+                met: ours >= theirs,
+            });
+        }
+    }
+    targets_table(&targets)
+}
+
 fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
-    let mut text = "| system | subscribers | load | published | deliveries/s | delivered | p50 ms \
+    let mut text = targets(rows);
+    text += "| system | subscribers | load | published | deliveries/s | delivered | p50 ms \
                     | p99 ms | p99.9 ms | max ms | duplicates | server CPU | Redis CPU | load CPU |\n\
-                    |---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
-        .to_owned();
+                    |---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
     for row in rows {
         let m = &row.merged;
         let expected = row.messages as f64 * row.subscribers as f64;

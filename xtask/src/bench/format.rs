@@ -24,9 +24,47 @@ pub(crate) fn short(value: f64) -> String {
     }
 }
 
+/// One row of a section's target table: what the issue asks, what the run measured, and
+/// whether that meets it.
+pub(crate) struct Target {
+    pub(crate) target: String,
+    pub(crate) measured: String,
+    pub(crate) met: bool,
+}
+
+/// `### Targets` with one row per target, verdicts computed from the run's own numbers (the
+/// reasons behind a "not met" are in the hand-written findings of docs/benchmarks.md).
+pub(crate) fn targets_table(targets: &[Target]) -> String {
+    let mut text = "### Targets\n\n| target | measured | verdict |\n|---|---|---|\n".to_owned();
+    for t in targets {
+        let verdict = if t.met { "met" } else { "**not met**" };
+        text.push_str(&format!("| {} | {} | {verdict} |\n", t.target, t.measured));
+    }
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{short, thousands};
+    use super::{Target, short, targets_table, thousands};
+
+    #[test]
+    fn target_tables_say_met_or_not_met() {
+        let text = targets_table(&[
+            Target {
+                target: "≥ 5".to_owned(),
+                measured: "6".to_owned(),
+                met: true,
+            },
+            Target {
+                target: "≤ 8 KiB".to_owned(),
+                measured: "12 KiB".to_owned(),
+                met: false,
+            },
+        ]);
+        assert!(text.contains("| ≥ 5 | 6 | met |"));
+        assert!(text.contains("| ≤ 8 KiB | 12 KiB | **not met** |"));
+    }
 
     #[test]
     fn formats_numbers_for_the_tables() {

@@ -11,11 +11,13 @@ use std::{thread, time::Duration};
 use super::{
     Context, Section,
     delivery::common_args,
-    format::thousands,
+    format::{Target, targets_table, thousands},
     load::{self, Load, Merged},
     procfs,
     service::Service,
 };
+
+const WSMQ: &str = "wsmq v1";
 
 struct Row {
     system: &'static str,
@@ -74,7 +76,7 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
                 System::Node => Service::node(ctx.redis)?,
             };
             let (name, target) = match system {
-                System::Wsmq => ("wsmq v1", "wsmq"),
+                System::Wsmq => (WSMQ, "wsmq"),
                 System::Nchan => ("Nchan", "nchan"),
                 System::Node => ("Node ws + rsmq-worker", "legacy"),
             };
@@ -138,12 +140,32 @@ impl Row {
     }
 }
 
+/// The issue's session targets, for each wsmq size: RSS per idle subscribed session
+/// (asked at 19,000) and handshakes/s.
+fn targets(rows: &[Row]) -> String {
+    let mut targets = Vec::new();
+    for row in rows.iter().filter(|r| r.system == WSMQ) {
+        let sessions = thousands(row.sessions as f64);
+        targets.push(Target {
+            target: format!("{sessions} sessions: ≤ 8 KiB gateway RSS per idle subscribed session"),
+            measured: format!("{:.1} KiB", row.rss_per_session()),
+            met: row.rss_per_session() <= 8.0 && row.merged.connected == row.sessions as f64,
+        });
+        targets.push(Target {
+            target: format!("{sessions} sessions: ≥ 5,000 handshakes/s"),
+            measured: format!("{}/s", thousands(row.handshake_rate())),
+            met: row.handshake_rate() >= 5_000.0,
+        });
+    }
+    targets_table(&targets)
+}
+
 fn report(rows: &[Row]) -> String {
-    let mut text = "| system | sessions | connected | failed | handshakes/s | handshake p50 ms \
+    let mut text = targets(rows);
+    text += "| system | sessions | connected | failed | handshakes/s | handshake p50 ms \
                     | p99 ms | server RSS before → with sessions | RSS KiB/session \
                     | Redis bytes/session | closed while idle |\n\
-                    |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n"
-        .to_owned();
+                    |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
     for row in rows {
         let m = &row.merged;
         text.push_str(&format!(

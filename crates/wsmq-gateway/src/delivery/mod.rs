@@ -49,6 +49,7 @@ use wsmq_proto::{MessageId, QueueName, Ref, encode_queue_message, legacy};
 
 use crate::{
     engine::{Delivery, QueueWatch},
+    mailbox,
     session::{Dialect, OutFrame, Outbound, Payload, WriteReport},
     state::Gateway,
 };
@@ -80,8 +81,8 @@ pub enum Command {
     Ack {
         /// The message.
         id: MessageId,
-        /// Echoed in the reply. Boxed, as most requests carry none: commands wait in a
-        /// channel that reserves room for 32 of them per subscription.
+        /// Echoed in the reply. Boxed, as most requests carry none and commands queue up
+        /// by the window-full.
         reference: Option<Box<Ref>>,
     },
     /// Give a delivered message back, visible again after `delay` seconds.
@@ -100,7 +101,7 @@ pub enum Command {
 #[derive(Debug)]
 pub struct Subscription {
     /// Ack and nack requests.
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mailbox::Sender<Command>,
     /// Cancels the task (a child of the session's token).
     pub cancel: CancellationToken,
 }
@@ -127,7 +128,7 @@ pub fn spawn(
     out: Outbound,
     session_cancel: &CancellationToken,
 ) -> Subscription {
-    let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
+    let (commands, command_rx) = mailbox::channel(COMMAND_BUFFER);
     // Only legacy deliveries are reported back once written; v1 sessions, most of them idle
     // much of the time, do not pay for a channel they never use.
     let (written_tx, written) = match dialect {
@@ -169,7 +170,7 @@ struct DeliveryTask {
     /// The session's outbound frames.
     out: Outbound,
     /// Acks and nacks from the session.
-    commands: mpsc::Receiver<Command>,
+    commands: mailbox::Receiver<Command>,
     /// Cloned into legacy deliveries so the writer can report them written. Dropped at the
     /// end, so that `written` closes once the writer holds no more of our deliveries.
     written_tx: Option<mpsc::UnboundedSender<String>>,
@@ -203,8 +204,10 @@ impl DeliveryTask {
             }
             self.deliver(&watch).await;
         }
-        self.drain_queued().await;
-        self.release().await;
+        // Boxed: an idle subscription's task is sized by its largest state, and the ending
+        // states would otherwise make every subscription pay for them all along.
+        Box::pin(self.drain_queued()).await;
+        Box::pin(self.release()).await;
         gateway.metrics.subscriptions.dec();
     }
 
@@ -280,7 +283,7 @@ impl DeliveryTask {
                 }
                 if may_have_more && !self.cancel.is_cancelled() {
                     // Take any acks that came in meanwhile, then receive again.
-                    self.drain_pending().await;
+                    Box::pin(self.drain_pending()).await;
                     continue;
                 }
             }
@@ -292,7 +295,9 @@ impl DeliveryTask {
                 command = self.commands.recv() => match command {
                     Some(command) => {
                         let was_full = self.in_flight.len() >= config.window;
-                        let nacked = self.handle_commands(command).await;
+                        // Boxed here and below: their state is needed while a batch is
+                        // applied, not by every idle subscription for its whole life.
+                        let nacked = Box::pin(self.handle_commands(command)).await;
                         // A nacked message is visible again now or later: receive to take it
                         // or to learn when.
                         may_have_more |= nacked || (was_full && self.in_flight.len() < config.window);
@@ -301,7 +306,7 @@ impl DeliveryTask {
                 },
                 Some(id) = next_written(&mut self.written) => {
                     let was_full = self.in_flight.len() >= config.window;
-                    self.handle_written(id).await;
+                    Box::pin(self.handle_written(id)).await;
                     may_have_more |= was_full && self.in_flight.len() < config.window;
                 }
                 () = notified.as_mut(), if receiving => may_have_more = true,

@@ -12,10 +12,17 @@ pub mod interest;
 pub mod memory;
 pub mod redis;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmq_proto::NodeHeartbeat;
 
@@ -55,7 +62,7 @@ pub struct QueueWatch {
     /// `true` while the engine delivers the queue's notifications to `notify` (Redis: the
     /// node's `SUBSCRIBE {ns}:rt:{q}` is confirmed and its connection is up). `None` when
     /// that holds from the start, as in the in-memory engine.
-    pub listening: Option<watch::Receiver<bool>>,
+    pub listening: Option<Arc<Listening>>,
     /// Keeps the node's interest in the queue alive.
     pub _guard: InterestGuard,
 }
@@ -68,13 +75,45 @@ impl QueueWatch {
     /// that receive is announced to `notify`, so none waits for the poll. (Without it, a send
     /// between the first receive and the engine's `SUBSCRIBE` taking effect would.)
     pub async fn wait_listening(&mut self, limit: Duration) -> bool {
-        let Some(listening) = &mut self.listening else {
+        let Some(listening) = &self.listening else {
             return true;
         };
-        matches!(
-            tokio::time::timeout(limit, listening.wait_for(|on| *on)).await,
-            Ok(Ok(_))
-        )
+        tokio::time::timeout(limit, listening.wait_on())
+            .await
+            .is_ok()
+    }
+}
+
+/// Whether the engine delivers a queue's notifications, and a wake-up for those waiting for
+/// it. One per queue with local consumers; a `watch` channel did the same in 344 bytes.
+#[derive(Debug, Default)]
+pub struct Listening {
+    on: AtomicBool,
+    /// Woken (all waiters) when `on` turns true.
+    turned_on: Notify,
+}
+
+impl Listening {
+    /// Sets the flag, waking the waiters when it turns on.
+    pub fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if on {
+            self.turned_on.notify_waiters();
+        }
+    }
+
+    /// Resolves once the flag is on.
+    async fn wait_on(&self) {
+        loop {
+            // Registered before the check, so a `set(true)` in between is not missed.
+            let turned_on = self.turned_on.notified();
+            tokio::pin!(turned_on);
+            turned_on.as_mut().enable();
+            if self.on.load(Ordering::SeqCst) {
+                return;
+            }
+            turned_on.await;
+        }
     }
 }
 

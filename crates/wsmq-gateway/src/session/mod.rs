@@ -28,16 +28,18 @@ use std::{
 };
 
 use futures_util::{Sink, Stream, StreamExt};
-use tokio::{
-    sync::mpsc::{self, error::TrySendError},
-    time::Instant,
-};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 use wsmq_proto::{ChannelName, CloseCode, QueueName};
 
-use crate::{auth::Identity, delivery::Subscription, state::Gateway};
+use crate::{
+    auth::Identity,
+    delivery::Subscription,
+    mailbox::{self, TrySendError},
+    state::Gateway,
+};
 
 /// The protocol a session speaks, chosen at the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +52,7 @@ pub enum Dialect {
 
 /// A frame on its way to the socket.
 ///
-/// Kept small on purpose: every session's outbound queue allocates room for a block of
-/// these up front (tokio's mpsc), idle or not, so each byte here costs 32 per session.
+/// Kept small: a busy session's outbound queue holds up to `--outbound-buffer` of these.
 #[derive(Debug)]
 pub struct OutFrame {
     /// What to send.
@@ -139,7 +140,7 @@ impl Closer {
 #[derive(Debug, Clone)]
 pub struct Outbound {
     /// Bounded by `--outbound-buffer`.
-    tx: mpsc::Sender<OutFrame>,
+    tx: mailbox::Sender<OutFrame>,
     /// Closes the session with 4008 when the queue is full.
     closer: Closer,
     /// The session's queue subscriptions: in a drain, the session closes (1012) once they
@@ -227,7 +228,7 @@ pub async fn run<W, R>(
 {
     let token = gateway.shutdown.token.child_token();
     let closer = Closer::new(token.clone());
-    let (tx, rx) = mpsc::channel(gateway.config.outbound_buffer);
+    let (tx, rx) = mailbox::channel(gateway.config.outbound_buffer);
     let out = Outbound {
         tx,
         closer: closer.clone(),

@@ -13,7 +13,6 @@ use std::{
 };
 
 use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{
     self, Message,
     protocol::{CloseFrame, frame::coding::CloseCode as WsCloseCode},
@@ -22,7 +21,7 @@ use tracing::debug;
 use wsmq_proto::CloseCode;
 
 use super::{Closer, OutFrame, WriteReport};
-use crate::state::Gateway;
+use crate::{mailbox, state::Gateway};
 
 /// Frames written per flush at most (the rest wait for the next flush).
 const WRITE_BATCH: usize = 64;
@@ -33,7 +32,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// fails; then the close frame.
 pub(super) async fn run<W>(
     mut sink: W,
-    mut rx: mpsc::Receiver<OutFrame>,
+    mut rx: mailbox::Receiver<OutFrame>,
     closer: Closer,
     gateway: Arc<Gateway>,
 ) where

@@ -266,7 +266,7 @@ impl Engine for RedisEngine {
         let (wake, guard) = self.queues.join(queue, || Arc::new(QueueWake::new()));
         QueueWatch {
             notify: Arc::clone(&wake.notify),
-            listening: Some(wake.listening.subscribe()),
+            listening: Some(Arc::clone(&wake.listening)),
             _guard: guard,
         }
     }

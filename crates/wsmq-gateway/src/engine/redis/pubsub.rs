@@ -24,12 +24,12 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use redis::{Client, Msg, RedisResult, aio::PubSubSink};
-use tokio::sync::{Notify, broadcast, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wsmq_proto::keys;
 
-use super::super::{EngineError, interest::Interests};
+use super::super::{EngineError, Listening, interest::Interests};
 use crate::channels::ChannelHub;
 
 /// Backoff between reconnection attempts: doubles from the first to the last value. The cap
@@ -49,7 +49,7 @@ pub(super) struct QueueWake {
     /// Woken with `notify_waiters` on each realtime notification of the queue.
     pub(super) notify: Arc<Notify>,
     /// Whether the node's `SUBSCRIBE` to the queue's realtime channel is in effect.
-    pub(super) listening: watch::Sender<bool>,
+    pub(super) listening: Arc<Listening>,
 }
 
 impl QueueWake {
@@ -57,7 +57,7 @@ impl QueueWake {
     pub(super) fn new() -> QueueWake {
         QueueWake {
             notify: Arc::new(Notify::new()),
-            listening: watch::Sender::new(false),
+            listening: Arc::default(),
         }
     }
 }
@@ -164,7 +164,7 @@ impl PubSub {
                 warn!("pub/sub connection lost; reconnecting");
                 // New consumers of these queues wait (bounded) for the re-subscribe.
                 for (_, wake) in self.queues.entries() {
-                    wake.listening.send_replace(false);
+                    wake.listening.set(false);
                 }
             }
         });
@@ -206,7 +206,7 @@ impl PubSub {
                 ))
             })??;
         for (_, wake) in queues {
-            wake.listening.send_replace(true);
+            wake.listening.set(true);
         }
         Ok((sink, stream))
     }
@@ -264,7 +264,7 @@ impl PubSub {
             if subscribing {
                 sink.subscribe(&channels).await?;
                 for wake in wakes {
-                    wake.listening.send_replace(true);
+                    wake.listening.set(true);
                 }
             } else {
                 sink.unsubscribe(&channels).await?;

@@ -3,11 +3,10 @@
 //! The ack is handed to the queue's subscription task, which knows what it delivered (an id
 //! it did not deliver is `not_found`) and deletes all acks waiting in one batch.
 
-use tokio::sync::mpsc;
 use wsmq_proto::{ErrorCode, MessageId, QueueName, Ref};
 
 use super::{Reply, Session};
-use crate::delivery::Command;
+use crate::{delivery::Command, mailbox};
 
 /// Forwards the ack to the subscription, which replies.
 pub(super) async fn apply(
@@ -29,7 +28,7 @@ pub(super) async fn apply(
     };
     match subscription.commands.send(command).await {
         Ok(()) => Reply::Deferred,
-        Err(mpsc::error::SendError(
+        Err(mailbox::SendError(
             Command::Ack { reference, .. } | Command::Nack { reference, .. },
         )) => Reply::error(
             reference.map(|r| *r),

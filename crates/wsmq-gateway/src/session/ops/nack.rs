@@ -1,11 +1,10 @@
 //! `{"op":"nack","queue","id","delay"?}`: give the message back, visible again after `delay`
 //! seconds (0 by default), to be delivered again with `rc` incremented.
 
-use tokio::sync::mpsc;
 use wsmq_proto::{ErrorCode, MessageId, QueueName, Ref};
 
 use super::{Reply, Session};
-use crate::delivery::Command;
+use crate::{delivery::Command, mailbox};
 
 /// Forwards the nack to the subscription, which replies.
 pub(super) async fn apply(
@@ -29,7 +28,7 @@ pub(super) async fn apply(
     };
     match subscription.commands.send(command).await {
         Ok(()) => Reply::Deferred,
-        Err(mpsc::error::SendError(
+        Err(mailbox::SendError(
             Command::Nack { reference, .. } | Command::Ack { reference, .. },
         )) => Reply::error(
             reference.map(|r| *r),
