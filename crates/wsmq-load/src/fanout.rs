@@ -77,7 +77,7 @@ pub(crate) async fn run(
         .into_iter()
         .map(|(_, ws)| tokio::spawn(subscriber(ws, common.target, shared.clone(), stop.clone())))
         .collect();
-    emit(&ready);
+    emit(&ready)?;
     wait_for_driver().await;
 
     let cpu_before = own_cpu_seconds();
@@ -117,7 +117,7 @@ pub(crate) async fn run(
     result["started_us"] = started.into();
     result["latency"] = shared.latency.encode().into();
     result["cpu_seconds"] = cpu.into();
-    emit(&result);
+    emit(&result)?;
     Ok(())
 }
 

@@ -34,8 +34,9 @@ mod queue;
 mod sessions;
 mod stats;
 
-use std::time::Duration;
+use std::{io::Write as _, time::Duration};
 
+use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs the scenario of `cli` to the end.
@@ -53,8 +54,15 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
 }
 
 /// Prints one JSON line on stdout, the channel to the driver.
-fn emit(value: &serde_json::Value) {
-    println!("{value}");
+///
+/// # Errors
+///
+/// When stdout is closed: the driver is gone, and so is any reason to go on.
+fn emit(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")
+        .and_then(|()| out.flush())
+        .context("writing to the driver on stdout")
 }
 
 /// Waits for one line on stdin (or its end): the driver's go-ahead.

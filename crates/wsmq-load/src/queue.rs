@@ -69,7 +69,7 @@ pub(crate) async fn run(
             stop.clone(),
         )));
     }
-    emit(&ready);
+    emit(&ready)?;
     wait_for_driver().await;
 
     let cpu_before = own_cpu_seconds();
@@ -105,7 +105,7 @@ pub(crate) async fn run(
     .into();
     result["latency"] = shared.latency.encode().into();
     result["cpu_seconds"] = cpu.into();
-    emit(&result);
+    emit(&result)?;
     Ok(())
 }
 

@@ -53,7 +53,7 @@ pub(crate) async fn run(common: &Common, deadline: Instant) -> anyhow::Result<()
             })
         })
         .collect();
-    emit(&ready);
+    emit(&ready)?;
     tokio::select! {
         () = wait_for_driver() => {}
         () = tokio::time::sleep_until(deadline) => {}
@@ -64,6 +64,6 @@ pub(crate) async fn run(common: &Common, deadline: Instant) -> anyhow::Result<()
     }
     let mut result = counts.json();
     result["event"] = "result".into();
-    emit(&result);
+    emit(&result)?;
     Ok(())
 }

@@ -307,7 +307,7 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
         thousands(plan.messages as f64),
         thousands(plan.node_messages as f64),
         plan.paced_seconds,
-        per = load::CLIENTS_PER_PROCESS,
+        per = thousands(load::CLIENTS_PER_PROCESS as f64),
         min = load::MIN_PROCESSES,
     ));
     text

@@ -287,7 +287,7 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
         thousands(plan.messages as f64),
         plan.paced_seconds,
         load::MIN_PROCESSES,
-        load::CLIENTS_PER_PROCESS,
+        thousands(load::CLIENTS_PER_PROCESS as f64),
     ));
     text
 }

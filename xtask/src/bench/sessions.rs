@@ -197,7 +197,7 @@ fn report(rows: &[Row]) -> String {
          the server and its child processes with the sessions − before) / sessions; Redis \
          bytes per session from the `used_memory` delta.\n",
         load::MIN_PROCESSES,
-        load::CLIENTS_PER_PROCESS,
+        thousands(load::CLIENTS_PER_PROCESS as f64),
         SETTLE.as_secs(),
     ));
     text
