@@ -78,3 +78,57 @@ async fn a_channel_message_reaches_subscribers_on_other_nodes() {
     fan_out(&a, &b).await;
     fan_out(&a, &a).await;
 }
+
+/// A pub/sub connection whose peer vanished without closing it (here: a proxy that stops
+/// forwarding) is found by the node's PING and replaced: channel messages flow again within
+/// seconds. Without the check they stopped for good, wake-ups and revocations with them.
+#[tokio::test]
+async fn a_silent_pub_sub_connection_is_replaced() {
+    let redis = RedisServer::start();
+    let proxy = support::proxy::FreezingProxy::start(&redis.url()).await;
+    let gw = TestGateway::builder().redis_url(proxy.url()).start().await;
+    let room = format!("room-{}", unique());
+    let mut alice = member(&gw, "alice").await;
+    let r = alice
+        .request(json!({"op": "subscribe", "channel": room, "ref": 1}))
+        .await;
+    assert_eq!(r["op"], "ok");
+    // Published straight to Redis, past the proxy.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut direct = client.get_multiplexed_async_connection().await.unwrap();
+    let publish = |body: String| {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(wsmq_proto::keys::channel(&room)).arg(body);
+        cmd
+    };
+    // The node's SUBSCRIBE may still be on its way: publish until one arrives.
+    let mut got = None;
+    for i in 0..40 {
+        let _: i64 = publish(format!("before {i}"))
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        if let Some(text) = alice.next_text(Duration::from_millis(100)).await {
+            got = Some(text);
+            break;
+        }
+    }
+    assert!(got.is_some(), "no channel message before the freeze");
+
+    proxy.freeze();
+    let frozen_at = std::time::Instant::now();
+    let mut after = None;
+    while frozen_at.elapsed() < Duration::from_secs(20) {
+        let _: i64 = publish("after".to_owned())
+            .query_async(&mut direct)
+            .await
+            .unwrap();
+        let text = alice.next_text(Duration::from_millis(250)).await;
+        if text.is_some_and(|text| text.contains("\"after\"")) {
+            after = Some(frozen_at.elapsed());
+            break;
+        }
+    }
+    let after = after.expect("no channel message within 20 s of the connection going silent");
+    eprintln!("channel messages flowed again {after:?} after the freeze");
+}

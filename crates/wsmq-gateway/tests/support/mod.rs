@@ -24,6 +24,7 @@ macro_rules! on_both_engines {
 }
 
 pub mod process;
+pub mod proxy;
 
 use std::{
     net::SocketAddr,
@@ -230,6 +231,12 @@ impl Builder {
     /// Uses the Redis engine on `server`, in a namespace of its own.
     pub fn redis(mut self, server: &RedisServer) -> Builder {
         self.redis = Some(server.url());
+        self
+    }
+
+    /// Uses the Redis engine at `url` (say, through a proxy), in a namespace of its own.
+    pub fn redis_url(mut self, url: String) -> Builder {
+        self.redis = Some(url);
         self
     }
 

@@ -12,6 +12,9 @@
 //! drops. A new consumer waits for that before its first receive, so that every message sent
 //! after the receive is announced to it.
 //!
+//! The connection is checked with a `PING` every [`PING_INTERVAL`]: one that stopped answering
+//! without closing (its peer vanished) is dropped like a closed one.
+//!
 //! If the connection drops, the task reconnects with backoff (cut short as soon as the
 //! engine's command connection reaches Redis again) and subscribes to everything still
 //! wanted; once Redis confirmed that, it wakes every local consumer, because notifications
@@ -40,6 +43,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long one connection attempt (connect and subscribe) may take, so that an unreachable
 /// host (no RST, packets dropped) means a retry rather than a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the connection is checked with a `PING`, and how long that (or a `SUBSCRIBE` or
+/// `UNSUBSCRIBE`) may take to be answered before the connection is given up. A connection
+/// whose peer vanished without a FIN or RST (a partition, a frozen host, a NAT that forgot
+/// it) stays open and silent: unchecked, the node would stop receiving wake-ups, channel
+/// messages and revocations until it restarted.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most channels in one `SUBSCRIBE`/`UNSUBSCRIBE`, so one command stays a modest size.
 const MAX_CHANNELS_PER_COMMAND: usize = 1024;
 
@@ -214,6 +224,9 @@ impl PubSub {
     /// Serves one connection: `false` when the engine is gone, `true` when the connection
     /// dropped.
     async fn serve(&mut self, mut sink: PubSubSink, mut stream: redis::aio::PubSubStream) -> bool {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return false,
@@ -221,9 +234,31 @@ impl PubSub {
                     let Some(command) = command else {
                         return false;
                     };
-                    if let Err(err) = self.apply(&mut sink, command).await {
-                        warn!(cause = %err, "pub/sub command failed");
-                        return true;
+                    // A command that is cut short is not lost: the reconnect subscribes to
+                    // everything wanted by then.
+                    match tokio::time::timeout(REPLY_TIMEOUT, self.apply(&mut sink, command)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            warn!(cause = %err, "pub/sub command failed");
+                            return true;
+                        }
+                        Err(_) => {
+                            warn!(timeout = ?REPLY_TIMEOUT, "pub/sub command unanswered");
+                            return true;
+                        }
+                    }
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout(REPLY_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => {
+                            warn!(cause = %err, "pub/sub ping failed");
+                            return true;
+                        }
+                        Err(_) => {
+                            warn!(timeout = ?REPLY_TIMEOUT, "pub/sub connection unresponsive: no reply to PING");
+                            return true;
+                        }
                     }
                 }
                 msg = stream.next() => match msg {
