@@ -236,29 +236,13 @@ impl PubSub {
                     };
                     // A command that is cut short is not lost: the reconnect subscribes to
                     // everything wanted by then.
-                    match tokio::time::timeout(REPLY_TIMEOUT, self.apply(&mut sink, command)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(err)) => {
-                            warn!(cause = %err, "pub/sub command failed");
-                            return true;
-                        }
-                        Err(_) => {
-                            warn!(timeout = ?REPLY_TIMEOUT, "pub/sub command unanswered");
-                            return true;
-                        }
+                    if !answered("command", self.apply(&mut sink, command)).await {
+                        return true;
                     }
                 }
                 _ = ping.tick() => {
-                    match tokio::time::timeout(REPLY_TIMEOUT, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(err)) => {
-                            warn!(cause = %err, "pub/sub ping failed");
-                            return true;
-                        }
-                        Err(_) => {
-                            warn!(timeout = ?REPLY_TIMEOUT, "pub/sub connection unresponsive: no reply to PING");
-                            return true;
-                        }
+                    if !answered("PING", sink.ping::<redis::Value>()).await {
+                        return true;
                     }
                 }
                 msg = stream.next() => match msg {
@@ -320,6 +304,22 @@ impl PubSub {
         } else if channel == keys::REVOKE_CHANNEL {
             let user = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
             let _ = self.revocations.send(user);
+        }
+    }
+}
+
+/// Waits at most [`REPLY_TIMEOUT`] for Redis to answer `what`; `false`, logged, when it failed
+/// or did not answer (the connection is then given up).
+async fn answered<T>(what: &str, reply: impl Future<Output = RedisResult<T>>) -> bool {
+    match tokio::time::timeout(REPLY_TIMEOUT, reply).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(err)) => {
+            warn!(cause = %err, "pub/sub {what} failed");
+            false
+        }
+        Err(_) => {
+            warn!(timeout = ?REPLY_TIMEOUT, "pub/sub connection unresponsive: no reply to {what}");
+            false
         }
     }
 }
