@@ -6,13 +6,10 @@
 //! latency from the µs timestamp in each body. Each system runs at full speed, then paced
 //! at 1,000 msgs/s, then paced at half the rate it reached at full speed.
 
-use std::time::Instant;
-
 use super::{
     Context, Section, chart,
     format::{Target, targets_table, thousands},
-    load::{self, Load, Merged},
-    procfs,
+    load::{self, Merged},
     service::{JWT_SECRET, Service},
 };
 
@@ -167,32 +164,20 @@ fn measure(
             args
         })
         .collect();
-    let mut load = Load::start(per_process)?;
-    let (server_cpu, redis_cpu) = (
-        procfs::cpu_seconds(server.pid()),
-        procfs::cpu_seconds(ctx.redis.pid()),
-    );
-    let started = Instant::now();
-    load.signal()?;
-    let ready = std::mem::take(&mut load.ready);
-    let results = load.finish()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let merged = Merged::of(&ready, &results)?;
-    anyhow::ensure!(
-        merged.connect_failures == 0.0,
-        "{} of {clients} clients could not connect: {}",
-        merged.connect_failures,
-        merged.first_error.as_deref().unwrap_or("?")
-    );
-    let percent = |cpu: f64| 100.0 * cpu / seconds;
+    let run = load::timed_run(
+        per_process,
+        server.pid(),
+        ctx.redis.pid(),
+        &format!("{clients} clients"),
+    )?;
     Ok(Row {
         system: system.name(),
         clients,
         mode: String::new(),
-        server_cpu: percent(procfs::cpu_seconds(server.pid()) - server_cpu),
-        redis_cpu: percent(procfs::cpu_seconds(ctx.redis.pid()) - redis_cpu),
-        load_cpu: percent(merged.cpu_seconds),
-        merged,
+        server_cpu: run.server_cpu,
+        redis_cpu: run.redis_cpu,
+        load_cpu: run.load_cpu,
+        merged: run.merged,
     })
 }
 

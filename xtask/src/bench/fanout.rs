@@ -6,14 +6,11 @@
 //! publisher does; Nchan: `POST /pub/<channel>`); the subscriber processes measure
 //! publish → deliver latency from the µs timestamp in each body.
 
-use std::time::Instant;
-
 use super::{
     Context, Section, chart,
     delivery::common_args,
     format::{Target, targets_table, thousands},
-    load::{self, Load, Merged},
-    procfs,
+    load::{self, Merged},
     service::Service,
 };
 
@@ -171,33 +168,21 @@ fn measure(
     publisher.extend(fanout(true));
     per_process.push(publisher);
 
-    let mut load = Load::start(per_process)?;
-    let (server_cpu, redis_cpu) = (
-        procfs::cpu_seconds(server.pid()),
-        procfs::cpu_seconds(ctx.redis.pid()),
-    );
-    let started = Instant::now();
-    load.signal()?;
-    let ready = std::mem::take(&mut load.ready);
-    let results = load.finish()?;
-    let seconds = started.elapsed().as_secs_f64();
-    let merged = Merged::of(&ready, &results)?;
-    anyhow::ensure!(
-        merged.connect_failures == 0.0,
-        "{} of {subscribers} subscribers could not connect: {}",
-        merged.connect_failures,
-        merged.first_error.as_deref().unwrap_or("?")
-    );
-    let percent = |cpu: f64| 100.0 * cpu / seconds;
+    let run = load::timed_run(
+        per_process,
+        server.pid(),
+        ctx.redis.pid(),
+        &format!("{subscribers} subscribers"),
+    )?;
     Ok(Row {
         system: "",
         subscribers,
         mode: String::new(),
         messages,
-        server_cpu: percent(procfs::cpu_seconds(server.pid()) - server_cpu),
-        redis_cpu: percent(procfs::cpu_seconds(ctx.redis.pid()) - redis_cpu),
-        load_cpu: percent(merged.cpu_seconds),
-        merged,
+        server_cpu: run.server_cpu,
+        redis_cpu: run.redis_cpu,
+        load_cpu: run.load_cpu,
+        merged: run.merged,
     })
 }
 

@@ -105,6 +105,50 @@ impl Drop for Load {
 /// results (fan-out to 1,000 at 50/s: p99 26.6 ms with one process, 19.1 ms with two).
 pub(crate) const MIN_PROCESSES: usize = 2;
 
+/// What one timed run measured: the load processes' merged lines, and the CPU of the server
+/// and Redis over the run, as % of one core.
+pub(crate) struct Timed {
+    pub(crate) merged: Merged,
+    pub(crate) server_cpu: f64,
+    pub(crate) redis_cpu: f64,
+    pub(crate) load_cpu: f64,
+}
+
+/// Starts the load processes, waits until all `clients` are connected (failing if any could
+/// not), gives the go-ahead and collects the results, reading the server's (`server_pid`)
+/// and Redis's (`redis_pid`) CPU time around the run.
+pub(crate) fn timed_run(
+    per_process: Vec<Vec<String>>,
+    server_pid: u32,
+    redis_pid: u32,
+    clients: &str,
+) -> anyhow::Result<Timed> {
+    let mut load = Load::start(per_process)?;
+    let (server_before, redis_before) = (
+        super::procfs::cpu_seconds(server_pid),
+        super::procfs::cpu_seconds(redis_pid),
+    );
+    let started = std::time::Instant::now();
+    load.signal()?;
+    let ready = std::mem::take(&mut load.ready);
+    let results = load.finish()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let merged = Merged::of(&ready, &results)?;
+    anyhow::ensure!(
+        merged.connect_failures == 0.0,
+        "{} of {clients} could not connect: {}",
+        merged.connect_failures,
+        merged.first_error.as_deref().unwrap_or("?")
+    );
+    let percent = |cpu: f64| 100.0 * cpu / seconds;
+    Ok(Timed {
+        server_cpu: percent(super::procfs::cpu_seconds(server_pid) - server_before),
+        redis_cpu: percent(super::procfs::cpu_seconds(redis_pid) - redis_before),
+        load_cpu: percent(merged.cpu_seconds),
+        merged,
+    })
+}
+
 /// Splits `clients` into at least [`MIN_PROCESSES`] processes of at most
 /// [`CLIENTS_PER_PROCESS`]: `(first, count)`.
 pub(crate) fn split(clients: usize) -> Vec<(usize, usize)> {

@@ -96,6 +96,17 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The request's `ref`, for a reply made without the subscription.
+    pub fn into_reference(self) -> Option<Ref> {
+        match self {
+            Command::Ack { reference, .. } | Command::Nack { reference, .. } => {
+                reference.map(|r| *r)
+            }
+        }
+    }
+}
+
 /// The session's end of a running subscription. Dropping it (or cancelling) ends the task,
 /// which still applies the commands sent before (see the module docs).
 #[derive(Debug)]

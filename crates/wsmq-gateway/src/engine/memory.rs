@@ -21,14 +21,10 @@ use tokio::{
     sync::{Notify, broadcast},
     time::Instant,
 };
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tracing::warn;
 use wsmq_proto::NodeHeartbeat;
 
-use super::{
-    ChannelSubscription, Delivery, Engine, EngineError, FrameSink, InterestGuard, QueueWatch,
-    Received,
-};
+use super::{Delivery, Engine, EngineError, InterestGuard, QueueWatch, Received};
 use crate::channels::ChannelHub;
 
 /// Default visibility timeout of a queue created by the gateway (rsmq default), seconds.
@@ -339,13 +335,8 @@ impl Engine for MemoryEngine {
         }
     }
 
-    fn subscribe_channel(
-        &self,
-        channel: &str,
-        sink: FrameSink,
-        first: Utf8Bytes,
-    ) -> ChannelSubscription {
-        self.hub.subscribe(channel, sink, first)
+    fn channels(&self) -> &ChannelHub {
+        &self.hub
     }
 
     fn is_access_token_registered<'a>(

@@ -211,6 +211,9 @@ pub trait Engine: Send + Sync + 'static {
     /// Starts (or joins) listening for the queue's realtime notifications.
     fn watch_queue(&self, queue: &str) -> QueueWatch;
 
+    /// The node's local channel fan-out, which the engine feeds with channel messages.
+    fn channels(&self) -> &crate::channels::ChannelHub;
+
     /// Subscribes `sink` locally to a channel (the node subscribes once per channel): it gets
     /// `first` (the subscribe's reply), then every message of the channel, encoded as a v1
     /// frame, until the subscription drops.
@@ -219,7 +222,9 @@ pub trait Engine: Send + Sync + 'static {
         channel: &str,
         sink: FrameSink,
         first: Utf8Bytes,
-    ) -> ChannelSubscription;
+    ) -> ChannelSubscription {
+        self.channels().subscribe(channel, sink, first)
+    }
 
     /// Whether `token` (hex) is registered for `user` (`wsmq:access:{user}`).
     fn is_access_token_registered<'a>(

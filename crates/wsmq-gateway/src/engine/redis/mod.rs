@@ -32,14 +32,13 @@ use futures_util::future::{BoxFuture, FutureExt};
 use prometheus_client::metrics::counter::Counter;
 use redis::Client;
 use tokio::sync::{Notify, broadcast, mpsc};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
 use self::pubsub::{PubSub, PubSubCommand, QueueWake};
-use super::{ChannelSubscription, Delivery, Engine, EngineError, FrameSink, QueueWatch, Received};
+use super::{Delivery, Engine, EngineError, QueueWatch, Received};
 use crate::{channels::ChannelHub, engine::interest::Interests};
 
 /// The Redis engine's counters, registered by the gateway.
@@ -271,13 +270,8 @@ impl Engine for RedisEngine {
         }
     }
 
-    fn subscribe_channel(
-        &self,
-        channel: &str,
-        sink: FrameSink,
-        first: Utf8Bytes,
-    ) -> ChannelSubscription {
-        self.hub.subscribe(channel, sink, first)
+    fn channels(&self) -> &ChannelHub {
+        &self.hub
     }
 
     fn is_access_token_registered<'a>(

@@ -15,23 +15,27 @@ pub(super) async fn apply(
     id: MessageId,
     reference: Option<Ref>,
 ) -> Reply {
-    let Some(subscription) = session.queues.get(&queue) else {
-        return Reply::error(
-            reference,
-            ErrorCode::NotFound,
-            "not subscribed to that queue",
-        );
-    };
     let command = Command::Ack {
         id,
         reference: reference.map(Box::new),
     };
+    forward(session, &queue, command).await
+}
+
+/// Hands an ack or nack to the subscription of `queue`, which replies; replies itself when
+/// there is no such subscription or it has ended.
+pub(super) async fn forward(session: &Session, queue: &QueueName, command: Command) -> Reply {
+    let Some(subscription) = session.queues.get(queue) else {
+        return Reply::error(
+            command.into_reference(),
+            ErrorCode::NotFound,
+            "not subscribed to that queue",
+        );
+    };
     match subscription.commands.send(command).await {
         Ok(()) => Reply::Deferred,
-        Err(mailbox::SendError(
-            Command::Ack { reference, .. } | Command::Nack { reference, .. },
-        )) => Reply::error(
-            reference.map(|r| *r),
+        Err(mailbox::SendError(command)) => Reply::error(
+            command.into_reference(),
             ErrorCode::Unavailable,
             "subscription ended",
         ),
