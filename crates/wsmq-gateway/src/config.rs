@@ -140,9 +140,22 @@ pub struct ServeArgs {
     pub admin_listen: Option<SocketAddr>,
 }
 
-/// A secret that never shows in `Debug` output or logs.
+/// A secret that never shows in `Debug` output or logs; its value is read with
+/// [`Secret::expose`], so every place that uses it is easy to find.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -393,6 +406,7 @@ impl ServeArgs {
 
 impl Config {
     /// The defaults with a fixed JWT secret: what tests start from.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn for_tests(jwt_secret: &str) -> Config {
         ServeArgs {
             jwt_secret: Some(jwt_secret.to_owned()),

@@ -6,43 +6,48 @@
 //!
 //! # Layout
 //!
+//! Imports run one way, from the top of this list down (`docs/architecture.md` draws it):
+//!
 //! - [`config`]: clap `serve` options, TOML merge, validated [`Config`].
-//! - [`shutdown`]: `signal()` and the root cancellation token + task tracker.
-//! - [`server`]: the accept loop (connection limit, backoff, hyper with upgrades, drain).
-//! - [`routes`]: `/healthz`, `/readyz`, `/metrics`, `/api/publish`, upgrade dispatch.
-//! - [`upgrade`]: WebSocket handshake: validation, auth, subprotocol, 101.
-//! - [`demo`]: `/client/wsmq.js`, and with `--demo` the chat page and its token endpoint.
-//! - [`auth`]: [`auth::Identity`], JWT and access-token authentication, authorization globs.
-//! - [`session`]: one WebSocket session: reader/writer tasks, the legacy and v1 dialects,
-//!   one module per v1 op under `session::ops`, the inbound rate limit in `session::rate`.
-//! - [`delivery`]: one task per queue subscription: window, batched receive, realtime
-//!   wake-ups, the precise timer and the poll fallback; `delivery::commands` batches the acks,
-//!   nacks and releases.
-//! - [`channels`]: the per-node channel hub (encode once, fan out to local subscribers).
-//! - [`engine`]: the [`engine::Engine`] trait and its Redis and in-memory implementations.
-//! - [`node`]: node identity and the heartbeat key.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`state`]: [`state::Gateway`], what every connection shares.
-//! - [`error`]: [`GatewayError`] and its mapping to HTTP statuses and wire codes.
+//! - `server`: the accept loops (connection limit, backoff, hyper with upgrades, drain).
+//! - `routes`: `/healthz`, `/readyz`, `/metrics`, `/api/publish`, upgrade dispatch; `demo`:
+//!   `/client/wsmq.js`, and with `--demo` the chat page and its token endpoint.
+//! - `upgrade`: WebSocket handshake: validation, auth, subprotocol, 101.
+//! - `session`: one WebSocket session: reader/writer tasks, the legacy and v1 dialects, one
+//!   module per v1 op under `session::ops`, subscribing in `session::subscribe`.
+//! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats and revocations.
+//! - `delivery`: one task per queue subscription: window, batched receive, realtime wake-ups,
+//!   the precise timer and the poll fallback; `delivery::commands` batches acks and nacks.
+//! - `state`: `Gateway`, what every connection shares: the engine, the channel hub, the
+//!   authenticator, the session registry; `auth`: identities, JWT and access tokens, grants.
+//! - `hub`: the node's channel hub (encode once, fan out to local subscribers), the engine's
+//!   broker handler; `outbound`: the frames a session sends and the queue they wait in.
+//! - [`engine`]: the three engine interfaces (queue store, broker, cluster state) and their
+//!   Redis and in-memory implementations.
+//! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
 
-pub mod auth;
-pub mod channels;
+mod auth;
+mod clock;
 pub mod config;
-pub mod delivery;
-pub mod demo;
+mod delivery;
+mod demo;
 pub mod engine;
 pub mod error;
-pub mod mailbox;
-pub mod metrics;
-pub mod node;
-pub mod routes;
+mod http;
+mod hub;
+mod mailbox;
+mod metrics;
+mod node;
+mod outbound;
+mod publish;
+mod routes;
 pub mod server;
-pub mod session;
+mod session;
 pub mod shutdown;
-pub mod state;
-pub mod upgrade;
+mod state;
+mod upgrade;
 
-use std::{future::Future, sync::Arc};
+use std::future::Future;
 
 use tokio::net::TcpListener;
 
@@ -70,15 +75,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let metrics = Metrics::new();
-    let engine: Arc<dyn Engine> = match &config.redis_url {
+    let engine = match &config.redis_url {
         Some(url) => {
             let counters = RedisMetrics {
                 pubsub_reconnects: metrics.pubsub_reconnects.clone(),
                 command_reconnects: metrics.redis_reconnects.clone(),
             };
-            RedisEngine::connect(url, &config.rsmq_ns, counters).await?
+            RedisEngine::connect(url, &config.rsmq_ns, counters)
+                .await?
+                .engine()
         }
-        None => MemoryEngine::new(),
+        None => MemoryEngine::new().engine(),
     };
     let addr = listener.local_addr()?;
     let gateway = state::Gateway::new(config, engine, metrics, addr)?;
@@ -86,7 +93,7 @@ pub async fn run(
 }
 
 /// Like [`run`], with an engine built by the caller (tests use this to reach the
-/// in-memory engine's registry of access tokens).
+/// in-memory engine's registry of access tokens, and a new engine could be tried this way).
 ///
 /// # Errors
 ///
@@ -94,7 +101,7 @@ pub async fn run(
 pub async fn serve(
     listener: TcpListener,
     config: Config,
-    engine: Arc<dyn Engine>,
+    engine: Engine,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let addr = listener.local_addr()?;

@@ -22,7 +22,7 @@ use std::{
 use tokio::sync::Notify;
 
 /// Creates a queue holding at most `capacity` items.
-pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -68,7 +68,7 @@ impl<T> Shared<T> {
 
 /// Why `try_send` did not queue the item (which it hands back).
 #[derive(Debug, PartialEq, Eq)]
-pub enum TrySendError<T> {
+pub(crate) enum TrySendError<T> {
     /// The queue holds `capacity` items.
     Full(T),
     /// The receiver is gone or closed.
@@ -77,10 +77,10 @@ pub enum TrySendError<T> {
 
 /// `send` failed: the receiver is gone or closed; the item is handed back.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SendError<T>(pub T);
+pub(crate) struct SendError<T>(pub T);
 
 /// The producing end; cloneable.
-pub struct Sender<T> {
+pub(crate) struct Sender<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -90,7 +90,7 @@ impl<T> Sender<T> {
     /// # Errors
     ///
     /// [`TrySendError::Full`] at capacity, [`TrySendError::Closed`] once the receiver closed.
-    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let mut state = self.shared.lock();
         if state.closed {
             return Err(TrySendError::Closed(item));
@@ -109,7 +109,7 @@ impl<T> Sender<T> {
     /// # Errors
     ///
     /// [`SendError`] once the receiver closed.
-    pub async fn send(&self, mut item: T) -> Result<(), SendError<T>> {
+    pub(crate) async fn send(&self, mut item: T) -> Result<(), SendError<T>> {
         loop {
             // Registered before trying, so room made in between is not missed.
             let writable = self.shared.writable.notified();
@@ -153,13 +153,13 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 /// The consuming end.
-pub struct Receiver<T> {
+pub(crate) struct Receiver<T> {
     shared: Arc<Shared<T>>,
 }
 
 /// `try_recv` found nothing.
 #[derive(Debug, PartialEq, Eq)]
-pub enum TryRecvError {
+pub(crate) enum TryRecvError {
     /// Nothing queued now.
     Empty,
     /// Nothing queued, and nothing will be.
@@ -169,7 +169,7 @@ pub enum TryRecvError {
 impl<T> Receiver<T> {
     /// The next item, waiting for one; `None` once the queue is empty and every sender is
     /// gone or the receiver closed.
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         loop {
             match self.try_recv() {
                 Ok(item) => return Some(item),
@@ -187,7 +187,7 @@ impl<T> Receiver<T> {
     /// # Errors
     ///
     /// [`TryRecvError::Empty`] or, with no sender left (or closed), [`TryRecvError::Disconnected`].
-    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+    pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = self.shared.lock();
         match state.items.pop_front() {
             Some(item) => {
@@ -206,7 +206,7 @@ impl<T> Receiver<T> {
     }
 
     /// Refuses further sends; what is queued can still be received.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.shared.lock().closed = true;
         self.shared.writable.notify_waiters();
     }

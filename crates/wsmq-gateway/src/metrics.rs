@@ -16,26 +16,29 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+use tracing::{debug, warn};
+
+use crate::engine::EngineError;
 
 /// The content type of [`Metrics::render`].
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Label set of the failure counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Reason {
+pub(crate) struct Reason {
     /// Why: `expired`, `bad_signature`, `unregistered`, …
     pub reason: String,
 }
 
 /// Label set of the session close counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Code {
+pub(crate) struct Code {
     /// The WebSocket close code, e.g. `1012` or `4008`.
     pub code: String,
 }
 
 /// Every metric the gateway keeps.
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Where the metrics below are registered.
     registry: Registry,
     /// Open WebSocket sessions.
@@ -81,7 +84,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers every metric in a fresh registry.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("wsmq");
         let metrics = Metrics {
             connections: Gauge::default(),
@@ -209,7 +212,7 @@ impl Metrics {
     }
 
     /// Counts an authentication failure.
-    pub fn auth_failure(&self, reason: &str) {
+    pub(crate) fn auth_failure(&self, reason: &str) {
         self.auth_failures
             .get_or_create(&Reason {
                 reason: reason.to_owned(),
@@ -218,7 +221,7 @@ impl Metrics {
     }
 
     /// Counts a session that ended with close code `code`.
-    pub fn session_closed(&self, code: u16) {
+    pub(crate) fn session_closed(&self, code: u16) {
         self.sessions_closed
             .get_or_create(&Code {
                 code: code.to_string(),
@@ -226,17 +229,31 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a failed engine operation.
-    pub fn engine_error(&self, operation: &str) {
+    /// Counts a failed engine operation `op` on `target` (a queue, a channel, a node) and logs
+    /// it: at debug level when the backend is unreachable (the engine logs an outage once, not
+    /// once per caller) or when `again` says the same call failed just before; else as a
+    /// warning.
+    pub(crate) fn engine_failed(
+        &self,
+        op: &'static str,
+        target: &str,
+        err: &EngineError,
+        again: bool,
+    ) {
         self.engine_errors
             .get_or_create(&Reason {
-                reason: operation.to_owned(),
+                reason: op.to_owned(),
             })
             .inc();
+        if again || err.is_unavailable() {
+            debug!(op, target, cause = %err, "engine call failed");
+        } else {
+            warn!(op, target, cause = %err, "engine call failed");
+        }
     }
 
     /// The Prometheus / OpenMetrics text of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out

@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::broadcast::error::RecvError;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use wsmq_proto::{CloseCode, NodeHeartbeat, keys::NODE_TTL_SECS};
 
 use crate::state::Gateway;
@@ -21,7 +21,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 const _: () = assert!(HEARTBEAT_EVERY.as_secs() * 2 < NODE_TTL_SECS);
 
 /// Starts the heartbeat and the revocation listener on the shutdown tracker.
-pub fn spawn_workers(gateway: &Arc<Gateway>) {
+pub(crate) fn spawn_workers(gateway: &Arc<Gateway>) {
     let g = Arc::clone(gateway);
     gateway.shutdown.spawn(async move {
         let token = g.shutdown.token.clone();
@@ -31,19 +31,14 @@ pub fn spawn_workers(gateway: &Arc<Gateway>) {
                 () = token.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(err) = g.engine.write_heartbeat(&heartbeat(&g)).await {
-                g.metrics.engine_error("heartbeat");
-                // An unreachable Redis is logged once by the engine.
-                if err.is_unavailable() {
-                    debug!(cause = %err, "heartbeat write failed");
-                } else {
-                    warn!(cause = %err, "heartbeat write failed");
-                }
+            if let Err(err) = g.engine.cluster.write_heartbeat(&heartbeat(&g)).await {
+                let node = g.config.node_id.as_str();
+                g.metrics.engine_failed("heartbeat", node, &err, false);
             }
         }
     });
     let g = Arc::clone(gateway);
-    let mut revocations = gateway.engine.revocations();
+    let mut revocations = gateway.engine.cluster.revocations();
     gateway.shutdown.spawn(async move {
         let token = g.shutdown.token.clone();
         loop {
@@ -66,8 +61,11 @@ pub fn spawn_workers(gateway: &Arc<Gateway>) {
 }
 
 /// Deletes this node's heartbeat (clean shutdown).
-pub async fn remove_heartbeat(gateway: &Gateway) {
-    let remove = gateway.engine.remove_heartbeat(&gateway.config.node_id);
+pub(crate) async fn remove_heartbeat(gateway: &Gateway) {
+    let remove = gateway
+        .engine
+        .cluster
+        .remove_heartbeat(&gateway.config.node_id);
     match tokio::time::timeout(Duration::from_secs(2), remove).await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => warn!(cause = %err, "could not delete the heartbeat key; it expires"),
@@ -76,7 +74,7 @@ pub async fn remove_heartbeat(gateway: &Gateway) {
 }
 
 /// What the node says about itself now.
-pub fn heartbeat(gateway: &Gateway) -> NodeHeartbeat {
+pub(crate) fn heartbeat(gateway: &Gateway) -> NodeHeartbeat {
     NodeHeartbeat {
         id: gateway.config.node_id.clone(),
         addr: gateway.addr.to_string(),

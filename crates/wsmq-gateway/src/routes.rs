@@ -23,17 +23,22 @@ use hyper::{
 };
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::{debug, warn};
-use wsmq_proto::{Target, decode_publish_body};
+use tracing::debug;
+use wsmq_proto::decode_publish_body;
 
-use crate::{demo, error::GatewayError, metrics, state::Gateway, upgrade};
-
-/// The body type of every response.
-pub type Body = Full<Bytes>;
+use crate::{
+    demo,
+    error::GatewayError,
+    http::{Body, error_response, json_response, not_found},
+    metrics,
+    publish::{self, Published},
+    state::Gateway,
+    upgrade,
+};
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
+pub(crate) enum Port {
     /// `--listen`: sessions and health; also metrics and the API unless `--admin-listen` is set.
     Public,
     /// `--admin-listen`: health, metrics and the API, never sessions.
@@ -52,7 +57,7 @@ impl Port {
 }
 
 /// Routes one request.
-pub async fn handle(
+pub(crate) async fn handle(
     req: Request<Incoming>,
     gateway: Arc<Gateway>,
     peer: SocketAddr,
@@ -89,21 +94,6 @@ pub async fn handle(
     }
 }
 
-/// A response with a JSON body.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn not_found() -> Response<Body> {
-    json_response(StatusCode::NOT_FOUND, &json!({"error": "not_found"}))
-}
-
 async fn readyz(gateway: &Gateway) -> Response<Body> {
     if gateway.is_draining() {
         return json_response(
@@ -111,7 +101,7 @@ async fn readyz(gateway: &Gateway) -> Response<Body> {
             &json!({"status": "draining"}),
         );
     }
-    match tokio::time::timeout(Duration::from_secs(2), gateway.engine.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), gateway.engine.queues.ping()).await {
         Ok(Ok(())) => json_response(StatusCode::OK, &json!({"status": "ready"})),
         Ok(Err(err)) => {
             // At debug level: probes come every few seconds, and the engine logs the outage.
@@ -130,7 +120,11 @@ async fn readyz(gateway: &Gateway) -> Response<Body> {
 
 /// `POST /api/publish`: `{"queue","message","delay"?}` or `{"channel","message"}` → `{"id"}`.
 async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
-    let expected = gateway.config.api_key.as_ref().map(|k| k.0.as_bytes());
+    let expected = gateway
+        .config
+        .api_key
+        .as_ref()
+        .map(|k| k.expose().as_bytes());
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -166,47 +160,17 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
             return error_response(&err);
         }
     };
-    let result = match &publish.target {
-        Target::Queue(queue) => {
-            let delay = publish.delay.map(u64::from);
-            let engine = &gateway.engine;
-            match engine.ensure_queue(queue.as_str()).await {
-                Ok(()) => engine
-                    .send(queue.as_str(), &publish.message, delay)
-                    .await
-                    .map(|id| json!({"id": id})),
-                Err(err) => Err(err),
-            }
+    match publish::publish(gateway, &publish).await {
+        Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
+        Ok(Published::Channel { receivers }) => {
+            json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers}))
         }
-        Target::Channel(channel) => gateway
-            .engine
-            .publish(channel.as_str(), &publish.message)
-            .await
-            .map(|receivers| json!({"id": null, "receivers": receivers})),
-    };
-    match result {
-        Ok(body) => json_response(StatusCode::OK, &body),
-        Err(err) => {
-            gateway.metrics.engine_error("publish");
-            if err.is_unavailable() {
-                debug!(cause = %err, "api publish failed");
-            } else {
-                warn!(cause = %err, "api publish failed");
-            }
-            error_response(&GatewayError::Engine(err))
-        }
+        Err(err) => error_response(&GatewayError::Engine(err)),
     }
 }
 
-fn error_response(err: &GatewayError) -> Response<Body> {
-    json_response(
-        err.status(),
-        &json!({"error": err.code().as_str(), "message": err.public_message()}),
-    )
-}
-
 /// Compares secrets without leaking, through timing, how long a matching prefix is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -70,7 +70,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// # Errors
 ///
 /// When `--admin-listen` cannot be bound. Accept errors are logged and retried with backoff.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
@@ -84,7 +84,7 @@ pub async fn run(
     info!(
         addr = %gateway.addr,
         node = %gateway.config.node_id,
-        engine = gateway.engine.kind(),
+        engine = gateway.engine.kind,
         "listening"
     );
     if gateway.config.open {
@@ -118,9 +118,6 @@ pub async fn run(
     shutdown.await;
     let started = Instant::now();
     let deadline = gateway.config.drain_timeout;
-    gateway
-        .draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
     let grace = ack_grace(deadline);
     info!(deadline = ?deadline, grace = ?grace, "draining: new sessions refused, waiting for acks of in-flight messages");
     if !gateway.shutdown.stop_receiving(grace).await {
@@ -142,7 +139,7 @@ pub async fn run(
 
 /// The part of `--drain-timeout` in which clients may still ack what they hold: all of it but
 /// a margin (half of it, at most [`CLOSE_MARGIN`]) for closing sessions and handing back.
-pub fn ack_grace(deadline: Duration) -> Duration {
+pub(crate) fn ack_grace(deadline: Duration) -> Duration {
     deadline.saturating_sub((deadline / 2).min(CLOSE_MARGIN))
 }
 

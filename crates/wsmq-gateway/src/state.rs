@@ -5,30 +5,36 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use wsmq_proto::CloseCode;
 
 use crate::{
-    auth::Authenticator, config::Config, engine::Engine, error::GatewayError, metrics::Metrics,
-    session::Closer, shutdown::Shutdown,
+    auth::Authenticator,
+    clock,
+    config::Config,
+    engine::{BrokerHandler, Engine},
+    error::GatewayError,
+    hub::ChannelHub,
+    metrics::Metrics,
+    outbound::Closer,
+    shutdown::Shutdown,
 };
 
 /// Shared by everything on the node; cheap to clone through `Arc`.
-pub struct Gateway {
+pub(crate) struct Gateway {
     /// The validated configuration.
     pub config: Config,
-    /// Queues, channels, token registry, heartbeats.
-    pub engine: Arc<dyn Engine>,
+    /// Queues, the channel broker, tokens and heartbeats.
+    pub engine: Engine,
+    /// The node's channel subscribers, fed by the engine's broker.
+    pub hub: Arc<ChannelHub>,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Root cancellation token and task tracker.
+    /// Root cancellation token and task tracker; its drain flag is the node's draining state.
     pub shutdown: Shutdown,
-    /// Set when the shutdown starts: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
     /// JWT and access-token verification, authorization.
     pub auth: Authenticator,
     /// Open sessions by user, so a revocation can close them.
@@ -40,40 +46,54 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the shared state.
+    /// Builds the shared state, and starts the engine's broker with the node's hub as its
+    /// handler.
     ///
     /// # Errors
     ///
     /// [`GatewayError::Config`] when the JWT key cannot be used.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
-        engine: Arc<dyn Engine>,
+        engine: Engine,
         metrics: Metrics,
         addr: SocketAddr,
     ) -> Result<Arc<Gateway>, GatewayError> {
         let auth = Authenticator::new(&config)?;
+        let broker = Arc::clone(&engine.broker);
+        let hub = Arc::new(ChannelHub::new(
+            move |channel, first| {
+                if first {
+                    broker.subscribe(channel);
+                } else {
+                    broker.unsubscribe(channel);
+                }
+            },
+            metrics.subscriptions.clone(),
+        ));
+        let handler: Arc<dyn BrokerHandler> = hub.clone();
+        engine.broker.start(&handler);
         Ok(Arc::new(Gateway {
             config,
             engine,
+            hub,
             metrics,
             shutdown: Shutdown::new(),
-            draining: AtomicBool::new(false),
             auth,
             sessions: SessionRegistry::default(),
             addr,
-            started: unix_now(),
+            started: clock::unix_secs(),
         }))
     }
 
-    /// Whether the node is shutting down.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    /// Whether the node is shutting down (`/readyz` answers 503, new sessions are refused).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.shutdown.drain_started.is_cancelled()
     }
 }
 
 /// Open sessions by user id; each entry can close its session with a code.
 #[derive(Default)]
-pub struct SessionRegistry {
+pub(crate) struct SessionRegistry {
     /// user → session number → closer.
     by_user: Mutex<HashMap<String, HashMap<u64, Closer>>>,
     /// Source of session numbers.
@@ -82,7 +102,7 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     /// Registers a session; the returned number unregisters it.
-    pub fn register(&self, user: &str, closer: Closer) -> u64 {
+    pub(crate) fn register(&self, user: &str, closer: Closer) -> u64 {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let mut by_user = self.by_user.lock().expect("session registry poisoned");
         by_user
@@ -93,7 +113,7 @@ impl SessionRegistry {
     }
 
     /// Forgets a session.
-    pub fn unregister(&self, user: &str, n: u64) {
+    pub(crate) fn unregister(&self, user: &str, n: u64) {
         let mut by_user = self.by_user.lock().expect("session registry poisoned");
         if let Some(sessions) = by_user.get_mut(user) {
             sessions.remove(&n);
@@ -104,7 +124,7 @@ impl SessionRegistry {
     }
 
     /// Closes every session of `user` with `code`; returns how many there were.
-    pub fn close_user(&self, user: &str, code: CloseCode) -> usize {
+    pub(crate) fn close_user(&self, user: &str, code: CloseCode) -> usize {
         let by_user = self.by_user.lock().expect("session registry poisoned");
         let Some(sessions) = by_user.get(user) else {
             return 0;
@@ -114,12 +134,4 @@ impl SessionRegistry {
         }
         sessions.len()
     }
-}
-
-/// Unix seconds from the local clock (used only for token checks and the heartbeat; queue
-/// times come from the engine).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -29,22 +29,23 @@ use tokio_tungstenite::{
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
-    routes::{Body, json_response},
-    session::{self, Dialect},
+    http::{Body, json_response},
+    outbound::Dialect,
+    session,
     state::Gateway,
 };
 
 /// The v1 subprotocol name.
-pub const SUBPROTOCOL: &str = "wsmq.v1";
+pub(crate) const SUBPROTOCOL: &str = "wsmq.v1";
 
 /// Whether the request asks for a WebSocket upgrade.
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     header_has_token(req.headers(), header::UPGRADE, "websocket")
         && header_has_token(req.headers(), header::CONNECTION, "upgrade")
 }
 
 /// Handles an upgrade request on `/` or `/ws`.
-pub async fn handle(
+pub(crate) async fn handle(
     mut req: Request<Incoming>,
     gateway: Arc<Gateway>,
     permit: Arc<OwnedSemaphorePermit>,
@@ -79,7 +80,7 @@ pub async fn handle(
     }
     let identity = match gateway
         .auth
-        .authenticate(req.headers(), req.uri(), gateway.engine.as_ref())
+        .authenticate(req.headers(), req.uri(), gateway.engine.cluster.as_ref())
         .await
     {
         Ok(identity) => identity,

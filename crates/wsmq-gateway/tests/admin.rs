@@ -16,7 +16,7 @@ async fn admin_routes_move_to_the_admin_port() {
     let gw = TestGateway::builder()
         .config(|c| {
             c.admin_listen = Some(admin);
-            c.api_key = Some(wsmq_gateway::config::Secret("admin-key-123".into()));
+            c.api_key = Some(wsmq_gateway::config::Secret::new("admin-key-123"));
         })
         .start()
         .await;

@@ -6,9 +6,26 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use support::{RedisServer, unique};
-use wsmq_gateway::engine::{Engine, EngineError, memory::MemoryEngine, redis::RedisEngine};
+use wsmq_gateway::engine::{
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, QueueStore, memory::MemoryEngine,
+    redis::RedisEngine,
+};
 
-async fn conformance(engine: Arc<dyn Engine>) {
+/// A node's side of the broker: every publication handed over, in order.
+struct Publications(tokio::sync::mpsc::UnboundedSender<(String, String)>);
+
+impl BrokerHandler for Publications {
+    fn on_publication(&self, channel: &str, body: &str) {
+        let _ = self.0.send((channel.to_owned(), body.to_owned()));
+    }
+}
+
+async fn conformance(parts: Engine) {
+    conform_queues(parts.queues.as_ref()).await;
+    conform_broker(parts.broker.as_ref()).await;
+}
+
+async fn conform_queues(engine: &dyn QueueStore) {
     engine.ping().await.unwrap();
     let q = format!("q{}", unique());
 
@@ -24,7 +41,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
             .receive(&q, 10, None)
             .await
             .unwrap()
-            .deliveries
+            .messages
             .is_empty()
     );
 
@@ -35,7 +52,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
         ids.push(engine.send(&q, &format!("m{i}"), None).await.unwrap());
     }
     assert!(ids.iter().all(|id| id.len() == 32));
-    let got = engine.receive(&q, 2, Some(1)).await.unwrap().deliveries;
+    let got = engine.receive(&q, 2, Some(1)).await.unwrap().messages;
     assert_eq!(got.len(), 2);
     assert_eq!(
         (got[0].id.as_str(), got[0].body.as_str(), got[0].rc),
@@ -46,10 +63,10 @@ async fn conformance(engine: Arc<dyn Engine>) {
 
     // Received messages are hidden for the vt; the third is still there.
     let rest = engine.receive(&q, 10, Some(1)).await.unwrap();
-    assert_eq!(rest.deliveries.len(), 1);
-    assert_eq!(rest.deliveries[0].body, "m2");
+    assert_eq!(rest.messages.len(), 1);
+    assert_eq!(rest.messages[0].body, "m2");
     let empty = engine.receive(&q, 10, None).await.unwrap();
-    assert!(empty.deliveries.is_empty());
+    assert!(empty.messages.is_empty());
     let next = empty
         .next_visible
         .expect("the engine knows when the hidden ones reappear");
@@ -57,7 +74,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
 
     // After the vt they are visible again, with rc 2.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let again = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    let again = engine.receive(&q, 10, None).await.unwrap().messages;
     assert_eq!(again.len(), 3);
     assert!(again.iter().all(|d| d.rc == 2));
 
@@ -68,7 +85,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
 
     // Nack with delay 0: visible at once, rc 3; unknown ids are `false`.
     assert!(engine.nack(&q, &all[2], 0).await.unwrap());
-    let back = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    let back = engine.receive(&q, 10, None).await.unwrap().messages;
     assert_eq!((back.len(), back[0].rc), (1, 3));
     assert!(!engine.nack(&q, &all[0], 0).await.unwrap());
     engine.ack(&q, &all[2..]).await.unwrap();
@@ -81,13 +98,13 @@ async fn conformance(engine: Arc<dyn Engine>) {
         .receive(&q, 10, Some(30))
         .await
         .unwrap()
-        .deliveries
+        .messages
         .into_iter()
         .map(|d| d.id)
         .collect();
     assert_eq!(held.len(), 3);
     assert_eq!(engine.release(&q, &held[..2], 0).await.unwrap(), 2);
-    let back = engine.receive(&q, 10, Some(30)).await.unwrap().deliveries;
+    let back = engine.receive(&q, 10, Some(30)).await.unwrap().messages;
     let back_ids: Vec<&str> = back.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(back_ids, [held[0].as_str(), held[1].as_str()]);
     assert!(back.iter().all(|d| d.rc == 2));
@@ -95,7 +112,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
     let later = [held[2].clone(), all[0].clone()];
     assert_eq!(engine.release(&q, &later, 5).await.unwrap(), 1);
     let hidden = engine.receive(&q, 10, None).await.unwrap();
-    assert!(hidden.deliveries.is_empty());
+    assert!(hidden.messages.is_empty());
     let due = hidden.next_visible.expect("the released message is hidden");
     assert!(
         due > Duration::from_secs(4) && due <= Duration::from_secs(5),
@@ -106,7 +123,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
     // A delayed message is invisible until due, and the engine says when it is due.
     engine.send(&q, "later", Some(1)).await.unwrap();
     let early = engine.receive(&q, 10, None).await.unwrap();
-    assert!(early.deliveries.is_empty());
+    assert!(early.messages.is_empty());
     let due = early
         .next_visible
         .expect("next visible time of a delayed message");
@@ -115,7 +132,7 @@ async fn conformance(engine: Arc<dyn Engine>) {
         "{due:?}"
     );
     tokio::time::sleep(due + Duration::from_millis(20)).await;
-    let on_time = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    let on_time = engine.receive(&q, 10, None).await.unwrap().messages;
     assert_eq!(on_time[0].body, "later");
     engine.ack(&q, &[on_time[0].id.clone()]).await.unwrap();
 
@@ -139,33 +156,42 @@ async fn conformance(engine: Arc<dyn Engine>) {
     tokio::time::timeout(Duration::from_secs(2), woken)
         .await
         .expect("woken by the send");
+}
 
-    // Channels: a local subscription receives the encoded frame.
+/// The broker hands every publication of a subscribed channel to the node's handler, and
+/// says how many nodes got it.
+async fn conform_broker(broker: &dyn Broker) {
+    let (tx, mut publications) = tokio::sync::mpsc::unbounded_channel();
+    let handler: Arc<dyn BrokerHandler> = Arc::new(Publications(tx));
+    broker.start(&handler);
     let channel = format!("c{}", unique());
-    let (tx, mut frames) = tokio::sync::mpsc::unbounded_channel();
-    let sink = Box::new(move |frame| {
-        let _ = tx.send(frame);
-    });
-    let sub = engine.subscribe_channel(&channel, sink, "joined".into());
-    assert_eq!(frames.recv().await.unwrap().as_str(), "joined");
+    broker.subscribe(&channel);
+    // The subscription takes effect asynchronously (Redis confirms it on its own connection).
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(engine.publish(&channel, "hello").await.unwrap() >= 1);
-    let frame = tokio::time::timeout(Duration::from_secs(2), frames.recv())
+    assert!(broker.publish(&channel, "hello").await.unwrap() >= 1);
+    let got = tokio::time::timeout(Duration::from_secs(2), publications.recv())
         .await
-        .expect("channel frame")
+        .expect("the publication reaches the handler")
         .unwrap();
-    assert_eq!(
-        frame.as_str(),
-        format!(r#"{{"op":"message","channel":"{channel}","message":"hello"}}"#)
-    );
-    drop(sub);
-    assert_eq!(
-        engine
-            .publish(&format!("c{}", unique()), "nobody")
+    assert_eq!(got, (channel.clone(), "hello".to_owned()));
+    broker.unsubscribe(&channel);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(broker.publish(&channel, "nobody").await.unwrap(), 0);
+    let other = format!("c{}", unique());
+    assert_eq!(broker.publish(&other, "nobody").await.unwrap(), 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), publications.recv())
             .await
-            .unwrap(),
-        0
+            .is_err(),
+        "nothing arrives for channels the node left or never joined"
     );
+    // The broker holds the handler weakly: once the node is gone, nothing is handed over.
+    drop(handler);
+    let again = format!("c{}", unique());
+    broker.subscribe(&again);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.publish(&again, "late").await.unwrap();
+    broker.unsubscribe(&again);
 }
 
 fn now_ms() -> u64 {
@@ -177,7 +203,7 @@ fn now_ms() -> u64 {
 
 #[tokio::test]
 async fn memory_engine_conforms() {
-    conformance(MemoryEngine::new()).await;
+    conformance(MemoryEngine::new().engine()).await;
 }
 
 #[tokio::test]
@@ -187,7 +213,7 @@ async fn redis_engine_conforms() {
     let engine = RedisEngine::connect(&redis.url(), &ns, Default::default())
         .await
         .unwrap();
-    conformance(engine.clone()).await;
+    conformance(engine.engine()).await;
     // The access-token registry is the SET the CLI writes.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -273,9 +299,9 @@ async fn redis_engine_uses_one_command_connection_and_one_round_trip_per_operati
         .into_on_message::<String>();
     // A short batch: the messages and the next-visible time in one script call.
     let received = engine.receive(&q, 10, Some(30)).await.unwrap();
-    assert_eq!(received.deliveries.len(), 1);
+    assert_eq!(received.messages.len(), 1);
     assert!(received.next_visible.is_some());
-    let ids = vec![received.deliveries[0].id.clone()];
+    let ids = vec![received.messages[0].id.clone()];
     engine.release(&q, &ids, 0).await.unwrap();
     engine.ack(&q, &ids).await.unwrap();
     engine.ping().await.unwrap();

@@ -27,7 +27,7 @@ async fn subscribe(gw: &TestGateway, user: &str, queue: &str) -> Client {
 
 async fn at_least_once(gw: &TestGateway) {
     let q = format!("q{}", unique());
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     engine.ensure_queue(&q).await.unwrap();
     for i in 0..5 {
         engine.send(&q, &format!("m{i}"), None).await.unwrap();
@@ -64,7 +64,7 @@ async fn unacked_messages_are_redelivered_with_rc_2_after_a_disconnect() {
 
 async fn window(gw: &TestGateway) {
     let q = format!("q{}", unique());
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     engine.ensure_queue(&q).await.unwrap();
     for i in 0..10 {
         engine.send(&q, &format!("m{i}"), None).await.unwrap();
@@ -94,7 +94,7 @@ async fn no_more_than_the_window_is_in_flight() {
 async fn nack_delay(gw: &TestGateway) {
     let q = format!("q{}", unique());
     let mut c = subscribe(gw, &q, &q).await;
-    gw.engine().await.send(&q, "later", None).await.unwrap();
+    gw.queues().await.send(&q, "later", None).await.unwrap();
     let m = c.recv_json().await;
     let start = Instant::now();
     let r = c
@@ -130,7 +130,7 @@ async fn delayed(gw: &TestGateway) {
     let q = format!("q{}", unique());
     let mut c = subscribe(gw, &q, &q).await;
     let start = Instant::now();
-    gw.engine().await.send(&q, "due", Some(1)).await.unwrap();
+    gw.queues().await.send(&q, "due", Some(1)).await.unwrap();
     let m = c.recv_json().await;
     let waited = start.elapsed();
     assert_eq!(m["message"], "due");
@@ -155,7 +155,7 @@ async fn competing(gw: &TestGateway) {
     let q = format!("q{}", unique());
     let mut a = subscribe(gw, "a", &q).await;
     let mut b = subscribe(gw, "b", &q).await;
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     let total = 40;
     for i in 0..total {
         engine.send(&q, &format!("m{i}"), None).await.unwrap();
@@ -217,7 +217,7 @@ async fn queues_survive_their_consumers() {
     let q = format!("q{}", unique());
     let c = subscribe(&gw, &q, &q).await;
     c.close().await;
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     // The queue still exists: a send to it succeeds and waits for the next session.
     engine.send(&q, "kept", None).await.unwrap();
     let mut again = subscribe(&gw, &q, &q).await;
@@ -237,7 +237,7 @@ async fn a_message_sent_right_after_subscribing_arrives_without_waiting_for_the_
         .redis(&redis)
         .start()
         .await;
-    let publisher = std::sync::Arc::new(gw.engine().await);
+    let publisher = std::sync::Arc::new(gw.queues().await);
     let mut clients = Vec::new();
     for _ in 0..50 {
         let q = format!("q{}", unique());
@@ -296,7 +296,7 @@ async fn let_pubsub_in(admin: &mut redis::aio::MultiplexedConnection, maxclients
 async fn outage_setup() -> Option<(
     RedisServer,
     TestGateway,
-    std::sync::Arc<dyn wsmq_gateway::engine::Engine>,
+    std::sync::Arc<dyn wsmq_gateway::engine::QueueStore>,
     redis::aio::MultiplexedConnection,
 )> {
     if std::env::var_os("WSMQ_TEST_REDIS_URL").is_some() {
@@ -309,7 +309,7 @@ async fn outage_setup() -> Option<(
         .redis(&redis)
         .start()
         .await;
-    let publisher = gw.engine().await;
+    let publisher = gw.queues().await;
     let admin = redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -370,7 +370,7 @@ async fn a_message_sent_while_an_ack_is_being_deleted_arrives_at_once() {
         .redis(&redis)
         .start()
         .await;
-    let publisher = std::sync::Arc::new(gw.engine().await);
+    let publisher = std::sync::Arc::new(gw.queues().await);
     let mut clients = Vec::new();
     for _ in 0..50 {
         let q = format!("q{}", unique());

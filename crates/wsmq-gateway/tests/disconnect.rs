@@ -58,7 +58,7 @@ const COUNT: usize = 200;
 
 async fn acks_then_close(gw: &TestGateway) {
     let q = format!("q{}", unique());
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     engine.ensure_queue(&q).await.unwrap();
     for i in 0..COUNT {
         engine.send(&q, &format!("m{i}"), None).await.unwrap();
@@ -99,7 +99,7 @@ async fn acks_sent_just_before_a_close_are_applied() {
 
 async fn acks_then_unsubscribe(gw: &TestGateway) {
     let q = format!("q{}", unique());
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     engine.ensure_queue(&q).await.unwrap();
     for i in 0..3 {
         engine.send(&q, &format!("m{i}"), None).await.unwrap();
@@ -162,7 +162,7 @@ async fn legacy_body_len(gw: &TestGateway, queue: &str) -> usize {
 
 async fn legacy_read_then_close(gw: &TestGateway) {
     let user = format!("u{}", unique());
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     let len = legacy_body_len(gw, &user).await;
     engine.ensure_queue(&user).await.unwrap();
     for i in 0..LEGACY_COUNT {
@@ -186,7 +186,7 @@ async fn legacy_read_then_close(gw: &TestGateway) {
         .receive(&user, LEGACY_COUNT, None)
         .await
         .unwrap()
-        .deliveries;
+        .messages;
     assert_eq!(visible.len() as u64, left, "messages left hidden");
     let again: Vec<&str> = visible
         .iter()

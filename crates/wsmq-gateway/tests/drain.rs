@@ -74,7 +74,7 @@ async fn sigterm_mid_stream_loses_nothing_and_exits_0_within_the_deadline() {
     ])
     .await;
     let q = format!("drain{}", unique());
-    let engine = b.engine().await;
+    let engine = b.queues().await;
     engine.ensure_queue(&q).await.unwrap();
     for n in 0..MESSAGES {
         engine.send(&q, &format!("m{n}"), None).await.unwrap();
@@ -162,7 +162,7 @@ async fn sigterm_mid_stream_loses_nothing_and_exits_0_within_the_deadline() {
     );
     // Everything acked: nothing is left in the queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let left = engine.receive(&q, 100, Some(0)).await.unwrap().deliveries;
+    let left = engine.receive(&q, 100, Some(0)).await.unwrap().messages;
     assert!(left.is_empty(), "{left:?}");
 }
 

@@ -20,7 +20,7 @@ use tokio::{
     time::timeout,
 };
 use tokio_tungstenite::tungstenite::{Bytes, Message};
-use wsmq_gateway::engine::Engine;
+use wsmq_gateway::engine::QueueStore;
 use wsmq_proto::{Claims, token::issue_hs256};
 
 /// `--max-frame` of the gateway under test: above the 64 KiB queue maxsize, so that an
@@ -633,7 +633,7 @@ fn rows() -> Vec<Row> {
 struct Healthy {
     client: Client,
     queue: String,
-    engine: Arc<dyn Engine>,
+    engine: Arc<dyn QueueStore>,
     sent: usize,
 }
 
@@ -656,7 +656,7 @@ impl Healthy {
         Healthy {
             client,
             queue: user,
-            engine: gw.engine().await,
+            engine: gw.queues().await,
             sent: 0,
         }
     }
@@ -787,7 +787,7 @@ async fn run(gw: &TestGateway, probe: &Probe) -> Outcome {
             }
             // Still alive: its own queue still works.
             client.send_text(&format!("/subscribe/{user}")).await;
-            let engine = gw.engine().await;
+            let engine = gw.queues().await;
             engine.ensure_queue(&user).await.unwrap();
             engine.send(&user, "still here", None).await.unwrap();
             assert_eq!(client.recv_text().await, r#"{"message":"still here"}"#);
@@ -813,7 +813,7 @@ async fn run(gw: &TestGateway, probe: &Probe) -> Outcome {
             let (mut other, _) = gw.v1(&user).await;
             let sub = json!({"op": "subscribe", "queue": user});
             assert_eq!(holder.request(sub.clone()).await["op"], "ok");
-            gw.engine().await.send(&user, "mine", None).await.unwrap();
+            gw.queues().await.send(&user, "mine", None).await.unwrap();
             let msg = holder.recv_json().await;
             assert_eq!(msg["message"], "mine");
             assert_eq!(other.request(sub).await["op"], "ok");

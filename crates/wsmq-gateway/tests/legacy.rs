@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::{TestGateway, unique};
-use wsmq_gateway::engine::Engine;
+use wsmq_gateway::engine::QueueStore;
 
 #[tokio::test]
 async fn subscribe_then_messages_arrive_as_message_objects_and_are_deleted() {

@@ -85,11 +85,11 @@ async fn a_client_that_does_not_read_is_closed_with_4008() {
         .request(json!({"op": "subscribe", "channel": "firehose"}))
         .await;
     assert_eq!(r["op"], "ok");
-    let engine = gw.engine().await;
+    let broker = gw.engine().await.broker;
     let body = "x".repeat(16 * 1024);
     // More than the socket buffers hold, so the writer blocks and the queue fills.
     for _ in 0..1000 {
-        engine.publish("firehose", &body).await.unwrap();
+        broker.publish("firehose", &body).await.unwrap();
         tokio::task::yield_now().await;
     }
     assert_eq!(c.close_code().await, Some(4008));
@@ -216,9 +216,13 @@ async fn a_slow_client_is_closed_with_4008_and_its_messages_go_to_another_client
             .await
             .unwrap();
     let engine = gw.engine().await;
-    engine.ensure_queue(&q).await.unwrap();
+    engine.queues.ensure_queue(&q).await.unwrap();
     for n in 0..8 {
-        engine.send(&q, &format!("m{n}"), None).await.unwrap();
+        engine
+            .queues
+            .send(&q, &format!("m{n}"), None)
+            .await
+            .unwrap();
     }
     assert_eq!(next_json(&mut slow).await["op"], "welcome");
     for target in [json!({"queue": q}), json!({"channel": firehose})] {
@@ -243,7 +247,7 @@ async fn a_slow_client_is_closed_with_4008_and_its_messages_go_to_another_client
     // The slow client stops reading while its channel keeps going: closed with 4008.
     let body = "x".repeat(16 * 1024);
     for _ in 0..1000 {
-        engine.publish(&firehose, &body).await.unwrap();
+        engine.broker.publish(&firehose, &body).await.unwrap();
         tokio::task::yield_now().await;
     }
     // Its 8 unacked messages are handed back at once (not after the 30 s vt): the other

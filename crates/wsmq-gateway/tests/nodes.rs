@@ -77,7 +77,7 @@ async fn a_legacy_client_with_the_token_pair_receives_from_another_node() {
         .unwrap();
     client.send_text(&format!("/subscribe/{user}")).await;
     // Another node's engine (same Redis, same namespace) publishes with realtime on.
-    let publisher = a.engine().await;
+    let publisher = a.queues().await;
     publisher.ensure_queue(&user).await.unwrap();
     publisher.send(&user, "hello world", None).await.unwrap();
     assert_eq!(client.recv_text().await, r#"{"message":"hello world"}"#);

@@ -28,12 +28,12 @@ async fn unacked_messages_are_handed_back_on_shutdown() {
     let q = format!("q{}", unique());
     let (mut c, _) = a.v1(&q).await;
     c.request(json!({"op": "subscribe", "queue": q})).await;
-    let engine = a.engine().await;
+    let engine = a.queues().await;
     engine.send(&q, "in flight", None).await.unwrap();
     assert_eq!(c.recv_json().await["rc"], 1);
     a.shutdown().await.unwrap();
     // Released at shutdown: visible again at once (not after the 30 s vt), with rc 2 next.
-    let got = engine.receive(&q, 1, None).await.unwrap().deliveries;
+    let got = engine.receive(&q, 1, None).await.unwrap().messages;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].rc, 2);
 }
@@ -49,7 +49,7 @@ async fn drain_stops_delivering_but_waits_for_acks_of_in_flight_messages() {
         .start()
         .await;
     let q = format!("q{}", unique());
-    let engine = gw.engine().await;
+    let engine = gw.queues().await;
     engine.ensure_queue(&q).await.unwrap();
     for n in 0..5 {
         engine.send(&q, &format!("m{n}"), None).await.unwrap();
@@ -83,7 +83,7 @@ async fn drain_stops_delivering_but_waits_for_acks_of_in_flight_messages() {
         started.elapsed()
     );
     // The two acked messages are gone; the three never delivered wait in the queue.
-    let left = engine.receive(&q, 10, None).await.unwrap().deliveries;
+    let left = engine.receive(&q, 10, None).await.unwrap().messages;
     let bodies: Vec<_> = left.iter().map(|d| d.body.as_str()).collect();
     assert_eq!(bodies, ["m2", "m3", "m4"]);
     assert!(left.iter().all(|d| d.rc == 1));

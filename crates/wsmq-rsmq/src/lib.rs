@@ -73,8 +73,8 @@ mod validate;
 pub use client::{Rsmq, RsmqOptions};
 pub use error::RsmqError;
 pub use id::{message_sent_ms, new_message_id};
-pub use message::{Message, ReceivedBatch};
-pub use queue::{QueueAttributes, QueueOptions};
+pub use message::{Message, ReceivedBatch, message_length};
+pub use queue::{DEFAULT_DELAY, DEFAULT_MAXSIZE, DEFAULT_VT, QueueAttributes, QueueOptions};
 pub use validate::{
     MAX_MAXSIZE, MAX_QUEUE_NAME_LEN, MAX_SECONDS, MESSAGE_ID_LEN, MIN_MAXSIZE, UNLIMITED_MAXSIZE,
     validate_message_id, validate_queue_name,

@@ -92,8 +92,7 @@ impl Rsmq {
             .arg(if self.realtime() { "1" } else { "0" });
         for message in messages {
             let message = message.as_ref();
-            // rsmq compares JavaScript's string.length, which counts UTF-16 code units.
-            let length = message.encode_utf16().count();
+            let length = message_length(message);
             invocation.arg(id::random_suffix()).arg(length).arg(message);
         }
         self.eval(&invocation).await
@@ -326,4 +325,10 @@ fn decode_messages(reply: Vec<Value>) -> Result<Vec<Message>, RsmqError> {
         });
     }
     Ok(messages)
+}
+
+/// A body's length as rsmq measures it against maxsize: JavaScript's `string.length`,
+/// which counts UTF-16 code units (an emoji is 2, `é` is 1).
+pub fn message_length(body: &str) -> usize {
+    body.encode_utf16().count()
 }

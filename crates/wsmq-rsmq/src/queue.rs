@@ -44,9 +44,12 @@ pub struct QueueAttributes {
     pub hiddenmsgs: u64,
 }
 
-/// rsmq's create defaults.
-const DEFAULT_VT: u64 = 30;
-const DEFAULT_DELAY: u64 = 0;
+/// rsmq's default visibility timeout of a new queue, seconds.
+pub const DEFAULT_VT: u64 = 30;
+/// rsmq's default delay of a new queue, seconds.
+pub const DEFAULT_DELAY: u64 = 0;
+/// rsmq's default maxsize of a new queue (the largest bounded one).
+pub const DEFAULT_MAXSIZE: i64 = MAX_MAXSIZE;
 
 impl Rsmq {
     /// Creates a queue, filling unset options with rsmq's defaults (vt 30, delay 0,
@@ -59,7 +62,7 @@ impl Rsmq {
     pub async fn create_queue(&self, qname: &str, opts: &QueueOptions) -> Result<(), RsmqError> {
         let vt = opts.vt.unwrap_or(DEFAULT_VT);
         let delay = opts.delay.unwrap_or(DEFAULT_DELAY);
-        let maxsize = opts.maxsize.unwrap_or(MAX_MAXSIZE);
+        let maxsize = opts.maxsize.unwrap_or(DEFAULT_MAXSIZE);
         validate_queue_name(qname)?;
         validate_seconds("vt", vt)?;
         validate_seconds("delay", delay)?;

@@ -11,10 +11,10 @@ use tracing::warn;
 use wsmq_proto::AccessToken;
 
 use super::{AuthFailure, Identity, Via, query_param};
-use crate::{config::Secret, engine::Engine};
+use crate::{config::Secret, engine::ClusterState};
 
 /// The access token of a request, if it carries one.
-pub fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+pub(crate) fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     headers
         .get("x-access-token")
         .and_then(|v| v.to_str().ok())
@@ -29,16 +29,16 @@ pub fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 /// `malformed` (or another token reason) when it does not decrypt to a user,
 /// `unregistered` when it is not (or no longer) registered, `unavailable` when the
 /// registry cannot be read.
-pub async fn verify(
+pub(crate) async fn verify(
     secret: &Secret,
     token: &str,
-    engine: &dyn Engine,
+    registry: &dyn ClusterState,
 ) -> Result<Identity, AuthFailure> {
-    let parsed = AccessToken::parse(secret.0.as_bytes(), token)
+    let parsed = AccessToken::parse(secret.expose().as_bytes(), token)
         .map_err(|e| AuthFailure { reason: e.reason() })?;
     // The registry stores tokens as issued (lowercase hex).
     let normalized = token.to_ascii_lowercase();
-    match engine
+    match registry
         .is_access_token_registered(parsed.user_id.as_str(), &normalized)
         .await
     {
@@ -70,7 +70,7 @@ mod tests {
     #[tokio::test]
     async fn only_registered_tokens_are_accepted() {
         let engine = MemoryEngine::new();
-        let secret = Secret("s3cret".into());
+        let secret = Secret::new("s3cret");
         let user = UserId::new("57c8").unwrap();
         let token = issue_access_token(b"s3cret", &user, 1_700_000_000);
         let refused = verify(&secret, &token, engine.as_ref()).await.unwrap_err();

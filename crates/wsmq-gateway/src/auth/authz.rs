@@ -14,7 +14,7 @@ use super::Identity;
 
 /// The node's authorization rules.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// `--own-queue`, e.g. `{user}` or `inbox-{user}`.
     own_queue: String,
     /// `--open`.
@@ -23,7 +23,7 @@ pub struct Policy {
 
 impl Policy {
     /// Rules from the configuration.
-    pub fn new(own_queue: &str, open: bool) -> Policy {
+    pub(crate) fn new(own_queue: &str, open: bool) -> Policy {
         Policy {
             own_queue: own_queue.to_owned(),
             open,
@@ -31,12 +31,12 @@ impl Policy {
     }
 
     /// The queue `user` owns.
-    pub fn own_queue(&self, user: &str) -> String {
+    pub(crate) fn own_queue(&self, user: &str) -> String {
         self.own_queue.replace("{user}", user)
     }
 
     /// Whether `who` may consume (subscribe to, ack, nack) `queue`.
-    pub fn may_consume(&self, who: &Identity, queue: &QueueName) -> bool {
+    pub(crate) fn may_consume(&self, who: &Identity, queue: &QueueName) -> bool {
         self.open
             || self.own_queue(who.user.as_str()) == queue.as_str()
             || who
@@ -46,20 +46,20 @@ impl Policy {
     }
 
     /// Whether `who` may subscribe to `channel`.
-    pub fn may_subscribe(&self, who: &Identity, channel: &ChannelName) -> bool {
+    pub(crate) fn may_subscribe(&self, who: &Identity, channel: &ChannelName) -> bool {
         who.grants
             .as_ref()
             .is_some_and(|g| g.subscribe.iter().any(|p| glob(p, channel.as_str())))
     }
 
     /// Whether `who` may publish to `queue`: their own queue, or a `queue:GLOB` grant.
-    pub fn may_publish_queue(&self, who: &Identity, queue: &QueueName) -> bool {
+    pub(crate) fn may_publish_queue(&self, who: &Identity, queue: &QueueName) -> bool {
         self.own_queue(who.user.as_str()) == queue.as_str()
             || publish_grant(who, "queue:", queue.as_str())
     }
 
     /// Whether `who` may publish to `channel`: a `channel:GLOB` grant.
-    pub fn may_publish_channel(&self, who: &Identity, channel: &ChannelName) -> bool {
+    pub(crate) fn may_publish_channel(&self, who: &Identity, channel: &ChannelName) -> bool {
         publish_grant(who, "channel:", channel.as_str())
     }
 }
@@ -78,7 +78,7 @@ fn publish_grant(who: &Identity, prefix: &str, name: &str) -> bool {
 ///
 /// Hand-written rather than `globset`/`wildmatch` because it runs on every client publish and
 /// those compile (allocate) a matcher per pattern; names are ASCII by validation, so bytes do.
-pub fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;

@@ -11,7 +11,7 @@ use wsmq_proto::JwtVerifier;
 use super::{AuthFailure, Identity, Via, query_param};
 
 /// The JWT of a request, if it carries one.
-pub fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+pub(crate) fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     if let Some(token) = headers.get("x-token").and_then(|v| v.to_str().ok()) {
         return Some(token.trim().to_owned());
     }
@@ -33,7 +33,11 @@ pub fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 /// # Errors
 ///
 /// An [`AuthFailure`] whose reason is the token error's label (`expired`, `bad_signature`, …).
-pub fn verify(verifier: &JwtVerifier, token: &str, now: u64) -> Result<Identity, AuthFailure> {
+pub(crate) fn verify(
+    verifier: &JwtVerifier,
+    token: &str,
+    now: u64,
+) -> Result<Identity, AuthFailure> {
     let claims = verifier
         .verify(token, now)
         .map_err(|e| AuthFailure { reason: e.reason() })?;

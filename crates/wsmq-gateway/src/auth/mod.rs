@@ -8,28 +8,28 @@
 //!
 //! Tokens, secrets and query strings are never logged.
 
-pub mod access_token;
-pub mod authz;
-pub mod jwt;
+pub(crate) mod access_token;
+pub(crate) mod authz;
+pub(crate) mod jwt;
 
 use hyper::{HeaderMap, Uri};
 use wsmq_proto::{Claims, Grants, JwtVerifier, UserId, token::issue_hs256};
 
 use crate::{
+    clock,
     config::{Config, Secret},
-    engine::Engine,
+    engine::ClusterState,
     error::GatewayError,
-    state::unix_now,
 };
 
-pub use self::authz::Policy;
+pub(crate) use self::authz::Policy;
 
 /// Lifetime of the JWT handed to a session admitted by access token.
 const SESSION_TOKEN_TTL_SECS: u64 = 3600;
 
 /// Who a session runs as.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The user id (`sub` without `users/`, or the access token's `userId`/`_id`).
     pub user: UserId,
     /// The `wsmq` grants claim, if any.
@@ -42,7 +42,7 @@ pub struct Identity {
 
 /// The kind of credential that admitted a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// A verified JWT.
     Jwt,
     /// A registered tokens2 access token.
@@ -51,13 +51,13 @@ pub enum Via {
 
 /// Why a handshake was refused; `reason` is a fixed snake_case label (metrics, 401 body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthFailure {
+pub(crate) struct AuthFailure {
     /// `missing_token`, `expired`, `bad_signature`, `unregistered`, …
     pub reason: &'static str,
 }
 
 /// Verifies credentials and issues session tokens.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     /// JWT verifier (HS256 with the secret, or RS256/ES256 with the public key).
     verifier: JwtVerifier,
     /// HS256 secret to sign fresh session tokens; `None` when only a public key is
@@ -75,7 +75,7 @@ impl Authenticator {
     /// # Errors
     ///
     /// [`GatewayError::Config`] when the key is unusable.
-    pub fn new(config: &Config) -> Result<Authenticator, GatewayError> {
+    pub(crate) fn new(config: &Config) -> Result<Authenticator, GatewayError> {
         let jwt = &config.jwt;
         let (verifier, issuing_secret) = match &jwt.public_key_pem {
             Some(pem) => (
@@ -84,7 +84,7 @@ impl Authenticator {
                 None,
             ),
             None => (
-                JwtVerifier::hs256(jwt.secret.0.as_bytes())
+                JwtVerifier::hs256(jwt.secret.expose().as_bytes())
                     .map_err(|e| GatewayError::Config(format!("--jwt-secret: {e}")))?,
                 Some(jwt.secret.clone()),
             ),
@@ -110,11 +110,11 @@ impl Authenticator {
     /// # Errors
     ///
     /// The [`AuthFailure`] to answer 401 with.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
         uri: &Uri,
-        engine: &dyn Engine,
+        registry: &dyn ClusterState,
     ) -> Result<Identity, AuthFailure> {
         let jwt = jwt::from_request(headers, uri);
         let access = access_token::from_request(headers, uri);
@@ -123,7 +123,7 @@ impl Authenticator {
             return Ok(identity);
         }
         if let Some(token) = access {
-            let result = access_token::verify(&self.access_secret, &token, engine).await;
+            let result = access_token::verify(&self.access_secret, &token, registry).await;
             // When both were sent and both fail, the JWT's reason is the more useful one.
             return match (result, jwt_result) {
                 (Ok(identity), _) => Ok(identity),
@@ -144,33 +144,33 @@ impl Authenticator {
     /// # Errors
     ///
     /// The reason it was refused.
-    pub fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
-        jwt::verify(&self.verifier, token, unix_now())
+    pub(crate) fn verify_jwt(&self, token: &str) -> Result<Identity, AuthFailure> {
+        jwt::verify(&self.verifier, token, clock::unix_secs())
     }
 
     /// A fresh HS256 JWT for `user` (handed to sessions admitted by access token).
-    pub fn issue_session_token(&self, user: &UserId) -> Option<String> {
+    pub(crate) fn issue_session_token(&self, user: &UserId) -> Option<String> {
         let secret = self.issuing_secret.as_ref()?;
-        let now = unix_now();
+        let now = clock::unix_secs();
         let mut claims = Claims::new(user.as_str(), now + SESSION_TOKEN_TTL_SECS);
         claims.iat = Some(now);
-        Some(issue_hs256(&claims, secret.0.as_bytes()))
+        Some(issue_hs256(&claims, secret.expose().as_bytes()))
     }
 
     /// A JWT for `user` valid for `ttl_secs`, signed with the HS256 secret (the demo token).
-    pub fn issue_token(&self, user: &str, ttl_secs: u64) -> Option<String> {
+    pub(crate) fn issue_token(&self, user: &str, ttl_secs: u64) -> Option<String> {
         let secret = self.issuing_secret.as_ref()?;
-        let now = unix_now();
+        let now = clock::unix_secs();
         let mut claims = Claims::new(user, now + ttl_secs);
         claims.iat = Some(now);
-        Some(issue_hs256(&claims, secret.0.as_bytes()))
+        Some(issue_hs256(&claims, secret.expose().as_bytes()))
     }
 }
 
 /// The value of query parameter `name`, percent-decoded (`application/x-www-form-urlencoded`,
 /// as browsers encode it). Used for `token` and `access_token`; the query string itself is
 /// never logged.
-pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     form_urlencoded::parse(uri.query()?.as_bytes())
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())

@@ -8,12 +8,12 @@ use futures_util::future::join_all;
 use tracing::{debug, warn};
 use wsmq_proto::{ErrorCode, Ref, ServerFrame, encode_server};
 
-use super::{Command, DRAIN_TIMEOUT, DeliveryTask, RELEASE_TIMEOUT, UNSETTLED_MAX};
-use crate::{engine::EngineError, session::OutFrame};
+use super::{Command, DeliveryTask, RELEASE_TIMEOUT, SETTLE_TIMEOUT, UNSETTLED_MAX};
+use crate::{engine::EngineError, outbound::OutFrame};
 
 impl DeliveryTask {
     /// Handles commands and written reports already waiting, without blocking.
-    pub(super) async fn drain_pending(&mut self) {
+    pub(super) async fn take_pending(&mut self) {
         if let Ok(command) = self.commands.try_recv() {
             let _ = self.handle_commands(command).await;
         }
@@ -67,7 +67,7 @@ impl DeliveryTask {
             next = self.commands.try_recv().ok();
         }
 
-        let engine = &self.gateway.engine;
+        let engine = &self.gateway.engine.queues;
         let queue = self.queue.as_str();
         let deleting = async {
             if acks.ids.is_empty() {
@@ -114,14 +114,8 @@ impl DeliveryTask {
                 }
             }
             Err(err) => {
-                self.gateway.metrics.engine_error(op);
-                let count = claimed.ids.len();
-                // An unreachable Redis is logged once by the engine.
-                if err.is_unavailable() {
-                    debug!(queue = %self.queue, cause = %err, count, "{op} failed");
-                } else {
-                    warn!(queue = %self.queue, cause = %err, count, "{op} failed");
-                }
+                let metrics = &self.gateway.metrics;
+                metrics.engine_failed(op, self.queue.as_str(), &err, false);
                 self.unsettle(claimed.ids);
                 for reference in claimed.refs {
                     self.reply(engine_error_frame(reference, &err));
@@ -136,7 +130,13 @@ impl DeliveryTask {
         while let Some(id) = self.try_written() {
             ids.push(id);
         }
-        match self.gateway.engine.ack(self.queue.as_str(), &ids).await {
+        match self
+            .gateway
+            .engine
+            .queues
+            .ack(self.queue.as_str(), &ids)
+            .await
+        {
             Ok(_) => {
                 self.gateway.metrics.acks.inc_by(ids.len() as u64);
                 for id in &ids {
@@ -146,12 +146,8 @@ impl DeliveryTask {
             Err(err) => {
                 // They reappear after the vt and are delivered again: at-least-once. Legacy
                 // clients never ack, so they are not kept as unsettled either.
-                self.gateway.metrics.engine_error("ack");
-                if err.is_unavailable() {
-                    debug!(queue = %self.queue, cause = %err, "deleting written messages failed");
-                } else {
-                    warn!(queue = %self.queue, cause = %err, "deleting written messages failed");
-                }
+                let metrics = &self.gateway.metrics;
+                metrics.engine_failed("ack", self.queue.as_str(), &err, false);
                 for id in &ids {
                     self.in_flight.remove(id);
                 }
@@ -163,17 +159,17 @@ impl DeliveryTask {
     /// its way, so that an ack sent just before a close deletes its message instead of the
     /// release below handing it out again.
     ///
-    /// Closing the command channel gives the drain an end: the session can send no more, and
+    /// Closing the command channel gives this an end: the session can send no more, and
     /// `recv` returns what it sent before, then `None`. The writer is done with our legacy
     /// deliveries once the report channel closes: it reports each written one and drops the
     /// rest when it stops (v1 deliveries carry no reporter, so that is at once). Bounded by
-    /// [`DRAIN_TIMEOUT`]: a dead engine or a socket that takes no more bytes cannot hold the
+    /// [`SETTLE_TIMEOUT`]: a dead engine or a socket that takes no more bytes cannot hold the
     /// shutdown. What was not taken by then stays in flight and is released; a batch whose
     /// engine call was cut short reappears after the vt.
-    pub(super) async fn drain_queued(&mut self) {
+    pub(super) async fn finish_queued(&mut self) {
         self.commands.close();
         self.written_tx = None;
-        let draining = async {
+        let settling = async {
             let (mut commands_open, mut written_open) = (true, self.written.is_some());
             while commands_open || written_open {
                 tokio::select! {
@@ -190,11 +186,14 @@ impl DeliveryTask {
                 }
             }
         };
-        if tokio::time::timeout(DRAIN_TIMEOUT, draining).await.is_err() {
+        if tokio::time::timeout(SETTLE_TIMEOUT, settling)
+            .await
+            .is_err()
+        {
             warn!(
                 queue = %self.queue,
-                timeout = ?DRAIN_TIMEOUT,
-                "draining queued acks and written reports timed out; releasing the rest"
+                timeout = ?SETTLE_TIMEOUT,
+                "applying queued acks and written reports timed out; releasing the rest"
             );
         }
     }
@@ -206,7 +205,7 @@ impl DeliveryTask {
         }
         let ids: Vec<String> = self.in_flight.drain().collect();
         let queue = self.queue.as_str();
-        let releasing = self.gateway.engine.release(queue, &ids, 0);
+        let releasing = self.gateway.engine.queues.release(queue, &ids, 0);
         match tokio::time::timeout(RELEASE_TIMEOUT, releasing).await {
             Ok(Ok(released)) => debug!(
                 queue,
@@ -215,8 +214,10 @@ impl DeliveryTask {
                 "released in-flight messages"
             ),
             Ok(Err(err)) => {
-                self.gateway.metrics.engine_error("release");
-                warn!(queue, cause = %err, count = ids.len(), "could not release in-flight messages; they reappear after vt");
+                // They reappear after the vt.
+                self.gateway
+                    .metrics
+                    .engine_failed("release", queue, &err, false);
             }
             Err(_) => warn!(
                 queue,

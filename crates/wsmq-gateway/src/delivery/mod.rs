@@ -2,7 +2,7 @@
 //!
 //! The task keeps up to `--window` messages in flight (delivered, not yet acknowledged) and
 //! refills the window with ONE batched receive for all the free credit. When a receive comes
-//! back short, the queue is drained for now and the task sleeps until the first of:
+//! back short, the queue is empty for now and the task sleeps until the first of:
 //!
 //! - a realtime notification of the queue (a send on any node: `{ns}:rt:{q}`),
 //! - the moment the next hidden or delayed message becomes visible, which the engine reports
@@ -48,9 +48,9 @@ use tracing::{debug, warn};
 use wsmq_proto::{MessageId, QueueName, Ref, encode_queue_message, legacy};
 
 use crate::{
-    engine::{Delivery, QueueWatch},
+    engine::{QueueMessage, QueueWatch},
     mailbox,
-    session::{Dialect, OutFrame, Outbound, Payload, WriteReport},
+    outbound::{Dialect, OutFrame, Outbound, Payload, WriteReport},
     state::Gateway,
 };
 
@@ -58,7 +58,7 @@ use crate::{
 const COMMAND_BUFFER: usize = 256;
 /// How long the end of a subscription may spend applying the acks, nacks and written reports
 /// queued before it; what is left then is released with the rest.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long releasing in-flight messages may take at the end of a subscription.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest a new subscription waits for the engine to listen to its queue before the first
@@ -76,7 +76,7 @@ const UNSETTLED_MAX: usize = 4096;
 
 /// What a session asks of one of its queue subscriptions.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Delete a delivered message; reply `ok` (or `not_found` if it was not delivered here).
     Ack {
         /// The message.
@@ -98,7 +98,7 @@ pub enum Command {
 
 impl Command {
     /// The request's `ref`, for a reply made without the subscription.
-    pub fn into_reference(self) -> Option<Ref> {
+    pub(crate) fn into_reference(self) -> Option<Ref> {
         match self {
             Command::Ack { reference, .. } | Command::Nack { reference, .. } => {
                 reference.map(|r| *r)
@@ -110,14 +110,14 @@ impl Command {
 /// The session's end of a running subscription. Dropping it (or cancelling) ends the task,
 /// which still applies the commands sent before (see the module docs).
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct QueueSubscription {
     /// Ack and nack requests.
     pub commands: mailbox::Sender<Command>,
     /// Cancels the task (a child of the session's token).
     pub cancel: CancellationToken,
 }
 
-impl Drop for Subscription {
+impl Drop for QueueSubscription {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
@@ -132,13 +132,13 @@ async fn next_written(written: &mut Option<mpsc::UnboundedReceiver<String>>) -> 
 }
 
 /// Starts delivering `queue` to a session. The queue must exist.
-pub fn spawn(
+pub(crate) fn spawn(
     gateway: &Arc<Gateway>,
     queue: QueueName,
     dialect: Dialect,
     out: Outbound,
     session_cancel: &CancellationToken,
-) -> Subscription {
+) -> QueueSubscription {
     let (commands, command_rx) = mailbox::channel(COMMAND_BUFFER);
     // Only legacy deliveries are reported back once written; v1 sessions, most of them idle
     // much of the time, do not pay for a channel they never use.
@@ -167,7 +167,7 @@ pub fn spawn(
     // flight.
     let run = session_deliveries.track_future(gateway.shutdown.deliveries.track_future(task.run()));
     gateway.shutdown.spawn(run);
-    Subscription { commands, cancel }
+    QueueSubscription { commands, cancel }
 }
 
 /// The state of one subscription.
@@ -201,7 +201,7 @@ struct DeliveryTask {
 impl DeliveryTask {
     async fn run(mut self) {
         let gateway = Arc::clone(&self.gateway);
-        let mut watch = gateway.engine.watch_queue(self.queue.as_str());
+        let mut watch = gateway.engine.queues.watch_queue(self.queue.as_str());
         gateway.metrics.subscriptions.inc();
         let limit = LISTEN_TIMEOUT.min(gateway.config.poll_interval);
         let listening = tokio::select! {
@@ -217,7 +217,7 @@ impl DeliveryTask {
         }
         // Boxed: an idle subscription's task is sized by its largest state, and the ending
         // states would otherwise make every subscription pay for them all along.
-        Box::pin(self.drain_queued()).await;
+        Box::pin(self.finish_queued()).await;
         Box::pin(self.release()).await;
         gateway.metrics.subscriptions.dec();
     }
@@ -255,6 +255,7 @@ impl DeliveryTask {
                 notified.as_mut().enable();
                 match gateway
                     .engine
+                    .queues
                     .receive(self.queue.as_str(), credit, None)
                     .await
                 {
@@ -263,13 +264,13 @@ impl DeliveryTask {
                             debug!(queue = %self.queue, failures, "receiving again");
                             failures = 0;
                         }
-                        let got = received.deliveries.len();
-                        for delivery in received.deliveries {
-                            if !self.forward(delivery) {
+                        let got = received.messages.len();
+                        for message in received.messages {
+                            if !self.forward(message) {
                                 self.cancel.cancel();
                             }
                         }
-                        // A full batch means more may be waiting; a short one drained the queue.
+                        // A full batch means more may be waiting; a short one emptied the queue.
                         may_have_more = got == credit;
                         let mut wait = config.poll_interval;
                         if let Some(next) = received.next_visible {
@@ -278,15 +279,10 @@ impl DeliveryTask {
                         deadline = Instant::now() + wait;
                     }
                     Err(err) => {
-                        gateway.metrics.engine_error("receive");
+                        let queue = self.queue.as_str();
+                        let again = failures > 0;
+                        gateway.metrics.engine_failed("receive", queue, &err, again);
                         let backoff = receive_backoff(config.poll_interval, failures);
-                        // An unreachable Redis is logged once by the engine, not by every
-                        // subscription.
-                        if failures == 0 && !err.is_unavailable() {
-                            warn!(queue = %self.queue, cause = %err, "receive failed; retrying with backoff");
-                        } else {
-                            debug!(queue = %self.queue, cause = %err, failures, retry_in = ?backoff, "receive failed");
-                        }
                         failures = failures.saturating_add(1);
                         may_have_more = false;
                         deadline = Instant::now() + backoff;
@@ -294,7 +290,7 @@ impl DeliveryTask {
                 }
                 if may_have_more && !self.cancel.is_cancelled() {
                     // Take any acks that came in meanwhile, then receive again.
-                    Box::pin(self.drain_pending()).await;
+                    Box::pin(self.take_pending()).await;
                     continue;
                 }
             }
@@ -330,8 +326,8 @@ impl DeliveryTask {
     ///
     /// The message counts as in flight either way, so that the end of the subscription
     /// releases it.
-    fn forward(&mut self, delivery: Delivery) -> bool {
-        let Delivery { id, body, rc, sent } = delivery;
+    fn forward(&mut self, message: QueueMessage) -> bool {
+        let QueueMessage { id, body, rc, sent } = message;
         self.unsettled.remove(&id);
         if rc > 1 {
             self.gateway.metrics.redeliveries.inc();

@@ -14,17 +14,17 @@
 //!
 //! [`docs/client.md`]: https://github.com/wsmq/wsmq/blob/main/docs/client.md
 
-pub mod token;
+pub(crate) mod token;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
-    Method, Request, Response, StatusCode,
+    Method, Request, Response,
     body::Incoming,
     header::{self, HeaderValue},
 };
 
-use crate::{routes::Body, state::Gateway};
+use crate::{http::Body, state::Gateway};
 
 /// The client library.
 const WSMQ_JS: &str = include_str!("../../static/wsmq.js");
@@ -41,13 +41,13 @@ const DEMO_CSP: &str = "default-src 'self'; connect-src 'self' ws: wss: http: ht
                         img-src 'self' data:; frame-ancestors 'none'";
 
 /// Whether `path` is one of this module's routes on this node.
-pub fn serves(gateway: &Gateway, path: &str) -> bool {
+pub(crate) fn serves(gateway: &Gateway, path: &str) -> bool {
     path == "/client/wsmq.js"
         || (gateway.config.demo && (path == "/demo" || path.starts_with("/demo/")))
 }
 
 /// Answers a request for which [`serves`] is true.
-pub async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
+pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
     let method = req.method().clone();
     match (method, req.uri().path()) {
         (Method::GET, "/client/wsmq.js") => asset(WSMQ_JS, "text/javascript; charset=utf-8"),
@@ -63,15 +63,12 @@ pub async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Response<Body>
         (Method::GET, "/demo/demo.js") => asset(DEMO_JS, "text/javascript; charset=utf-8"),
         (Method::POST, "/demo/token") => token::handle(req, gateway).await,
         (Method::OPTIONS, "/demo/token") => token::preflight(),
-        _ => crate::routes::json_response(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "not_found"}),
-        ),
+        _ => crate::http::not_found(),
     }
 }
 
 /// Logs, once at start, that this node hands out tokens to anyone.
-pub fn warn_at_start(gateway: &Gateway) {
+pub(crate) fn warn_at_start(gateway: &Gateway) {
     if gateway.config.demo {
         tracing::warn!(
             "--demo: POST /demo/token gives anyone a token for any user name; \

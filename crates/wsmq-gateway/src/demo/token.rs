@@ -22,17 +22,17 @@ use hyper::{
 use serde_json::json;
 use wsmq_proto::{Audience, Claims, Grants, QueueName, UserId, token::issue_hs256};
 
-use crate::{routes::Body, state::Gateway, state::unix_now};
+use crate::{clock, http::Body, state::Gateway};
 
 /// Lifetime of a demo token; the page refreshes it (the `auth` op) before it runs out.
-pub const TOKEN_TTL_SECS: u64 = 3600;
+pub(crate) const TOKEN_TTL_SECS: u64 = 3600;
 /// Longest demo user name.
 const MAX_USER_LEN: usize = 32;
 /// Largest request body.
 const MAX_BODY: usize = 1024;
 
 /// Mints a token for the user named in the body.
-pub async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
+pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -75,11 +75,11 @@ pub async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Response<Body>
         "expires": token.1,
         "node": gateway.config.node_id,
     });
-    cors(crate::routes::json_response(StatusCode::OK, &body))
+    cors(crate::http::json_response(StatusCode::OK, &body))
 }
 
 /// Answers a CORS preflight (a page sending JSON from another node's origin).
-pub fn preflight() -> Response<Body> {
+pub(crate) fn preflight() -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
@@ -111,7 +111,7 @@ fn mint(gateway: &Gateway, user: &str) -> Option<(String, u64)> {
     if jwt.public_key_pem.is_some() {
         return None;
     }
-    let now = unix_now();
+    let now = clock::unix_secs();
     let exp = now + TOKEN_TTL_SECS;
     let mut claims = Claims::new(user, exp);
     claims.iat = Some(now);
@@ -122,11 +122,11 @@ fn mint(gateway: &Gateway, user: &str) -> Option<(String, u64)> {
         subscribe: vec!["room-*".to_owned()],
         publish: vec!["queue:*".to_owned(), "channel:room-*".to_owned()],
     });
-    Some((issue_hs256(&claims, jwt.secret.0.as_bytes()), exp))
+    Some((issue_hs256(&claims, jwt.secret.expose().as_bytes()), exp))
 }
 
 fn refuse(status: StatusCode, reason: &str) -> Response<Body> {
-    cors(crate::routes::json_response(
+    cors(crate::http::json_response(
         status,
         &json!({"error": "invalid", "reason": reason}),
     ))

@@ -12,11 +12,10 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use futures_util::future::{BoxFuture, FutureExt};
-use rand::{Rng, distr::Alphanumeric};
 use tokio::{
     sync::{Notify, broadcast},
     time::Instant,
@@ -24,13 +23,11 @@ use tokio::{
 use tracing::warn;
 use wsmq_proto::NodeHeartbeat;
 
-use super::{Delivery, Engine, EngineError, InterestGuard, QueueWatch, Received};
-use crate::channels::ChannelHub;
-
-/// Default visibility timeout of a queue created by the gateway (rsmq default), seconds.
-const DEFAULT_VT: u64 = 30;
-/// Default maximum message size (rsmq default), bytes.
-const DEFAULT_MAXSIZE: usize = 65536;
+use super::{
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, InterestGuard,
+    QueueMessage, QueueStore, QueueWatch, Received,
+};
+use crate::clock;
 
 /// The single-node, non-durable engine.
 pub struct MemoryEngine {
@@ -40,8 +37,10 @@ pub struct MemoryEngine {
     access: Mutex<HashMap<String, HashSet<String>>>,
     /// Revoked user ids, announced to every session of this process.
     revocations: broadcast::Sender<String>,
-    /// Local channel fan-out (the only fan-out there is with one node).
-    hub: ChannelHub,
+    /// Channels the node subscribed to: a publication on one of them reached "one node".
+    channels: Mutex<HashSet<String>>,
+    /// The node's channel hub, fed with every publication.
+    handler: HandlerSlot,
     /// Wall clock at creation, Unix ms; with `origin` gives a clock that follows tokio time.
     epoch_ms: u64,
     /// tokio instant at creation.
@@ -67,6 +66,8 @@ struct QueueState {
     visible: BTreeSet<(u64, String)>,
     /// Visibility timeout, seconds.
     vt: u64,
+    /// Longest body, in rsmq's units ([`wsmq_rsmq::message_length`]); -1: no limit.
+    maxsize: i64,
 }
 
 struct MemMessage {
@@ -80,15 +81,13 @@ impl MemoryEngine {
     /// A fresh, empty engine. Logs that it is single-node and not durable.
     pub fn new() -> Arc<MemoryEngine> {
         warn!("in-memory engine: single node, nothing is durable; use --redis-url for production");
-        let epoch_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Arc::new(MemoryEngine {
             queues: Mutex::new(HashMap::new()),
             access: Mutex::new(HashMap::new()),
             revocations: broadcast::channel(64).0,
-            hub: ChannelHub::new(|_, _| {}),
-            epoch_ms,
+            channels: Mutex::default(),
+            handler: HandlerSlot::default(),
+            epoch_ms: clock::unix_millis(),
             origin: Instant::now(),
             last_id_us: AtomicU64::new(0),
         })
@@ -112,13 +111,20 @@ impl MemoryEngine {
         let _ = self.revocations.send(user.to_owned());
     }
 
+    /// This engine as the gateway holds it.
+    pub fn engine(self: &Arc<Self>) -> Engine {
+        Engine::whole("memory", Arc::clone(self))
+    }
+
     /// Creates the queue if needed and sends a message now, without a future (for tests).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn send_now_for_tests(&self, queue: &str, body: &str) -> String {
         self.ensure(queue);
         self.send_now(queue, body, None).expect("the queue exists")
     }
 
     /// Number of messages in a queue, visible or not (for tests).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn queue_len(&self, queue: &str) -> usize {
         self.queue(queue).map_or(0, |q| {
             q.state.lock().expect("queue poisoned").messages.len()
@@ -146,7 +152,8 @@ impl MemoryEngine {
         Arc::clone(queues.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(MemQueue {
                 state: Mutex::new(QueueState {
-                    vt: DEFAULT_VT,
+                    vt: wsmq_rsmq::DEFAULT_VT,
+                    maxsize: wsmq_rsmq::DEFAULT_MAXSIZE,
                     ..QueueState::default()
                 }),
                 notify: Arc::new(Notify::new()),
@@ -171,7 +178,7 @@ impl MemoryEngine {
             .take(max)
             .cloned()
             .collect();
-        let mut deliveries = Vec::with_capacity(due.len());
+        let mut messages = Vec::with_capacity(due.len());
         for key in due {
             state.visible.remove(&key);
             let id = key.1;
@@ -181,7 +188,7 @@ impl MemoryEngine {
                 .expect("index and messages agree");
             msg.rc += 1;
             msg.visible_at = now + vt_ms;
-            deliveries.push(Delivery {
+            messages.push(QueueMessage {
                 id: id.clone(),
                 body: msg.body.clone(),
                 rc: msg.rc,
@@ -195,14 +202,15 @@ impl MemoryEngine {
             .find(|(at, _)| *at > now)
             .map(|(at, _)| Duration::from_millis(at - now));
         Ok(Received {
-            deliveries,
+            messages,
             next_visible,
         })
     }
 
     fn send_now(&self, queue: &str, body: &str, delay: Option<u64>) -> Result<String, EngineError> {
         let q = self.existing(queue)?;
-        if body.len() > DEFAULT_MAXSIZE {
+        let maxsize = q.state.lock().expect("queue poisoned").maxsize;
+        if usize::try_from(maxsize).is_ok_and(|max| wsmq_rsmq::message_length(body) > max) {
             return Err(EngineError::TooLarge);
         }
         let now = self.now_ms();
@@ -213,7 +221,7 @@ impl MemoryEngine {
                 Some(last.max(us.saturating_sub(1)) + 1)
             })
             .unwrap_or(us);
-        let id = message_id(prev.max(us.saturating_sub(1)) + 1);
+        let id = wsmq_rsmq::new_message_id(prev.max(us.saturating_sub(1)) + 1);
         let delay = delay.unwrap_or(0);
         let visible_at = now + delay * 1000;
         {
@@ -271,11 +279,7 @@ impl MemoryEngine {
     }
 }
 
-impl Engine for MemoryEngine {
-    fn kind(&self) -> &'static str {
-        "memory"
-    }
-
+impl QueueStore for MemoryEngine {
     fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         self.ensure(queue);
         futures_util::future::ready(Ok(())).boxed()
@@ -316,16 +320,6 @@ impl Engine for MemoryEngine {
         futures_util::future::ready(self.send_now(queue, body, delay)).boxed()
     }
 
-    fn publish<'a>(
-        &'a self,
-        channel: &'a str,
-        body: &'a str,
-    ) -> BoxFuture<'a, Result<u64, EngineError>> {
-        // With one node, "nodes that received it" is 1 when anybody here listens.
-        let receivers = u64::from(self.hub.dispatch(channel, body) > 0);
-        futures_util::future::ready(Ok(receivers)).boxed()
-    }
-
     fn watch_queue(&self, queue: &str) -> QueueWatch {
         // Sends notify in the same process, synchronously: listening from the start.
         QueueWatch {
@@ -335,10 +329,47 @@ impl Engine for MemoryEngine {
         }
     }
 
-    fn channels(&self) -> &ChannelHub {
-        &self.hub
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+}
+
+impl Broker for MemoryEngine {
+    fn start(&self, handler: &Arc<dyn BrokerHandler>) {
+        self.handler.set(handler);
     }
 
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        // With one node, "nodes that received it" is 1 when this node listens.
+        let listening = self
+            .channels
+            .lock()
+            .expect("channels poisoned")
+            .contains(channel);
+        if listening {
+            self.handler.on_publication(channel, body);
+        }
+        futures_util::future::ready(Ok(u64::from(listening))).boxed()
+    }
+
+    fn subscribe(&self, channel: &str) {
+        let mut channels = self.channels.lock().expect("channels poisoned");
+        channels.insert(channel.to_owned());
+    }
+
+    fn unsubscribe(&self, channel: &str) {
+        self.channels
+            .lock()
+            .expect("channels poisoned")
+            .remove(channel);
+    }
+}
+
+impl ClusterState for MemoryEngine {
     fn is_access_token_registered<'a>(
         &'a self,
         user: &'a str,
@@ -353,10 +384,6 @@ impl Engine for MemoryEngine {
         self.revocations.subscribe()
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        futures_util::future::ready(Ok(())).boxed()
-    }
-
     fn write_heartbeat<'a>(
         &'a self,
         _heartbeat: &'a NodeHeartbeat,
@@ -366,47 +393,5 @@ impl Engine for MemoryEngine {
 
     fn remove_heartbeat<'a>(&'a self, _node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         futures_util::future::ready(Ok(())).boxed()
-    }
-}
-
-/// An rsmq-shaped id: base-36 of the send time in microseconds, then random alphanumerics,
-/// 32 characters in all, so ids sort by send time like rsmq's.
-fn message_id(now_us: u64) -> String {
-    let mut id = base36(now_us);
-    let rest = 32 - id.len();
-    id.extend(
-        rand::rng()
-            .sample_iter(Alphanumeric)
-            .take(rest)
-            .map(char::from),
-    );
-    id
-}
-
-fn base36(mut n: u64) -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8(out).expect("ascii digits")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_look_like_rsmq_ids() {
-        let id = message_id(1_700_000_000_123_456);
-        assert_eq!(id.len(), 32);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
-        assert_eq!(base36(35), "z");
-        assert_eq!(base36(36), "10");
     }
 }

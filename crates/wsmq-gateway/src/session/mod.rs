@@ -4,9 +4,9 @@
 //! ([`legacy`] or [`v1`], with one module per v1 op under [`ops`]). The writer (a task of its
 //! own, in `writer`) writes frames from the bounded [`Outbound`] queue, batching what is ready
 //! before each flush, and reports written queue deliveries back (legacy deletes on write).
-//! Every producer (replies, deliveries, channel frames) uses `try_send`: a client whose queue
-//! is full is not reading, and is closed with 4008; its unacked messages are released for
-//! redelivery.
+//! Every producer (replies, deliveries, channel frames) pushes without waiting (see
+//! [`crate::outbound`]): a client whose queue is full is not reading, and is closed with 4008;
+//! its unacked messages are released for redelivery.
 //!
 //! Everything ends through one [`Closer`] (a child of the root shutdown token plus the close
 //! code): revocation (4003), JWT expiry (4001), slow client (4008), oversize frame (1009), the
@@ -15,20 +15,17 @@
 //! The session is generic over `Sink<Message> + Stream<Item = Result<Message, _>>`, so it can
 //! be driven without a socket in tests.
 
-pub mod legacy;
-pub mod ops;
-pub mod rate;
-pub mod v1;
+mod legacy;
+mod ops;
+mod rate;
+mod subscribe;
+mod v1;
 mod writer;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::{Sink, Stream, StreamExt};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -36,140 +33,16 @@ use wsmq_proto::{ChannelName, CloseCode, QueueName};
 
 use crate::{
     auth::Identity,
-    delivery::Subscription,
-    mailbox::{self, TrySendError},
+    clock,
+    delivery::QueueSubscription,
+    hub::ChannelSubscription,
+    mailbox,
+    outbound::{Closer, Dialect, OutFrame, Outbound, Payload},
     state::Gateway,
 };
 
-/// The protocol a session speaks, chosen at the handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// The original Node gateway's: `/subscribe/<q>` in, `{"message":…}` out.
-    Legacy,
-    /// JSON ops (subprotocol `wsmq.v1`).
-    V1,
-}
-
-/// A frame on its way to the socket.
-///
-/// Kept small: a busy session's outbound queue holds up to `--outbound-buffer` of these.
-#[derive(Debug)]
-pub struct OutFrame {
-    /// What to send.
-    pub payload: Payload,
-    /// For queue deliveries: what to do once the frame is written.
-    pub report: Option<WriteReport>,
-}
-
-/// The frames a session sends (the close frame is the writer's own).
-#[derive(Debug)]
-pub enum Payload {
-    /// Text; cheap to clone, channel frames share one buffer.
-    Text(Utf8Bytes),
-    /// A keep-alive ping.
-    Ping,
-}
-
-impl Payload {
-    pub(super) fn into_message(self) -> Message {
-        match self {
-            Payload::Text(text) => Message::Text(text),
-            Payload::Ping => Message::Ping(Default::default()),
-        }
-    }
-}
-
-impl OutFrame {
-    /// A frame with nothing to report.
-    pub fn text(text: impl Into<Utf8Bytes>) -> OutFrame {
-        OutFrame {
-            payload: Payload::Text(text.into()),
-            report: None,
-        }
-    }
-}
-
-/// What the writer does after writing a queue delivery.
-#[derive(Debug)]
-pub struct WriteReport {
-    /// Send time, Unix ms (for the latency histogram).
-    pub sent_ms: u64,
-    /// Legacy: the message id, and where to report it as written so the message gets deleted.
-    /// Boxed, so that v1 frames, the common case, stay small.
-    pub ack_on_write: Option<Box<(String, mpsc::UnboundedSender<String>)>>,
-}
-
-/// Ends a session with a close code; the first code set wins.
-#[derive(Debug, Clone)]
-pub struct Closer {
-    /// The session's token, a child of the root shutdown token.
-    token: CancellationToken,
-    /// The code to close with; unset when the root was cancelled (then 1012).
-    code: Arc<OnceLock<CloseCode>>,
-}
-
-impl Closer {
-    fn new(token: CancellationToken) -> Closer {
-        Closer {
-            token,
-            code: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// Closes the session with `code` (unless it is already closing).
-    pub fn close(&self, code: CloseCode) {
-        let _ = self.code.set(code);
-        self.token.cancel();
-    }
-
-    /// Resolves when the session is closing.
-    pub async fn closed(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// The code the session closes with.
-    pub fn code(&self) -> CloseCode {
-        self.code
-            .get()
-            .copied()
-            .unwrap_or(CloseCode::SERVICE_RESTART)
-    }
-}
-
-/// The producer side of a session's bounded outbound queue.
-#[derive(Debug, Clone)]
-pub struct Outbound {
-    /// Bounded by `--outbound-buffer`.
-    tx: mailbox::Sender<OutFrame>,
-    /// Closes the session with 4008 when the queue is full.
-    closer: Closer,
-    /// The session's queue subscriptions: in a drain, the session closes (1012) once they
-    /// have all ended, i.e. once the client has acked everything it held.
-    pub deliveries: tokio_util::task::TaskTracker,
-}
-
-impl Outbound {
-    /// Queues a frame; `false` when the session is closing or the client is too slow
-    /// (which closes the session with 4008).
-    pub fn push(&self, frame: OutFrame) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                // A session already closing has stopped writing: its queue fills up (with
-                // the last replies of its subscriptions), but that does not make the client
-                // slow, and must not turn a 1000 or 1012 into 4008.
-                if !self.closer.token.is_cancelled() {
-                    self.closer.close(CloseCode::SLOW_CONSUMER);
-                }
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        }
-    }
-}
-
 /// The state of one session, shared by the dialects and ops.
-pub struct Session {
+pub(crate) struct Session {
     /// Node state.
     pub gateway: Arc<Gateway>,
     /// Who is connected.
@@ -183,32 +56,28 @@ pub struct Session {
     /// Parent of the subscription tasks' tokens.
     pub token: CancellationToken,
     /// Queue subscriptions (dropping one ends it and releases its in-flight messages).
-    pub queues: HashMap<QueueName, Subscription>,
+    pub queues: HashMap<QueueName, QueueSubscription>,
     /// Channel subscriptions (dropping one ends it).
-    pub channels: HashMap<ChannelName, crate::channels::Membership>,
+    pub channels: HashMap<ChannelName, ChannelSubscription>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
 }
 
 impl Session {
     /// Queues an encoded frame for the client.
-    pub fn send(&self, text: impl Into<Utf8Bytes>) {
+    pub(crate) fn send(&self, text: impl Into<Utf8Bytes>) {
         self.out.push(OutFrame::text(text));
     }
 
     /// Subscriptions of both kinds.
-    pub fn subscription_count(&self) -> usize {
+    pub(crate) fn subscription_count(&self) -> usize {
         self.queues.len() + self.channels.len()
     }
 
     /// Sets the expiry timer from a JWT `exp` (Unix seconds).
-    pub fn set_expiry(&mut self, exp: Option<u64>) {
+    pub(crate) fn set_expiry(&mut self, exp: Option<u64>) {
         self.expires_at = exp.map(|exp| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs();
-            Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+            Instant::now() + Duration::from_secs(exp.saturating_sub(clock::unix_secs()))
         });
     }
 }
@@ -216,7 +85,7 @@ impl Session {
 /// Runs a session on an upgraded socket until it ends, then cleans up.
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
-pub async fn run<W, R>(
+pub(crate) async fn run<W, R>(
     sink: W,
     stream: R,
     gateway: Arc<Gateway>,
@@ -229,11 +98,7 @@ pub async fn run<W, R>(
     let token = gateway.shutdown.token.child_token();
     let closer = Closer::new(token.clone());
     let (tx, rx) = mailbox::channel(gateway.config.outbound_buffer);
-    let out = Outbound {
-        tx,
-        closer: closer.clone(),
-        deliveries: tokio_util::task::TaskTracker::new(),
-    };
+    let out = Outbound::new(tx, closer.clone());
     let user = identity.user.as_str().to_owned();
     let registration = gateway.sessions.register(&user, closer.clone());
     gateway.metrics.connections.inc();

@@ -16,7 +16,7 @@ const TOLERANCE: f64 = 10.0;
 
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Handle it.
     Allow,
     /// Answer `rate_limited` and drop it.
@@ -27,7 +27,7 @@ pub enum Verdict {
 
 /// The two buckets of one session.
 #[derive(Debug)]
-pub struct RateLimit {
+pub(super) struct RateLimit {
     /// Tokens per second; `None` when the limit is off.
     rate: Option<f64>,
     /// Capacity of the frame bucket.
@@ -42,7 +42,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// A limiter of `rate` frames per second with `burst`; `rate` 0 allows everything.
-    pub fn new(rate: u32, burst: u32) -> RateLimit {
+    pub(super) fn new(rate: u32, burst: u32) -> RateLimit {
         let burst = f64::from(burst.max(1));
         RateLimit {
             rate: (rate > 0).then_some(f64::from(rate)),
@@ -54,7 +54,7 @@ impl RateLimit {
     }
 
     /// Takes a token for one frame arriving now.
-    pub fn check(&mut self) -> Verdict {
+    pub(super) fn check(&mut self) -> Verdict {
         self.check_at(Instant::now())
     }
 

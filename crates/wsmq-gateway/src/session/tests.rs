@@ -5,12 +5,15 @@ use std::net::SocketAddr;
 use futures_util::{sink, stream};
 use wsmq_proto::UserId;
 
+use tokio::sync::mpsc;
+
 use super::*;
 use crate::{
     auth::Via,
     config::Config,
-    engine::{Engine, memory::MemoryEngine},
+    engine::{QueueStore, memory::MemoryEngine},
     metrics::Metrics,
+    outbound::Dialect,
 };
 
 /// A session driven through channels: (to the session, from the session, its task).
@@ -26,7 +29,7 @@ fn channel_session(
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let gateway = Gateway::new(
         Config::for_tests("secret"),
-        engine.clone(),
+        engine.engine(),
         Metrics::new(),
         addr,
     )
@@ -118,7 +121,7 @@ async fn delayed_messages_and_vt_expiry_on_a_paused_clock() {
         .unwrap();
     assert_eq!(next_text(&mut rx).await, r#"{"op":"ok"}"#);
     let start = Instant::now();
-    Engine::send(engine.as_ref(), "alice", "in five", Some(5))
+    QueueStore::send(engine.as_ref(), "alice", "in five", Some(5))
         .await
         .unwrap();
     let frame = next_text(&mut rx).await;

@@ -10,7 +10,7 @@ use super::{Session, ops};
 use crate::auth::Via;
 
 /// Sends the `welcome` frame. A session admitted by access token gets a fresh JWT in it.
-pub fn welcome(session: &Session) {
+pub(super) fn welcome(session: &Session) {
     let token = match session.identity.via {
         Via::AccessToken => session
             .gateway
@@ -27,7 +27,7 @@ pub fn welcome(session: &Session) {
 }
 
 /// Handles one text frame.
-pub async fn on_text(session: &mut Session, text: &str) {
+pub(super) async fn on_text(session: &mut Session, text: &str) {
     match decode_request(text) {
         Ok(frame) => ops::dispatch(session, frame).await,
         Err(rejection) => {
@@ -42,7 +42,7 @@ pub async fn on_text(session: &mut Session, text: &str) {
 }
 
 /// Answers a binary frame: v1 is text only.
-pub fn on_binary(session: &Session) {
+pub(super) fn on_binary(session: &Session) {
     let frame = ServerFrame::error(
         None,
         ErrorCode::Invalid,

@@ -7,10 +7,7 @@
 //! those deliveries are reported too, so that a legacy message the client may have read is
 //! deleted rather than handed out again.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{Sink, SinkExt};
 use tokio_tungstenite::tungstenite::{
@@ -20,8 +17,11 @@ use tokio_tungstenite::tungstenite::{
 use tracing::debug;
 use wsmq_proto::CloseCode;
 
-use super::{Closer, OutFrame, WriteReport};
-use crate::{mailbox, state::Gateway};
+use crate::{
+    clock, mailbox,
+    outbound::{Closer, OutFrame, WriteReport},
+    state::Gateway,
+};
 
 /// Frames written per flush at most (the rest wait for the next flush).
 const WRITE_BATCH: usize = 64;
@@ -145,9 +145,7 @@ where
 /// Counts written queue deliveries and reports the legacy ones to their subscriptions.
 fn report_written(gateway: &Gateway, reports: impl Iterator<Item = WriteReport>) {
     let metrics = &gateway.metrics;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = clock::unix_millis();
     for report in reports {
         metrics.deliveries.inc();
         metrics

@@ -50,7 +50,7 @@ use tokio_tungstenite::{
 };
 use wsmq_gateway::{
     Config, GatewayError,
-    engine::{Engine, memory::MemoryEngine},
+    engine::{Engine, QueueStore, memory::MemoryEngine},
 };
 use wsmq_proto::{Claims, UserId, token::issue_access_token, token::issue_hs256};
 
@@ -95,16 +95,22 @@ impl TestGateway {
 
     /// An engine on the same data as the gateway, to publish and inspect from the test: the
     /// gateway's own in-memory engine, or a second Redis engine on the same namespace.
-    pub async fn engine(&self) -> Arc<dyn Engine> {
+    pub async fn engine(&self) -> Engine {
         match (&self.memory, &self.redis_url) {
-            (Some(memory), _) => memory.clone(),
+            (Some(memory), _) => memory.engine(),
             (None, Some(url)) => {
                 wsmq_gateway::engine::redis::RedisEngine::connect(url, &self.ns, Default::default())
                     .await
                     .expect("redis engine connects")
+                    .engine()
             }
             (None, None) => unreachable!("a gateway has an engine"),
         }
+    }
+
+    /// The queues of [`TestGateway::engine`].
+    pub async fn queues(&self) -> Arc<dyn QueueStore> {
+        self.engine().await.queues
     }
 
     /// Stops the gateway and waits for its drain.
@@ -260,9 +266,12 @@ impl Builder {
             }
             None => {
                 let engine = MemoryEngine::new();
-                let dyn_engine: Arc<dyn Engine> = engine.clone();
-                let task =
-                    tokio::spawn(wsmq_gateway::serve(listener, config, dyn_engine, shutdown));
+                let task = tokio::spawn(wsmq_gateway::serve(
+                    listener,
+                    config,
+                    engine.engine(),
+                    shutdown,
+                ));
                 (Some(engine), task)
             }
         };

@@ -21,8 +21,9 @@
 mod pubsub;
 
 use std::{
+    collections::HashSet,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -38,8 +39,10 @@ use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
 use self::pubsub::{PubSub, PubSubCommand, QueueWake};
-use super::{Delivery, Engine, EngineError, QueueWatch, Received};
-use crate::{channels::ChannelHub, engine::interest::Interests};
+use super::{
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueMessage,
+    QueueStore, QueueWatch, Received, interest::Interests,
+};
 
 /// The Redis engine's counters, registered by the gateway.
 #[derive(Debug, Clone, Default)]
@@ -67,8 +70,12 @@ pub struct RedisEngine {
     /// Queues with local consumers: queue → wake-up (realtime notifications) and whether the
     /// node listens to them yet.
     queues: Arc<Interests<Arc<QueueWake>>>,
-    /// Channels with local subscribers.
-    hub: Arc<ChannelHub>,
+    /// Channels the node subscribed to (to subscribe again after a reconnect).
+    channels: Arc<Mutex<HashSet<String>>>,
+    /// Where the pub/sub task hands channel publications: the node's hub.
+    handler: Arc<HandlerSlot>,
+    /// Subscribe/unsubscribe requests to the pub/sub task.
+    commands: mpsc::UnboundedSender<PubSubCommand>,
     /// Revoked user ids, from `wsmq:revoke`.
     revocations: broadcast::Sender<String>,
     /// Stops the pub/sub task when the engine goes away (the task holds the registries, whose
@@ -96,20 +103,17 @@ impl RedisEngine {
         let rsmq = Rsmq::connect(url, options).await.map_err(map_err)?;
         let client = Client::open(url).map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let rt_prefix = format!("{ns}:rt:");
         let queue_commands = commands.clone();
-        let prefix = rt_prefix.clone();
+        let rt_ns = ns.to_owned();
         let queues = Interests::new(Box::new(
             move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
-                let channel = format!("{prefix}{queue}");
+                let channel = wsmq_rsmq::keys::realtime_channel(&rt_ns, queue);
                 let wake = Some(Arc::clone(wake));
                 let _ = queue_commands.send(PubSubCommand::toggle(channel, wake, first));
             },
         ));
-        let hub = Arc::new(ChannelHub::new(move |channel: &str, first: bool| {
-            let channel = keys::channel(channel);
-            let _ = commands.send(PubSubCommand::toggle(channel, None, first));
-        }));
+        let channels = Arc::default();
+        let handler = Arc::new(HandlerSlot::default());
         let revocations = broadcast::channel(256).0;
         let stop = CancellationToken::new();
         let redis_back = Arc::new(Notify::new());
@@ -118,9 +122,10 @@ impl RedisEngine {
             stop: stop.clone(),
             client,
             commands: command_rx,
-            rt_prefix,
+            rt_prefix: wsmq_rsmq::keys::realtime_channel(ns, ""),
             queues: Arc::clone(&queues),
-            hub: Arc::clone(&hub),
+            channels: Arc::clone(&channels),
+            handler: Arc::clone(&handler),
             revocations: revocations.clone(),
             reconnects: metrics.pubsub_reconnects,
         };
@@ -132,10 +137,17 @@ impl RedisEngine {
             command_reconnects: metrics.command_reconnects,
             redis_back,
             queues,
-            hub,
+            channels,
+            handler,
+            commands,
             revocations,
             _pubsub: stop.drop_guard(),
         }))
+    }
+
+    /// This engine as the gateway holds it.
+    pub fn engine(self: &Arc<Self>) -> Engine {
+        Engine::whole("redis", Arc::clone(self))
     }
 
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
@@ -167,11 +179,7 @@ impl RedisEngine {
     }
 }
 
-impl Engine for RedisEngine {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
+impl QueueStore for RedisEngine {
     fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
             let created = match self
@@ -197,10 +205,10 @@ impl Engine for RedisEngine {
             // One script call: the batch, and when the queue's next hidden message becomes
             // visible, so a subscriber that drained the queue sleeps exactly that long.
             let batch = self.track(self.rsmq.receive_batch_next(queue, max, vt).await)?;
-            let deliveries = batch
+            let messages = batch
                 .messages
                 .into_iter()
-                .map(|m| Delivery {
+                .map(|m| QueueMessage {
                     id: m.id,
                     body: m.message,
                     rc: m.rc,
@@ -208,7 +216,7 @@ impl Engine for RedisEngine {
                 })
                 .collect();
             Ok(Received {
-                deliveries,
+                messages,
                 next_visible: batch.next_visible_ms.map(Duration::from_millis),
             })
         }
@@ -248,6 +256,25 @@ impl Engine for RedisEngine {
         async move { self.track(self.rsmq.send_message(queue, body, delay).await) }.boxed()
     }
 
+    fn watch_queue(&self, queue: &str) -> QueueWatch {
+        let (wake, guard) = self.queues.join(queue, || Arc::new(QueueWake::new()));
+        QueueWatch {
+            notify: Arc::clone(&wake.notify),
+            listening: Some(Arc::clone(&wake.listening)),
+            _guard: guard,
+        }
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        async move { self.query::<()>(&redis::cmd("PING")).await }.boxed()
+    }
+}
+
+impl Broker for RedisEngine {
+    fn start(&self, handler: &Arc<dyn BrokerHandler>) {
+        self.handler.set(handler);
+    }
+
     fn publish<'a>(
         &'a self,
         channel: &'a str,
@@ -261,19 +288,22 @@ impl Engine for RedisEngine {
         .boxed()
     }
 
-    fn watch_queue(&self, queue: &str) -> QueueWatch {
-        let (wake, guard) = self.queues.join(queue, || Arc::new(QueueWake::new()));
-        QueueWatch {
-            notify: Arc::clone(&wake.notify),
-            listening: Some(Arc::clone(&wake.listening)),
-            _guard: guard,
-        }
+    fn subscribe(&self, channel: &str) {
+        let mut channels = self.channels.lock().expect("channel set poisoned");
+        channels.insert(channel.to_owned());
+        let command = PubSubCommand::toggle(keys::channel(channel), None, true);
+        let _ = self.commands.send(command);
     }
 
-    fn channels(&self) -> &ChannelHub {
-        &self.hub
+    fn unsubscribe(&self, channel: &str) {
+        let mut channels = self.channels.lock().expect("channel set poisoned");
+        channels.remove(channel);
+        let command = PubSubCommand::toggle(keys::channel(channel), None, false);
+        let _ = self.commands.send(command);
     }
+}
 
+impl ClusterState for RedisEngine {
     fn is_access_token_registered<'a>(
         &'a self,
         user: &'a str,
@@ -289,10 +319,6 @@ impl Engine for RedisEngine {
 
     fn revocations(&self) -> broadcast::Receiver<String> {
         self.revocations.subscribe()
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        async move { self.query::<()>(&redis::cmd("PING")).await }.boxed()
     }
 
     fn write_heartbeat<'a>(

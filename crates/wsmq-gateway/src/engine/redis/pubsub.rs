@@ -4,8 +4,8 @@
 //! consumer and to `wsmq:ch:{c}` for each channel with a local subscriber (the interest
 //! registries send subscribe/unsubscribe commands on first/last local holder; commands that
 //! queue up together go out as one `SUBSCRIBE` or `UNSUBSCRIBE` with many channels). Messages
-//! are dispatched into the per-queue [`QueueWake`], the channel hub (bounded broadcast) and the
-//! revocation broadcast.
+//! are dispatched into the per-queue [`QueueWake`], the node's broker handler (its channel hub)
+//! and the revocation broadcast.
 //!
 //! Each queue's [`QueueWake`] also says whether the node listens to the queue yet: it turns
 //! `listening` on once Redis confirmed the `SUBSCRIBE` made for it, and off when the connection
@@ -22,7 +22,11 @@
 //! when the connection drops would be too early: a message sent after that wake-up and before
 //! the re-subscribe would wait for the poll.)
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
@@ -32,8 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wsmq_proto::keys;
 
-use super::super::{EngineError, Listening, interest::Interests};
-use crate::channels::ChannelHub;
+use super::super::{EngineError, HandlerSlot, Listening, interest::Interests};
 
 /// Backoff between reconnection attempts: doubles from the first to the last value. The cap
 /// bounds how long delivery lags behind a Redis that is back (notifications resume only once
@@ -109,8 +112,10 @@ pub(super) struct PubSub {
     pub(super) rt_prefix: String,
     /// Queue wake-ups.
     pub(super) queues: Arc<Interests<Arc<QueueWake>>>,
-    /// Channel fan-out.
-    pub(super) hub: Arc<ChannelHub>,
+    /// Channels the node subscribed to.
+    pub(super) channels: Arc<Mutex<HashSet<String>>>,
+    /// The node's handler of channel publications.
+    pub(super) handler: Arc<HandlerSlot>,
     /// Revocations.
     pub(super) revocations: broadcast::Sender<String>,
     /// Reconnections (metric).
@@ -199,7 +204,7 @@ impl PubSub {
         let queues = self.queues.entries();
         let mut wanted = vec![keys::REVOKE_CHANNEL.to_owned()];
         wanted.extend(queues.iter().map(|(q, _)| format!("{}{q}", self.rt_prefix)));
-        wanted.extend(self.hub.channels().iter().map(|c| keys::channel(c)));
+        wanted.extend(self.wanted_channels());
         let connecting = async {
             let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
             let (mut sink, stream) = pubsub.split();
@@ -219,6 +224,12 @@ impl PubSub {
             wake.listening.set(true);
         }
         Ok((sink, stream))
+    }
+
+    /// The pub/sub names of the channels the node subscribed to.
+    fn wanted_channels(&self) -> Vec<String> {
+        let channels = self.channels.lock().expect("channel set poisoned");
+        channels.iter().map(|c| keys::channel(c)).collect()
     }
 
     /// Serves one connection: `false` when the engine is gone, `true` when the connection
@@ -300,7 +311,7 @@ impl PubSub {
             }
         } else if let Some(name) = keys::channel_name(channel) {
             let body = String::from_utf8_lossy(msg.get_payload_bytes());
-            self.hub.dispatch(name, &body);
+            self.handler.on_publication(name, &body);
         } else if channel == keys::REVOKE_CHANNEL {
             let user = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
             let _ = self.revocations.send(user);

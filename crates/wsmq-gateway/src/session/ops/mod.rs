@@ -18,7 +18,7 @@ use super::Session;
 use crate::error::GatewayError;
 
 /// What an op answers.
-pub enum Reply {
+pub(super) enum Reply {
     /// This frame, now.
     Now(ServerFrame),
     /// Someone else (a subscription task) answers.
@@ -27,23 +27,27 @@ pub enum Reply {
 
 impl Reply {
     /// `ok` with the ref.
-    pub fn ok(reference: Option<Ref>) -> Reply {
+    pub(super) fn ok(reference: Option<Ref>) -> Reply {
         Reply::Now(ServerFrame::ok(reference))
     }
 
     /// `error` with the ref, code and message.
-    pub fn error(reference: Option<Ref>, code: ErrorCode, message: impl Into<String>) -> Reply {
+    pub(super) fn error(
+        reference: Option<Ref>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Reply {
         Reply::Now(ServerFrame::error(reference, code, message))
     }
 
     /// `error` for a gateway error (internal details are not shown).
-    pub fn failed(reference: Option<Ref>, err: &GatewayError) -> Reply {
+    pub(super) fn failed(reference: Option<Ref>, err: &GatewayError) -> Reply {
         Reply::error(reference, err.code(), err.public_message())
     }
 }
 
 /// Runs one decoded client frame and sends its reply.
-pub async fn dispatch(session: &mut Session, frame: ClientFrame) {
+pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
     let reference = frame.reference;
     let reply = match frame.op {
         ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,

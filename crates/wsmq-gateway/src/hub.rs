@@ -1,8 +1,12 @@
-//! The per-node channel hub: local fan-out of broadcast channel messages.
+//! The node's channel hub: local fan-out of broadcast channel messages.
+//!
+//! The hub is the engine's [`BrokerHandler`]: the broker hands it every publication of a
+//! channel this node subscribed to, and the hub tells the broker (through `on_change`) when a
+//! channel gets its first local subscriber and loses its last.
 //!
 //! Each channel with local subscribers has a member list: one [`FrameSink`] per local
-//! subscription, which queues a frame on its session's outbound queue. A message arriving for
-//! the channel (from Redis pub/sub, or from a local publish with the in-memory engine) is
+//! subscription, which queues a frame on its session's outbound queue. A publication of the
+//! channel (from any node) is
 //! encoded into its v1 frame ONCE and handed to every member as a clone of the same
 //! `Utf8Bytes` (a reference-counted buffer), so fan-out to N sessions costs N pointer copies
 //! and N queue pushes: no JSON re-encoding, and no task per subscription between the hub and
@@ -24,27 +28,34 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmq_proto::{ChannelName, encode_channel_message};
 
-use crate::engine::interest::{InterestGuard, Interests};
+use crate::engine::{
+    BrokerHandler,
+    interest::{InterestGuard, Interests},
+};
 
 /// Where a local subscription's frames go: the session pushes them on its outbound queue.
-pub type FrameSink = Box<dyn Fn(Utf8Bytes) + Send + Sync>;
+pub(crate) type FrameSink = Box<dyn Fn(Utf8Bytes) + Send + Sync>;
 
 /// The local subscriptions of one channel, by subscription id.
 type Members = Mutex<HashMap<u64, FrameSink>>;
 
 /// Local channel subscriptions of one node.
-pub struct ChannelHub {
+pub(crate) struct ChannelHub {
     /// channel name → its members, with the local subscriber count.
     channels: Arc<Interests<Arc<Members>>>,
     /// Ids of subscriptions, unique per hub.
     next_id: AtomicU64,
+    /// Live subscriptions of the node (queue subscriptions count themselves in it too).
+    gauge: Gauge,
 }
 
-/// A local subscription to a broadcast channel: its sink gets every frame dispatched to the
-/// channel until this is dropped. Dropping the last one ends the node's subscription.
-pub struct ChannelSubscription {
+/// A session's subscription to a broadcast channel: its sink gets every frame dispatched to
+/// the channel until this is dropped. Dropping the last one ends the node's subscription.
+pub(crate) struct ChannelSubscription {
     members: Arc<Members>,
     id: u64,
+    /// Counts this subscription while it lives.
+    gauge: Gauge,
     /// Keeps the node's subscription to the channel alive; dropped after the member is gone.
     _guard: InterestGuard,
 }
@@ -52,25 +63,31 @@ pub struct ChannelSubscription {
 impl Drop for ChannelSubscription {
     fn drop(&mut self) {
         lock(&self.members).remove(&self.id);
+        self.gauge.dec();
     }
 }
 
 impl ChannelHub {
     /// A hub that calls `on_change(channel, true)` when the first local session subscribes to
-    /// a channel and `(channel, false)` after the last one left.
-    pub fn new(on_change: impl Fn(&str, bool) + Send + Sync + 'static) -> ChannelHub {
+    /// a channel and `(channel, false)` after the last one left, and counts its subscriptions
+    /// in `gauge`.
+    pub(crate) fn new(
+        on_change: impl Fn(&str, bool) + Send + Sync + 'static,
+        gauge: Gauge,
+    ) -> ChannelHub {
         ChannelHub {
             channels: Interests::new(Box::new(move |channel, _, first| {
                 on_change(channel, first);
             })),
             next_id: AtomicU64::new(0),
+            gauge,
         }
     }
 
     /// Subscribes `sink` to `channel`: it gets `first` (the subscribe's `ok`), then every
     /// frame dispatched to the channel. Both happen under the member lock, so no message
     /// overtakes `first` and none dispatched after it is missed.
-    pub fn subscribe(
+    pub(crate) fn subscribe(
         &self,
         channel: &str,
         sink: FrameSink,
@@ -82,15 +99,17 @@ impl ChannelHub {
         sink(first);
         locked.insert(id, sink);
         drop(locked);
+        self.gauge.inc();
         ChannelSubscription {
             members,
             id,
+            gauge: self.gauge.clone(),
             _guard: guard,
         }
     }
 
     /// Hands a channel message to every local subscriber; returns how many there were.
-    pub fn dispatch(&self, channel: &str, body: &str) -> usize {
+    pub(crate) fn dispatch(&self, channel: &str, body: &str) -> usize {
         let Some(members) = self.channels.get(channel) else {
             return 0;
         };
@@ -107,32 +126,16 @@ impl ChannelHub {
         members.len()
     }
 
-    /// The channels that have local subscribers (to re-subscribe after a reconnect).
-    pub fn channels(&self) -> Vec<String> {
+    /// The channels that have local subscribers.
+    #[cfg(test)]
+    fn channels(&self) -> Vec<String> {
         self.channels.names()
     }
 }
 
-/// A session's subscription to a channel, counted in the `subscriptions` gauge while it lives.
-pub struct Membership {
-    _subscription: ChannelSubscription,
-    gauge: Gauge,
-}
-
-impl Membership {
-    /// Counts `subscription` in `gauge` until dropped.
-    pub fn new(subscription: ChannelSubscription, gauge: &Gauge) -> Membership {
-        gauge.inc();
-        Membership {
-            _subscription: subscription,
-            gauge: gauge.clone(),
-        }
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        self.gauge.dec();
+impl BrokerHandler for ChannelHub {
+    fn on_publication(&self, channel: &str, body: &str) {
+        self.dispatch(channel, body);
     }
 }
 
@@ -146,7 +149,7 @@ fn lock(members: &Members) -> std::sync::MutexGuard<'_, HashMap<u64, FrameSink>>
 
 /// `{"op":"message","channel":…,"message":…}`, encoded by `wsmq-proto`; `None` for a name
 /// that is not a valid channel name (nobody can be subscribed to it).
-pub fn encode_channel_frame(channel: &str, body: &str) -> Option<String> {
+pub(crate) fn encode_channel_frame(channel: &str, body: &str) -> Option<String> {
     let channel = ChannelName::new(channel).ok()?;
     let mut out = String::new();
     encode_channel_message(&mut out, &channel, body);
@@ -159,7 +162,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_encoding_reaches_every_subscriber() {
-        let hub = ChannelHub::new(|_, _| {});
+        let hub = ChannelHub::new(|_, _| {}, Gauge::default());
         let (a, mut a_rx) = sink();
         let (b, mut b_rx) = sink();
         let a = hub.subscribe("news", a, "ok".into());
@@ -189,15 +192,21 @@ mod tests {
     async fn the_last_member_leaving_ends_the_interest() {
         let changes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&changes);
-        let hub = ChannelHub::new(move |channel, first| {
-            seen.lock().unwrap().push((channel.to_owned(), first));
-        });
+        let gauge = Gauge::default();
+        let hub = ChannelHub::new(
+            move |channel, first| {
+                seen.lock().unwrap().push((channel.to_owned(), first));
+            },
+            gauge.clone(),
+        );
         let a = hub.subscribe("room", sink().0, "ok".into());
         let b = hub.subscribe("room", sink().0, "ok".into());
+        assert_eq!(gauge.get(), 2);
         drop(a);
         assert_eq!(hub.channels(), vec!["room".to_owned()]);
         drop(b);
         assert!(hub.channels().is_empty());
+        assert_eq!(gauge.get(), 0);
         assert_eq!(
             *changes.lock().unwrap(),
             vec![("room".to_owned(), true), ("room".to_owned(), false)]

@@ -1,0 +1,123 @@
+//! Subscribing a session to a queue or a channel, for every dialect: authorize, check the
+//! limit, then start the queue's delivery task (creating the queue if missing) or join the
+//! channel's hub. The dialect only chooses how a [`Refusal`] is said (v1: an `error` frame;
+//! legacy, which has none: a close code, or silence).
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use wsmq_proto::{ChannelName, ErrorCode, QueueName, Ref, ServerFrame};
+
+use super::Session;
+use crate::{delivery, engine::EngineError, error::GatewayError, outbound::OutFrame};
+
+/// Why a subscription was not started.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    /// The identity may not consume the queue or receive the channel; says which.
+    Forbidden(String),
+    /// The session holds the most subscriptions it may.
+    TooMany { limit: usize },
+    /// The queue could not be created.
+    Engine(EngineError),
+}
+
+impl Refusal {
+    /// The v1 `error` frame that says it.
+    pub(super) fn into_frame(self, reference: Option<Ref>) -> ServerFrame {
+        match self {
+            Refusal::Forbidden(what) => ServerFrame::error(
+                reference,
+                ErrorCode::Forbidden,
+                format!("you may not {what}"),
+            ),
+            Refusal::TooMany { limit } => ServerFrame::error(
+                reference,
+                ErrorCode::Invalid,
+                format!("too many subscriptions (limit {limit})"),
+            ),
+            Refusal::Engine(err) => {
+                let err = GatewayError::Engine(err);
+                ServerFrame::error(reference, err.code(), err.public_message())
+            }
+        }
+    }
+}
+
+/// Subscribes the session to `queue`; `first` (the v1 `ok`) is queued before any delivery.
+/// Subscribing again to a queue already subscribed only sends `first`.
+pub(super) async fn queue(
+    session: &mut Session,
+    queue: QueueName,
+    first: Option<OutFrame>,
+) -> Result<(), Refusal> {
+    if !session.queues.contains_key(&queue) {
+        let allowed = session
+            .gateway
+            .auth
+            .policy
+            .may_consume(&session.identity, &queue);
+        admit(session, allowed, || format!("consume queue {queue}"))?;
+        let gateway = &session.gateway;
+        if let Err(err) = gateway.engine.queues.ensure_queue(queue.as_str()).await {
+            gateway
+                .metrics
+                .engine_failed("ensure_queue", queue.as_str(), &err, false);
+            return Err(Refusal::Engine(err));
+        }
+    }
+    if let Some(first) = first {
+        session.out.push(first);
+    }
+    if !session.queues.contains_key(&queue) {
+        let subscription = delivery::spawn(
+            &session.gateway,
+            queue.clone(),
+            session.dialect,
+            session.out.clone(),
+            &session.token,
+        );
+        session.queues.insert(queue, subscription);
+    }
+    Ok(())
+}
+
+/// Subscribes the session to `channel`; `first` (the `ok`) is queued before any publication.
+/// Subscribing again to a channel already subscribed only sends `first`.
+pub(super) fn channel(
+    session: &mut Session,
+    channel: ChannelName,
+    first: Utf8Bytes,
+) -> Result<(), Refusal> {
+    if session.channels.contains_key(&channel) {
+        session.out.push(OutFrame::text(first));
+        return Ok(());
+    }
+    let allowed = session
+        .gateway
+        .auth
+        .policy
+        .may_subscribe(&session.identity, &channel);
+    admit(session, allowed, || {
+        format!("subscribe to channel {channel}")
+    })?;
+    let out = session.out.clone();
+    let sink = Box::new(move |frame| {
+        out.push(OutFrame::text(frame));
+    });
+    let subscription = session.gateway.hub.subscribe(channel.as_str(), sink, first);
+    session.channels.insert(channel, subscription);
+    Ok(())
+}
+
+/// The checks every new subscription passes: authorized (`allowed`), and under the limit.
+fn admit(session: &Session, allowed: bool, what: impl FnOnce() -> String) -> Result<(), Refusal> {
+    if !allowed {
+        let what = what();
+        tracing::info!("subscribe refused: may not {what}");
+        return Err(Refusal::Forbidden(what));
+    }
+    let limit = session.gateway.config.max_subscriptions;
+    if session.subscription_count() >= limit {
+        return Err(Refusal::TooMany { limit });
+    }
+    Ok(())
+}
