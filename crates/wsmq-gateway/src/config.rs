@@ -178,15 +178,43 @@ pub struct JwtConfig {
     pub audience: Option<String>,
 }
 
-/// The validated configuration the gateway runs with.
+/// The validated configuration the gateway runs with, in parts that each validate themselves.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where and how connections are accepted.
+    pub listen: ListenConfig,
+    /// Who may connect and what they may do.
+    pub auth: AuthConfig,
+    /// What one session may do and hold.
+    pub limits: Limits,
+    /// Which engine, and how it is read.
+    pub engine: EngineConfig,
+    /// Node id.
+    pub node_id: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Serve the chat demo and its token endpoint (`--demo`).
+    pub demo: bool,
+}
+
+/// Where and how connections are accepted.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
     /// Listen address (as configured; tests pass their own listener).
-    pub listen: SocketAddr,
-    /// Redis URL, or `None` for the in-memory engine.
-    pub redis_url: Option<String>,
-    /// rsmq namespace.
-    pub rsmq_ns: String,
+    pub addr: SocketAddr,
+    /// The internal admin address, if any.
+    pub admin: Option<SocketAddr>,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// Time a connection has to send its request headers (the handshake timeout).
+    pub handshake_timeout: Duration,
+    /// Shutdown deadline.
+    pub drain_timeout: Duration,
+}
+
+/// Who may connect and what they may do.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
     /// JWT verification.
     pub jwt: JwtConfig,
     /// Secret of tokens2 access tokens.
@@ -195,38 +223,196 @@ pub struct Config {
     pub own_queue: String,
     /// Any authenticated user may consume any queue.
     pub open: bool,
-    /// Serve the chat demo and its token endpoint (`--demo`).
-    pub demo: bool,
     /// Key of `/api/publish`; `None` disables the route.
     pub api_key: Option<Secret>,
+}
+
+/// What one session may do and hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
     /// Unacknowledged messages per subscription.
     pub window: usize,
-    /// Poll fallback period.
-    pub poll_interval: Duration,
     /// Largest inbound frame / message.
     pub max_frame: usize,
-    /// Concurrent connections.
-    pub max_connections: usize,
-    /// Shutdown deadline.
-    pub drain_timeout: Duration,
-    /// Node id.
-    pub node_id: String,
-    /// Log format.
-    pub log_format: LogFormat,
     /// Subscriptions per session.
     pub max_subscriptions: usize,
     /// Outbound frames buffered per session.
     pub outbound_buffer: usize,
     /// WebSocket ping period (idle timeout: twice this).
     pub ping_interval: Duration,
-    /// Time a connection has to send its request headers (the handshake timeout).
-    pub handshake_timeout: Duration,
     /// Inbound frames per second per session; 0: unlimited.
     pub rate_limit: u32,
     /// Frames a session may send at once above the rate.
     pub rate_burst: u32,
-    /// The internal admin address, if any.
-    pub admin_listen: Option<SocketAddr>,
+}
+
+/// Which engine, and how it is read.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Redis URL, or `None` for the in-memory engine.
+    pub redis_url: Option<String>,
+    /// rsmq namespace.
+    pub rsmq_ns: String,
+    /// Poll fallback period.
+    pub poll_interval: Duration,
+}
+
+/// The defaults, each used by validation and written in its flag's help text (a test holds
+/// the two together).
+mod default {
+    use std::{
+        net::{IpAddr, Ipv4Addr, SocketAddr},
+        time::Duration,
+    };
+
+    pub(super) const LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 3000);
+    pub(super) const RSMQ_NS: &str = "rsmq";
+    pub(super) const OWN_QUEUE: &str = "{user}";
+    pub(super) const WINDOW: usize = 64;
+    pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(1);
+    pub(super) const MAX_FRAME: usize = 65536;
+    pub(super) const MAX_CONNECTIONS: usize = 100_000;
+    pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(super) const MAX_SUBSCRIPTIONS: usize = 64;
+    pub(super) const OUTBOUND_BUFFER: usize = 1024;
+    pub(super) const PING_INTERVAL: Duration = Duration::from_secs(30);
+    pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(super) const RATE_LIMIT: u32 = 10_000;
+}
+
+/// A configuration error.
+fn bad<T>(msg: impl Into<String>) -> Result<T, GatewayError> {
+    Err(GatewayError::Config(msg.into()))
+}
+
+impl ListenConfig {
+    fn from_args(args: &ServeArgs) -> Result<ListenConfig, GatewayError> {
+        let addr = args.listen.unwrap_or(default::LISTEN);
+        if args.admin_listen.is_some_and(|admin| admin == addr) {
+            return bad("--admin-listen must differ from --listen");
+        }
+        let max_connections = args.max_connections.unwrap_or(default::MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return bad("--max-connections must be at least 1");
+        }
+        let handshake_timeout = args.handshake_timeout.unwrap_or(default::HANDSHAKE_TIMEOUT);
+        if handshake_timeout < Duration::from_millis(100) {
+            return bad("--handshake-timeout must be at least 100ms");
+        }
+        Ok(ListenConfig {
+            addr,
+            admin: args.admin_listen,
+            max_connections,
+            handshake_timeout,
+            drain_timeout: args.drain_timeout.unwrap_or(default::DRAIN_TIMEOUT),
+        })
+    }
+}
+
+impl AuthConfig {
+    fn from_args(args: &ServeArgs) -> Result<AuthConfig, GatewayError> {
+        let public_key_pem = match &args.jwt_public_key {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                GatewayError::Config(format!("--jwt-public-key {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let (secret, secret_generated) = match &args.jwt_secret {
+            Some(s) if s.is_empty() => return bad("--jwt-secret must not be empty"),
+            Some(s) => (s.clone(), false),
+            None => (random_string(48), true),
+        };
+        if args.demo && public_key_pem.is_some() {
+            return bad("--demo mints HS256 tokens: it cannot be used with --jwt-public-key");
+        }
+        let access_token_secret =
+            Secret(args.access_token_secret.clone().unwrap_or(secret.clone()));
+        let own_queue = args
+            .own_queue
+            .clone()
+            .unwrap_or(default::OWN_QUEUE.to_owned());
+        if own_queue.is_empty() {
+            return bad("--own-queue must not be empty");
+        }
+        let api_key = match &args.api_key {
+            Some(k) if k.len() < 8 => return bad("--api-key must be at least 8 characters"),
+            other => other.clone().map(Secret),
+        };
+        Ok(AuthConfig {
+            jwt: JwtConfig {
+                secret: Secret(secret),
+                secret_generated,
+                public_key_pem,
+                issuer: args.jwt_issuer.clone(),
+                audience: args.jwt_audience.clone(),
+            },
+            access_token_secret,
+            own_queue,
+            open: args.open,
+            api_key,
+        })
+    }
+}
+
+impl Limits {
+    fn from_args(args: &ServeArgs) -> Result<Limits, GatewayError> {
+        let window = args.window.unwrap_or(default::WINDOW);
+        if !(1..=10_000).contains(&window) {
+            return bad(format!("--window {window} is outside 1..=10000"));
+        }
+        let max_frame = args.max_frame.unwrap_or(default::MAX_FRAME);
+        if max_frame < 1024 {
+            return bad(format!("--max-frame {max_frame} is below 1024"));
+        }
+        let ping_interval = args.ping_interval.unwrap_or(default::PING_INTERVAL);
+        if ping_interval < Duration::from_millis(100) {
+            return bad("--ping-interval must be at least 100ms");
+        }
+        let rate_limit = args.rate_limit.unwrap_or(default::RATE_LIMIT);
+        Ok(Limits {
+            window,
+            max_frame,
+            max_subscriptions: args
+                .max_subscriptions
+                .unwrap_or(default::MAX_SUBSCRIPTIONS)
+                .max(1),
+            outbound_buffer: args
+                .outbound_buffer
+                .unwrap_or(default::OUTBOUND_BUFFER)
+                .max(16),
+            ping_interval,
+            rate_limit,
+            rate_burst: args
+                .rate_burst
+                .unwrap_or_else(|| rate_limit.saturating_mul(2))
+                .max(1),
+        })
+    }
+}
+
+impl EngineConfig {
+    fn from_args(args: &ServeArgs) -> Result<EngineConfig, GatewayError> {
+        let rsmq_ns = args.rsmq_ns.clone().unwrap_or(default::RSMQ_NS.to_owned());
+        if rsmq_ns.is_empty() || rsmq_ns.contains(char::is_whitespace) {
+            return bad(format!("--rsmq-ns {rsmq_ns:?} is not a valid namespace"));
+        }
+        if let Some(url) = &args.redis_url
+            && !["redis://", "rediss://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return bad("--redis-url must start with redis://, rediss:// or unix://");
+        }
+        let poll_interval = args.poll_interval.unwrap_or(default::POLL_INTERVAL);
+        if poll_interval < Duration::from_millis(10) {
+            return bad("--poll-interval must be at least 10ms");
+        }
+        Ok(EngineConfig {
+            redis_url: args.redis_url.clone(),
+            rsmq_ns,
+            poll_interval,
+        })
+    }
 }
 
 impl ServeArgs {
@@ -286,120 +472,22 @@ impl ServeArgs {
     }
 
     fn validate(self) -> Result<Config, GatewayError> {
-        let bad = |msg: String| Err(GatewayError::Config(msg));
-        let listen = self
-            .listen
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 3000)));
-        let rsmq_ns = self.rsmq_ns.unwrap_or_else(|| "rsmq".to_owned());
-        if rsmq_ns.is_empty() || rsmq_ns.contains(char::is_whitespace) {
-            return bad(format!("--rsmq-ns {rsmq_ns:?} is not a valid namespace"));
-        }
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://"))
-        {
-            return bad("--redis-url must start with redis://, rediss:// or unix://".to_owned());
-        }
-        let public_key_pem = match &self.jwt_public_key {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                GatewayError::Config(format!("--jwt-public-key {}: {e}", path.display()))
-            })?),
-            None => None,
-        };
-        let (secret, secret_generated) = match self.jwt_secret {
-            Some(s) if s.is_empty() => return bad("--jwt-secret must not be empty".to_owned()),
-            Some(s) => (s, false),
-            None => (random_string(48), true),
-        };
-        if self.demo && public_key_pem.is_some() {
-            return bad(
-                "--demo mints HS256 tokens: it cannot be used with --jwt-public-key".to_owned(),
-            );
-        }
-        let access_token_secret =
-            Secret(self.access_token_secret.unwrap_or_else(|| secret.clone()));
-        let own_queue = self.own_queue.unwrap_or_else(|| "{user}".to_owned());
-        if own_queue.is_empty() {
-            return bad("--own-queue must not be empty".to_owned());
-        }
-        let window = self.window.unwrap_or(64);
-        if !(1..=10_000).contains(&window) {
-            return bad(format!("--window {window} is outside 1..=10000"));
-        }
-        let poll_interval = self.poll_interval.unwrap_or(Duration::from_secs(1));
-        if poll_interval < Duration::from_millis(10) {
-            return bad("--poll-interval must be at least 10ms".to_owned());
-        }
-        let max_frame = self.max_frame.unwrap_or(65536);
-        if max_frame < 1024 {
-            return bad(format!("--max-frame {max_frame} is below 1024"));
-        }
-        let max_connections = self.max_connections.unwrap_or(100_000);
-        if max_connections == 0 {
-            return bad("--max-connections must be at least 1".to_owned());
-        }
-        let api_key = match self.api_key {
-            Some(k) if k.len() < 8 => {
-                return bad("--api-key must be at least 8 characters".to_owned());
-            }
-            other => other.map(Secret),
-        };
-        let node_id = match self.node_id {
+        let listen = ListenConfig::from_args(&self)?;
+        let node_id = match &self.node_id {
             Some(id) if id.is_empty() || id.contains(char::is_whitespace) => {
                 return bad(format!("--node-id {id:?} must be non-empty without spaces"));
             }
-            Some(id) => id,
-            None => default_node_id(listen.port()),
+            Some(id) => id.clone(),
+            None => default_node_id(listen.addr.port()),
         };
-        let max_subscriptions = self.max_subscriptions.unwrap_or(64).max(1);
-        let outbound_buffer = self.outbound_buffer.unwrap_or(1024).max(16);
-        let ping_interval = self.ping_interval.unwrap_or(Duration::from_secs(30));
-        if ping_interval < Duration::from_millis(100) {
-            return bad("--ping-interval must be at least 100ms".to_owned());
-        }
-        let handshake_timeout = self.handshake_timeout.unwrap_or(Duration::from_secs(10));
-        if handshake_timeout < Duration::from_millis(100) {
-            return bad("--handshake-timeout must be at least 100ms".to_owned());
-        }
-        let rate_limit = self.rate_limit.unwrap_or(10_000);
-        let rate_burst = self
-            .rate_burst
-            .unwrap_or_else(|| rate_limit.saturating_mul(2))
-            .max(1);
-        if self.admin_listen.is_some_and(|admin| admin == listen) {
-            return bad("--admin-listen must differ from --listen".to_owned());
-        }
         Ok(Config {
+            auth: AuthConfig::from_args(&self)?,
+            limits: Limits::from_args(&self)?,
+            engine: EngineConfig::from_args(&self)?,
             listen,
-            redis_url: self.redis_url,
-            rsmq_ns,
-            jwt: JwtConfig {
-                secret: Secret(secret),
-                secret_generated,
-                public_key_pem,
-                issuer: self.jwt_issuer,
-                audience: self.jwt_audience,
-            },
-            access_token_secret,
-            own_queue,
-            open: self.open,
-            demo: self.demo,
-            api_key,
-            window,
-            poll_interval,
-            max_frame,
-            max_connections,
-            drain_timeout: self.drain_timeout.unwrap_or(Duration::from_secs(10)),
             node_id,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
-            max_subscriptions,
-            outbound_buffer,
-            ping_interval,
-            handshake_timeout,
-            rate_limit,
-            rate_burst,
-            admin_listen: self.admin_listen,
+            demo: self.demo,
         })
     }
 }
@@ -468,20 +556,20 @@ mod tests {
     #[test]
     fn defaults_work_on_a_laptop() {
         let config = parse(&[]).unwrap();
-        assert_eq!(config.listen, "0.0.0.0:3000".parse().unwrap());
-        assert!(config.redis_url.is_none());
-        assert!(config.jwt.secret_generated);
-        assert_eq!(config.access_token_secret, config.jwt.secret);
-        assert_eq!((config.window, config.max_frame), (64, 65536));
-        assert_eq!(config.poll_interval, Duration::from_secs(1));
+        assert_eq!(config.listen.addr, "0.0.0.0:3000".parse().unwrap());
+        assert!(config.engine.redis_url.is_none());
+        assert!(config.auth.jwt.secret_generated);
+        assert_eq!(config.auth.access_token_secret, config.auth.jwt.secret);
+        assert_eq!((config.limits.window, config.limits.max_frame), (64, 65536));
+        assert_eq!(config.engine.poll_interval, Duration::from_secs(1));
         assert!(config.node_id.contains("-3000-"));
     }
 
     #[test]
     fn durations_are_humantime_and_bad_values_are_refused() {
         let config = parse(&["--poll-interval", "250ms", "--drain-timeout", "2s"]).unwrap();
-        assert_eq!(config.poll_interval, Duration::from_millis(250));
-        assert_eq!(config.drain_timeout, Duration::from_secs(2));
+        assert_eq!(config.engine.poll_interval, Duration::from_millis(250));
+        assert_eq!(config.listen.drain_timeout, Duration::from_secs(2));
         assert!(parse(&["--window", "0"]).is_err());
         assert!(parse(&["--redis-url", "http://x"]).is_err());
     }
@@ -497,9 +585,9 @@ mod tests {
         )
         .unwrap();
         let config = parse(&["--config", path.to_str().unwrap(), "--window", "16"]).unwrap();
-        assert_eq!(config.window, 16);
-        assert_eq!(config.rsmq_ns, "other");
-        assert_eq!(config.poll_interval, Duration::from_secs(2));
+        assert_eq!(config.limits.window, 16);
+        assert_eq!(config.engine.rsmq_ns, "other");
+        assert_eq!(config.engine.poll_interval, Duration::from_secs(2));
         std::fs::write(&path, "windw = 8\n").unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
     }
@@ -507,9 +595,12 @@ mod tests {
     #[test]
     fn limits_and_the_admin_address_have_flags_and_defaults() {
         let config = parse(&[]).unwrap();
-        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
-        assert_eq!((config.rate_limit, config.rate_burst), (10_000, 20_000));
-        assert_eq!(config.admin_listen, None);
+        assert_eq!(config.listen.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (config.limits.rate_limit, config.limits.rate_burst),
+            (10_000, 20_000)
+        );
+        assert_eq!(config.listen.admin, None);
         let config = parse(&[
             "--handshake-timeout",
             "2s",
@@ -519,9 +610,12 @@ mod tests {
             "127.0.0.1:9000",
         ])
         .unwrap();
-        assert_eq!(config.handshake_timeout, Duration::from_secs(2));
-        assert_eq!((config.rate_limit, config.rate_burst), (5, 10));
-        assert_eq!(config.admin_listen, Some("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(config.listen.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(
+            (config.limits.rate_limit, config.limits.rate_burst),
+            (5, 10)
+        );
+        assert_eq!(config.listen.admin, Some("127.0.0.1:9000".parse().unwrap()));
         assert!(
             parse(&[
                 "--listen",
@@ -532,6 +626,49 @@ mod tests {
             .is_err()
         );
         assert!(parse(&["--handshake-timeout", "10ms"]).is_err());
+    }
+
+    /// Each flag's help text states the default that validation applies.
+    #[test]
+    fn help_texts_state_the_defaults_in_force() {
+        use clap::CommandFactory;
+
+        let secs = |d: Duration| humantime::format_duration(d).to_string();
+        let expected = [
+            ("listen", default::LISTEN.to_string()),
+            ("rsmq_ns", default::RSMQ_NS.to_owned()),
+            ("own_queue", default::OWN_QUEUE.to_owned()),
+            ("window", default::WINDOW.to_string()),
+            ("poll_interval", secs(default::POLL_INTERVAL)),
+            ("max_frame", default::MAX_FRAME.to_string()),
+            ("max_connections", default::MAX_CONNECTIONS.to_string()),
+            ("drain_timeout", secs(default::DRAIN_TIMEOUT)),
+            ("max_subscriptions", default::MAX_SUBSCRIPTIONS.to_string()),
+            ("outbound_buffer", default::OUTBOUND_BUFFER.to_string()),
+            ("ping_interval", secs(default::PING_INTERVAL)),
+            ("handshake_timeout", secs(default::HANDSHAKE_TIMEOUT)),
+            ("rate_limit", default::RATE_LIMIT.to_string()),
+        ];
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve subcommand");
+        for (id, value) in expected {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no flag {id}"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.contains(&format!("[default: {value}]")),
+                "--{id}: help {help:?} does not say [default: {value}]"
+            );
+        }
+        // And the defaults are what a configuration without flags gets.
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen.addr, default::LISTEN);
+        assert_eq!(config.limits.window, default::WINDOW);
+        assert_eq!(config.engine.poll_interval, default::POLL_INTERVAL);
+        assert_eq!(config.limits.outbound_buffer, default::OUTBOUND_BUFFER);
+        assert_eq!(config.auth.own_queue, default::OWN_QUEUE);
     }
 
     #[test]

@@ -75,13 +75,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let metrics = Metrics::new();
-    let engine = match &config.redis_url {
+    let engine = match &config.engine.redis_url {
         Some(url) => {
             let counters = RedisMetrics {
                 pubsub_reconnects: metrics.pubsub_reconnects.clone(),
                 command_reconnects: metrics.redis_reconnects.clone(),
             };
-            RedisEngine::connect(url, &config.rsmq_ns, counters)
+            RedisEngine::connect(url, &config.engine.rsmq_ns, counters)
                 .await?
                 .engine()
         }
@@ -131,7 +131,7 @@ pub fn init_tracing(json: bool) {
 /// for 24 h on stdout, for the developer to paste into a client. No other token is ever
 /// printed or logged.
 pub fn print_demo_token(config: &Config) {
-    if !config.jwt.secret_generated || config.jwt.public_key_pem.is_some() {
+    if !config.auth.jwt.secret_generated || config.auth.jwt.public_key_pem.is_some() {
         return;
     }
     tracing::warn!(
@@ -145,7 +145,7 @@ pub fn print_demo_token(config: &Config) {
         println!("demo token (user `demo`, valid 24h): {token}");
         println!(
             "connect: websocat -H 'x-token: {token}' --protocol wsmq.v1 ws://{}/ws",
-            config.listen
+            config.listen.addr
         );
     }
 }

@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
     wsmq_gateway::init_tracing(config.log_format == LogFormat::Json);
     wsmq_gateway::print_demo_token(&config);
     let result: anyhow::Result<()> = async {
-        let listener = wsmq_gateway::server::bind(config.listen)?;
+        let listener = wsmq_gateway::server::bind(config.listen.addr)?;
         wsmq_gateway::run(listener, config, wsmq_gateway::shutdown::signal()).await?;
         Ok(())
     }

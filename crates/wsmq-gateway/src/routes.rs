@@ -51,7 +51,7 @@ impl Port {
     fn serves_admin(self, gateway: &Gateway) -> bool {
         match self {
             Port::Admin => true,
-            Port::Public => gateway.config.admin_listen.is_none(),
+            Port::Public => gateway.config.listen.admin.is_none(),
         }
     }
 }
@@ -85,7 +85,7 @@ pub(crate) async fn handle(
             response
         }
         (Method::POST, "/api/publish")
-            if port.serves_admin(&gateway) && gateway.config.api_key.is_some() =>
+            if port.serves_admin(&gateway) && gateway.config.auth.api_key.is_some() =>
         {
             publish(req, &gateway).await
         }
@@ -122,6 +122,7 @@ async fn readyz(gateway: &Gateway) -> Response<Body> {
 async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
     let expected = gateway
         .config
+        .auth
         .api_key
         .as_ref()
         .map(|k| k.expose().as_bytes());
@@ -140,7 +141,7 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
         );
     }
     // The body holds one message plus a little JSON around it.
-    let limit = gateway.config.max_frame + 1024;
+    let limit = gateway.config.limits.max_frame + 1024;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {

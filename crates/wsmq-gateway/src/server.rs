@@ -75,8 +75,8 @@ pub(crate) async fn run(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
-    let limit = Arc::new(Semaphore::new(gateway.config.max_connections));
-    let admin = match gateway.config.admin_listen {
+    let limit = Arc::new(Semaphore::new(gateway.config.listen.max_connections));
+    let admin = match gateway.config.listen.admin {
         Some(addr) => Some(bind(addr)?),
         None => None,
     };
@@ -87,7 +87,7 @@ pub(crate) async fn run(
         engine = gateway.engine.kind,
         "listening"
     );
-    if gateway.config.open {
+    if gateway.config.auth.open {
         warn!("--open: any authenticated user may consume any queue");
     }
     crate::demo::warn_at_start(&gateway);
@@ -117,7 +117,7 @@ pub(crate) async fn run(
     )));
     shutdown.await;
     let started = Instant::now();
-    let deadline = gateway.config.drain_timeout;
+    let deadline = gateway.config.listen.drain_timeout;
     let grace = ack_grace(deadline);
     info!(deadline = ?deadline, grace = ?grace, "draining: new sessions refused, waiting for acks of in-flight messages");
     if !gateway.shutdown.stop_receiving(grace).await {
@@ -209,7 +209,7 @@ async fn serve_connection(
     // is dropped rather than holding a socket and a connection permit.
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.config.handshake_timeout)
+        .header_read_timeout(gateway.config.listen.handshake_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -100,7 +100,7 @@ pub(crate) async fn handle(
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = socket_config(gateway.config.max_frame);
+    let config = socket_config(gateway.config.limits.max_frame);
     let span = info_span!("session", user = %identity.user, ?dialect);
     let session_gateway = Arc::clone(&gateway);
     gateway.shutdown.spawn(

@@ -15,8 +15,8 @@ async fn admin_routes_move_to_the_admin_port() {
         .unwrap();
     let gw = TestGateway::builder()
         .config(|c| {
-            c.admin_listen = Some(admin);
-            c.api_key = Some(wsmq_gateway::config::Secret::new("admin-key-123"));
+            c.listen.admin = Some(admin);
+            c.auth.api_key = Some(wsmq_gateway::config::Secret::new("admin-key-123"));
         })
         .start()
         .await;

@@ -13,7 +13,7 @@ use serde_json::json;
 use support::{Client, RedisServer, TestGateway, unique};
 
 fn open(c: &mut wsmq_gateway::Config) {
-    c.open = true;
+    c.auth.open = true;
 }
 
 async fn subscribe(gw: &TestGateway, user: &str, queue: &str) -> Client {
@@ -87,6 +87,7 @@ async fn window(gw: &TestGateway) {
 #[tokio::test]
 async fn no_more_than_the_window_is_in_flight() {
     on_both_engines!(|gw| window(&gw).await, |c: &mut wsmq_gateway::Config| c
+        .limits
         .window =
         3);
 }
@@ -122,7 +123,7 @@ async fn a_nacked_message_comes_back_after_its_delay() {
     // A long poll interval: only the precise timer can bring it back on time.
     on_both_engines!(
         |gw| nack_delay(&gw).await,
-        |c: &mut wsmq_gateway::Config| { c.poll_interval = Duration::from_secs(30) }
+        |c: &mut wsmq_gateway::Config| { c.engine.poll_interval = Duration::from_secs(30) }
     );
 }
 
@@ -147,7 +148,7 @@ async fn delayed(gw: &TestGateway) {
 #[tokio::test]
 async fn a_delayed_message_arrives_on_time_without_client_traffic() {
     on_both_engines!(|gw| delayed(&gw).await, |c: &mut wsmq_gateway::Config| {
-        c.poll_interval = Duration::from_secs(30)
+        c.engine.poll_interval = Duration::from_secs(30)
     });
 }
 
@@ -188,7 +189,7 @@ async fn competing_consumers_share_a_queue_without_duplicates() {
 async fn the_poll_fallback_catches_messages_sent_without_notification() {
     let redis = RedisServer::start();
     let gw = TestGateway::builder()
-        .config(|c| c.poll_interval = Duration::from_millis(200))
+        .config(|c| c.engine.poll_interval = Duration::from_millis(200))
         .redis(&redis)
         .start()
         .await;
@@ -233,7 +234,7 @@ async fn a_message_sent_right_after_subscribing_arrives_without_waiting_for_the_
     // every message must still arrive within a second.
     let redis = RedisServer::start();
     let gw = TestGateway::builder()
-        .config(|c| c.poll_interval = Duration::from_secs(30))
+        .config(|c| c.engine.poll_interval = Duration::from_secs(30))
         .redis(&redis)
         .start()
         .await;
@@ -305,7 +306,7 @@ async fn outage_setup() -> Option<(
     }
     let redis = RedisServer::start();
     let gw = TestGateway::builder()
-        .config(|c| c.poll_interval = Duration::from_secs(30))
+        .config(|c| c.engine.poll_interval = Duration::from_secs(30))
         .redis(&redis)
         .start()
         .await;
@@ -366,7 +367,7 @@ async fn a_message_sent_while_an_ack_is_being_deleted_arrives_at_once() {
     // message waits for the poll (30 s here). Fifty sessions at once make the overlap likely.
     let redis = RedisServer::start();
     let gw = TestGateway::builder()
-        .config(|c| c.poll_interval = Duration::from_secs(30))
+        .config(|c| c.engine.poll_interval = Duration::from_secs(30))
         .redis(&redis)
         .start()
         .await;

@@ -93,7 +93,7 @@ async fn acks_sent_just_before_a_close_are_applied() {
     // Every message in flight at once.
     on_both_engines!(
         |gw| acks_then_close(&gw).await,
-        |c: &mut wsmq_gateway::Config| c.window = COUNT
+        |c: &mut wsmq_gateway::Config| c.limits.window = COUNT
     );
 }
 

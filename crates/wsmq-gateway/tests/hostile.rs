@@ -685,19 +685,19 @@ impl Healthy {
 async fn hostile_handshakes_and_frames_get_exact_answers_and_the_node_survives() {
     let hs = TestGateway::builder()
         .config(|c| {
-            c.max_frame = MAX_FRAME;
-            c.handshake_timeout = HANDSHAKE_TIMEOUT;
+            c.limits.max_frame = MAX_FRAME;
+            c.listen.handshake_timeout = HANDSHAKE_TIMEOUT;
         })
         .start()
         .await;
     let rsa = TestGateway::builder()
-        .config(|c| c.jwt.public_key_pem = Some(RSA_PUBLIC.to_owned()))
+        .config(|c| c.auth.jwt.public_key_pem = Some(RSA_PUBLIC.to_owned()))
         .start()
         .await;
     let limited = TestGateway::builder()
         .config(|c| {
-            c.rate_limit = 100;
-            c.rate_burst = 100;
+            c.limits.rate_limit = 100;
+            c.limits.rate_burst = 100;
         })
         .start()
         .await;

@@ -12,7 +12,7 @@ use wsmq_proto::{Claims, Grants};
 #[tokio::test]
 async fn connections_over_the_limit_get_a_503_with_a_json_body() {
     let gw = TestGateway::builder()
-        .config(|c| c.max_connections = 1)
+        .config(|c| c.listen.max_connections = 1)
         .start()
         .await;
     // The builder's start-up probe may still hold the one permit for a moment.
@@ -52,7 +52,7 @@ async fn connections_over_the_limit_get_a_503_with_a_json_body() {
 #[tokio::test]
 async fn a_silent_client_is_closed_and_a_live_one_is_not() {
     let gw = TestGateway::builder()
-        .config(|c| c.ping_interval = Duration::from_millis(200))
+        .config(|c| c.limits.ping_interval = Duration::from_millis(200))
         .start()
         .await;
     let (mut live, _) = gw.v1("alice").await;
@@ -67,7 +67,7 @@ async fn a_silent_client_is_closed_and_a_live_one_is_not() {
 #[tokio::test]
 async fn a_client_that_does_not_read_is_closed_with_4008() {
     let gw = TestGateway::builder()
-        .config(|c| c.outbound_buffer = 16)
+        .config(|c| c.limits.outbound_buffer = 16)
         .start()
         .await;
     let mut claims = Claims::new("slow", now() + 600);
@@ -109,7 +109,7 @@ fn metric(text: &str, name: &str) -> f64 {
 async fn a_silent_or_half_sent_handshake_is_dropped_after_the_handshake_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = TestGateway::builder()
-        .config(|c| c.handshake_timeout = Duration::from_millis(300))
+        .config(|c| c.listen.handshake_timeout = Duration::from_millis(300))
         .start()
         .await;
     let partial = b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\n".as_slice();
@@ -137,8 +137,8 @@ async fn a_silent_or_half_sent_handshake_is_dropped_after_the_handshake_timeout(
 async fn frames_over_the_rate_get_rate_limited_and_a_flood_is_closed_with_4029() {
     let gw = TestGateway::builder()
         .config(|c| {
-            c.rate_limit = 5;
-            c.rate_burst = 5;
+            c.limits.rate_limit = 5;
+            c.limits.rate_burst = 5;
         })
         .start()
         .await;
@@ -189,8 +189,8 @@ async fn a_slow_client_is_closed_with_4008_and_its_messages_go_to_another_client
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let gw = TestGateway::builder()
         .config(|c| {
-            c.outbound_buffer = 16;
-            c.window = 8;
+            c.limits.outbound_buffer = 16;
+            c.limits.window = 8;
         })
         .start()
         .await;

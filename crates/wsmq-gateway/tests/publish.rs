@@ -25,7 +25,7 @@ async fn api_publish_is_404_without_an_api_key() {
 #[tokio::test]
 async fn api_publish_needs_the_key_and_returns_the_id() {
     let gw = TestGateway::builder()
-        .config(|c| c.api_key = Some(wsmq_gateway::config::Secret::new(KEY)))
+        .config(|c| c.auth.api_key = Some(wsmq_gateway::config::Secret::new(KEY)))
         .start()
         .await;
     let q = format!("q{}", unique());

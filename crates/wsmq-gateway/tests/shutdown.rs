@@ -22,7 +22,7 @@ async fn unacked_messages_are_handed_back_on_shutdown() {
     // The client never acks: after the ack grace (1 s of 2 s) the message is handed back.
     let a = TestGateway::builder()
         .redis(&redis)
-        .config(|c| c.drain_timeout = std::time::Duration::from_secs(2))
+        .config(|c| c.listen.drain_timeout = std::time::Duration::from_secs(2))
         .start()
         .await;
     let q = format!("q{}", unique());
@@ -43,8 +43,8 @@ async fn drain_stops_delivering_but_waits_for_acks_of_in_flight_messages() {
     use std::time::{Duration, Instant};
     let gw = TestGateway::builder()
         .config(|c| {
-            c.drain_timeout = Duration::from_secs(6);
-            c.window = 2;
+            c.listen.drain_timeout = Duration::from_secs(6);
+            c.limits.window = 2;
         })
         .start()
         .await;

@@ -168,7 +168,7 @@ async fn consuming_another_users_queue_is_forbidden_unless_open_or_granted() {
     assert_eq!(r["code"], "forbidden");
 
     let open = TestGateway::builder()
-        .config(|c| c.open = true)
+        .config(|c| c.auth.open = true)
         .start()
         .await;
     let (mut c, _) = open.v1("mallory").await;
@@ -214,7 +214,7 @@ async fn grants_in_the_wsmq_claim_allow_globs() {
 #[tokio::test]
 async fn subscription_limit_is_enforced() {
     let gw = TestGateway::builder()
-        .config(|c| c.max_subscriptions = 1)
+        .config(|c| c.limits.max_subscriptions = 1)
         .start()
         .await;
     let mut claims = wsmq_proto::Claims::new("w", support::now() + 600);

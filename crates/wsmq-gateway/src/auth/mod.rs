@@ -76,7 +76,7 @@ impl Authenticator {
     ///
     /// [`GatewayError::Config`] when the key is unusable.
     pub(crate) fn new(config: &Config) -> Result<Authenticator, GatewayError> {
-        let jwt = &config.jwt;
+        let jwt = &config.auth.jwt;
         let (verifier, issuing_secret) = match &jwt.public_key_pem {
             Some(pem) => (
                 JwtVerifier::from_public_key_pem(pem.as_bytes())
@@ -100,8 +100,8 @@ impl Authenticator {
         Ok(Authenticator {
             verifier,
             issuing_secret,
-            access_secret: config.access_token_secret.clone(),
-            policy: Policy::new(&config.own_queue, config.open),
+            access_secret: config.auth.access_token_secret.clone(),
+            policy: Policy::new(&config.auth.own_queue, config.auth.open),
         })
     }
 

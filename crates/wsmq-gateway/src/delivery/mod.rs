@@ -203,7 +203,7 @@ impl DeliveryTask {
         let gateway = Arc::clone(&self.gateway);
         let mut watch = gateway.engine.queues.watch_queue(self.queue.as_str());
         gateway.metrics.subscriptions.inc();
-        let limit = LISTEN_TIMEOUT.min(gateway.config.poll_interval);
+        let limit = LISTEN_TIMEOUT.min(gateway.config.engine.poll_interval);
         let listening = tokio::select! {
             biased;
             () = self.cancel.cancelled() => None,
@@ -231,7 +231,7 @@ impl DeliveryTask {
         let mut notified = pin!(watch.notify.notified());
         // `true` while the queue may hold messages we have not tried to take.
         let mut may_have_more = true;
-        let mut deadline = Instant::now() + config.poll_interval;
+        let mut deadline = Instant::now() + config.engine.poll_interval;
         // Receives failed in a row: the backoff grows with them, and only the first of a run
         // may be logged above debug level.
         let mut failures = 0u32;
@@ -246,7 +246,7 @@ impl DeliveryTask {
             let credit = if draining {
                 0
             } else {
-                config.window.saturating_sub(self.in_flight.len())
+                config.limits.window.saturating_sub(self.in_flight.len())
             };
             if credit > 0 && may_have_more {
                 // Armed before the receive, so a send between the receive and the wait still
@@ -272,7 +272,7 @@ impl DeliveryTask {
                         }
                         // A full batch means more may be waiting; a short one emptied the queue.
                         may_have_more = got == credit;
-                        let mut wait = config.poll_interval;
+                        let mut wait = config.engine.poll_interval;
                         if let Some(next) = received.next_visible {
                             wait = wait.min(next);
                         }
@@ -282,7 +282,7 @@ impl DeliveryTask {
                         let queue = self.queue.as_str();
                         let again = failures > 0;
                         gateway.metrics.engine_failed("receive", queue, &err, again);
-                        let backoff = receive_backoff(config.poll_interval, failures);
+                        let backoff = receive_backoff(config.engine.poll_interval, failures);
                         failures = failures.saturating_add(1);
                         may_have_more = false;
                         deadline = Instant::now() + backoff;
@@ -301,20 +301,20 @@ impl DeliveryTask {
                 () = drain.cancelled(), if !draining => {}
                 command = self.commands.recv() => match command {
                     Some(command) => {
-                        let was_full = self.in_flight.len() >= config.window;
+                        let was_full = self.in_flight.len() >= config.limits.window;
                         // Boxed here and below: their state is needed while a batch is
                         // applied, not by every idle subscription for its whole life.
                         let nacked = Box::pin(self.handle_commands(command)).await;
                         // A nacked message is visible again now or later: receive to take it
                         // or to learn when.
-                        may_have_more |= nacked || (was_full && self.in_flight.len() < config.window);
+                        may_have_more |= nacked || (was_full && self.in_flight.len() < config.limits.window);
                     }
                     None => break,
                 },
                 Some(id) = next_written(&mut self.written) => {
-                    let was_full = self.in_flight.len() >= config.window;
+                    let was_full = self.in_flight.len() >= config.limits.window;
                     Box::pin(self.handle_written(id)).await;
-                    may_have_more |= was_full && self.in_flight.len() < config.window;
+                    may_have_more |= was_full && self.in_flight.len() < config.limits.window;
                 }
                 () = notified.as_mut(), if receiving => may_have_more = true,
                 () = sleep_until(deadline), if receiving => may_have_more = true,

@@ -71,7 +71,7 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Respons
         "token": token.0,
         "user": user.as_str(),
         "queue": queue.as_str(),
-        "queue_template": gateway.config.own_queue,
+        "queue_template": gateway.config.auth.own_queue,
         "expires": token.1,
         "node": gateway.config.node_id,
     });
@@ -107,7 +107,7 @@ fn validate(gateway: &Gateway, name: &str) -> Option<(UserId, QueueName)> {
 
 /// A signed token and its expiry; `None` without an HS256 secret.
 fn mint(gateway: &Gateway, user: &str) -> Option<(String, u64)> {
-    let jwt = &gateway.config.jwt;
+    let jwt = &gateway.config.auth.jwt;
     if jwt.public_key_pem.is_some() {
         return None;
     }

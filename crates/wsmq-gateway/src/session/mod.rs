@@ -97,7 +97,7 @@ pub(crate) async fn run<W, R>(
 {
     let token = gateway.shutdown.token.child_token();
     let closer = Closer::new(token.clone());
-    let (tx, rx) = mailbox::channel(gateway.config.outbound_buffer);
+    let (tx, rx) = mailbox::channel(gateway.config.limits.outbound_buffer);
     let out = Outbound::new(tx, closer.clone());
     let user = identity.user.as_str().to_owned();
     let registration = gateway.sessions.register(&user, closer.clone());
@@ -151,11 +151,11 @@ where
     let closer = session.closer.clone();
     // Server pings keep NATs and proxies open and detect dead peers: a client that sends
     // nothing at all (not even the automatic pong) for two intervals is gone.
-    let ping_every = session.gateway.config.ping_interval;
+    let ping_every = session.gateway.config.limits.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_seen = Instant::now();
     let config = &session.gateway.config;
-    let mut rate = rate::RateLimit::new(config.rate_limit, config.rate_burst);
+    let mut rate = rate::RateLimit::new(config.limits.rate_limit, config.limits.rate_burst);
     // Resolves in a drain once the session holds no unacknowledged message (at once for a
     // session without queue subscriptions), so its client reconnects elsewhere without delay.
     let drained = {

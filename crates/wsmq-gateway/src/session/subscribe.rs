@@ -115,7 +115,7 @@ fn admit(session: &Session, allowed: bool, what: impl FnOnce() -> String) -> Res
         tracing::info!("subscribe refused: may not {what}");
         return Err(Refusal::Forbidden(what));
     }
-    let limit = session.gateway.config.max_subscriptions;
+    let limit = session.gateway.config.limits.max_subscriptions;
     if session.subscription_count() >= limit {
         return Err(Refusal::TooMany { limit });
     }

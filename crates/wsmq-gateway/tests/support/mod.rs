@@ -259,8 +259,8 @@ impl Builder {
         let redis_url = self.redis.clone();
         let (memory, task) = match self.redis {
             Some(url) => {
-                config.redis_url = Some(url);
-                config.rsmq_ns = ns.clone();
+                config.engine.redis_url = Some(url);
+                config.engine.rsmq_ns = ns.clone();
                 let task = tokio::spawn(wsmq_gateway::run(listener, config, shutdown));
                 (None, task)
             }
