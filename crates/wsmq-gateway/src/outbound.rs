@@ -6,7 +6,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use wsmq_proto::CloseCode;
@@ -68,7 +67,7 @@ pub(crate) struct WriteReport {
     pub sent_ms: u64,
     /// Legacy: the message id, and where to report it as written so the message gets deleted.
     /// Boxed, so that v1 frames, the common case, stay small.
-    pub ack_on_write: Option<Box<(String, mpsc::UnboundedSender<String>)>>,
+    pub ack_on_write: Option<Box<(String, mailbox::Sender<String>)>>,
 }
 
 /// Ends a session with a close code; the first code set wins.

@@ -39,10 +39,7 @@ mod commands;
 
 use std::{collections::HashSet, pin::pin, sync::Arc, time::Duration};
 
-use tokio::{
-    sync::mpsc,
-    time::{Instant, sleep_until},
-};
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use wsmq_proto::{MessageId, QueueName, Ref, encode_queue_message, legacy};
@@ -124,7 +121,7 @@ impl Drop for QueueSubscription {
 }
 
 /// The next written report; never resolves without a report channel (v1).
-async fn next_written(written: &mut Option<mpsc::UnboundedReceiver<String>>) -> Option<String> {
+async fn next_written(written: &mut Option<mailbox::Receiver<String>>) -> Option<String> {
     match written {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -144,7 +141,10 @@ pub(crate) fn spawn(
     // much of the time, do not pay for a channel they never use.
     let (written_tx, written) = match dialect {
         Dialect::Legacy => {
-            let (tx, rx) = mpsc::unbounded_channel();
+            // Never full: what is reported is bounded by the window anyway, and the writer
+            // must not wait. A mailbox rather than tokio's unbounded channel, which keeps a
+            // 32-slot block per idle legacy subscription.
+            let (tx, rx) = mailbox::channel(usize::MAX);
             (Some(tx), Some(rx))
         }
         Dialect::V1 => (None, None),
@@ -184,9 +184,9 @@ struct DeliveryTask {
     commands: mailbox::Receiver<Command>,
     /// Cloned into legacy deliveries so the writer can report them written. Dropped at the
     /// end, so that `written` closes once the writer holds no more of our deliveries.
-    written_tx: Option<mpsc::UnboundedSender<String>>,
+    written_tx: Option<mailbox::Sender<String>>,
     /// Ids of legacy deliveries that reached the socket (to delete); `None` for v1.
-    written: Option<mpsc::UnboundedReceiver<String>>,
+    written: Option<mailbox::Receiver<String>>,
     /// Ends the task.
     cancel: CancellationToken,
     /// Delivered, not yet acknowledged.

@@ -153,7 +153,7 @@ fn report_written(gateway: &Gateway, reports: impl Iterator<Item = WriteReport>)
             .observe(now_ms.saturating_sub(report.sent_ms) as f64 / 1000.0);
         if let Some(written) = report.ack_on_write {
             let (id, tx) = *written;
-            let _ = tx.send(id);
+            let _ = tx.try_send(id);
         }
     }
 }

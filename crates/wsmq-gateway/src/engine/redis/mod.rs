@@ -150,6 +150,20 @@ impl RedisEngine {
         Engine::whole("redis", Arc::clone(self))
     }
 
+    /// Records whether the node wants `channel` (what a reconnect subscribes to) and tells the
+    /// pub/sub task. The lock is held while sending, so the commands for one channel keep the
+    /// order of the calls.
+    fn want_channel(&self, channel: &str, wanted: bool) {
+        let mut channels = self.channels.lock().expect("channel set poisoned");
+        if wanted {
+            channels.insert(channel.to_owned());
+        } else {
+            channels.remove(channel);
+        }
+        let command = PubSubCommand::toggle(keys::channel(channel), None, wanted);
+        let _ = self.commands.send(command);
+    }
+
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
         self.track(self.rsmq.query(cmd).await)
@@ -289,17 +303,11 @@ impl Broker for RedisEngine {
     }
 
     fn subscribe(&self, channel: &str) {
-        let mut channels = self.channels.lock().expect("channel set poisoned");
-        channels.insert(channel.to_owned());
-        let command = PubSubCommand::toggle(keys::channel(channel), None, true);
-        let _ = self.commands.send(command);
+        self.want_channel(channel, true);
     }
 
     fn unsubscribe(&self, channel: &str) {
-        let mut channels = self.channels.lock().expect("channel set poisoned");
-        channels.remove(channel);
-        let command = PubSubCommand::toggle(keys::channel(channel), None, false);
-        let _ = self.commands.send(command);
+        self.want_channel(channel, false);
     }
 }
 
