@@ -18,6 +18,7 @@
 //! # Layout
 //!
 //! - `cli`: the command line.
+//! - `clock`: Unix time in µs and s, read by the sockets and the measurements alike.
 //! - `net`: client sockets over several loopback source addresses, and the handshakes.
 //! - `stats`: histograms, duplicate detection and the result line.
 //! - `publish`: publishers: rsmq queues (batched sends with realtime notification), Redis
@@ -27,6 +28,7 @@
 //! - `sessions`: N idle subscribed sessions, held until told to stop.
 
 pub mod cli;
+mod clock;
 mod fanout;
 mod net;
 mod publish;

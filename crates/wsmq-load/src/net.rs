@@ -6,7 +6,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -18,7 +18,10 @@ use tokio_tungstenite::{
 };
 use wsmq_proto::{Claims, Grants, token::issue_hs256};
 
-use crate::cli::{Common, Target};
+use crate::{
+    cli::{Common, Target},
+    clock::unix_secs,
+};
 
 /// A client WebSocket.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
@@ -123,18 +126,6 @@ async fn expect_op(ws: &mut Ws, op: &str) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("closed while waiting for {op}")
-}
-
-/// Now, Unix µs: the clock of the body timestamps.
-pub(crate) fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn unix_secs() -> u64 {
-    unix_micros() / 1_000_000
 }
 
 /// What connecting a process's clients took.

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{Common, QueueArgs, Target},
+    clock::unix_micros,
     emit,
-    net::{self, Subscribe, Ws, unix_micros},
+    net::{self, Subscribe, Ws},
     publish,
     stats::{Counts, Frame, Micros, own_cpu_seconds, parse_body},
     wait_for_driver,
