@@ -29,6 +29,9 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 /// How long one handshake (connect, upgrade, welcome, subscribe) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long legacy clients wait, once all are connected, before reporting ready.
+const LEGACY_SETTLE: Duration = Duration::from_millis(250);
+
 /// What a client subscribes to once connected.
 #[derive(Debug, Clone)]
 pub(crate) enum Subscribe {
@@ -60,13 +63,13 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
     let server = common.server;
     let path = match (common.target, what) {
         (Target::Wsmq, _) => "/ws".to_owned(),
-        (Target::Legacy, _) => "/".to_owned(),
+        (Target::Legacy | Target::WsmqLegacy, _) => "/".to_owned(),
         (Target::Nchan, Subscribe::Channel(name) | Subscribe::Queue(name)) => {
             format!("/sub/{name}")
         }
     };
     let mut request = format!("ws://{server}{path}").into_client_request()?;
-    if common.target == Target::Wsmq {
+    if let Target::Wsmq | Target::WsmqLegacy = common.target {
         let user = match what {
             Subscribe::Queue(queue) => queue.clone(),
             Subscribe::Channel(_) => format!("{}{index}", common.prefix),
@@ -79,9 +82,12 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
             });
         }
         let token = issue_hs256(&claims, common.jwt_secret.as_bytes());
-        let headers = request.headers_mut();
-        headers.insert("x-token", token.parse()?);
-        headers.insert("sec-websocket-protocol", "wsmq.v1".parse()?);
+        request.headers_mut().insert("x-token", token.parse()?);
+    }
+    if common.target == Target::Wsmq {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "wsmq.v1".parse()?);
     }
     // tungstenite's default 128 KiB read buffer, zero-filled per socket, cost the load
     // processes more CPU in page faults than the servers spent on some runs (10,000 clients
@@ -104,7 +110,10 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
             ws.send(Message::text(frame.to_string())).await?;
             expect_op(&mut ws, "ok").await?;
         }
-        (Target::Legacy, Subscribe::Queue(queue) | Subscribe::Channel(queue)) => {
+        (
+            Target::Legacy | Target::WsmqLegacy,
+            Subscribe::Queue(queue) | Subscribe::Channel(queue),
+        ) => {
             ws.send(Message::text(format!("/subscribe/{queue}")))
                 .await?;
         }
@@ -162,6 +171,12 @@ pub(crate) async fn connect_all(common: &Common, what: impl Fn(usize) -> Subscri
         .collect()
         .await;
     let seconds = start.elapsed().as_secs_f64();
+    if let Target::Legacy | Target::WsmqLegacy = common.target {
+        // The dialect confirms no subscription: without this pause the first messages
+        // would wait for `/subscribe` lines the server has not acted on yet, and that
+        // wait would count as delivery latency.
+        tokio::time::sleep(LEGACY_SETTLE).await;
+    }
     let mut connected = Connected {
         sockets: Vec::with_capacity(results.len()),
         failures: 0,
