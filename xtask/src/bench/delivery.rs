@@ -165,7 +165,7 @@ fn measure(
         })
         .collect();
     let run = load::timed_run(
-        per_process,
+        load::wsmq_load(per_process),
         server.pid(),
         ctx.redis.pid(),
         &format!("{clients} clients"),

@@ -94,7 +94,7 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
                     args
                 })
                 .collect();
-            let mut load = Load::start(per_process)?;
+            let mut load = Load::start(load::wsmq_load(per_process))?;
             thread::sleep(SETTLE);
             let rss_after = procfs::rss_kib(server.pid());
             let redis_delta = ctx.redis_used_memory() - redis_before;
