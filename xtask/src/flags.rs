@@ -64,10 +64,12 @@ pub(crate) struct Bench {
 pub(crate) enum BenchScenario {
     /// send -> receive -> delete: npm rsmq vs wsmq-rsmq single calls vs batched.
     Rsmq,
-    /// Queue delivery over WebSocket with acks: wsmq v1 vs the Node design (legacy).
+    /// Queue delivery over WebSocket with acks: wsmq v1 vs the Node design (legacy); then
+    /// npm rsmq publishing to wsmq's legacy dialect.
     Delivery,
     /// One channel to many subscribers: wsmq vs Nchan.
     Fanout,
-    /// Idle subscribed sessions: memory per session and handshakes/s; wsmq vs peers.
+    /// Idle subscribed sessions: memory per session and handshakes/s; wsmq (v1 and legacy)
+    /// vs peers.
     Sessions,
 }

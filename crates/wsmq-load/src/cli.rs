@@ -51,8 +51,11 @@ pub struct Common {
 pub enum Target {
     /// wsmq, v1 dialect (`wsmq.v1` subprotocol, JWT in `x-token`).
     Wsmq,
-    /// The legacy dialect: `/subscribe/<queue>`, `{"message":…}` (the Node design, or wsmq).
+    /// The legacy dialect, no token: `/subscribe/<queue>`, `{"message":…}` (the Node design).
     Legacy,
+    /// wsmq, legacy dialect: `/subscribe/<queue>` on `/` without subprotocol, JWT in
+    /// `x-token`.
+    WsmqLegacy,
     /// Nchan: websocket subscriber at `/sub/<channel>`, HTTP publisher at `/pub/<channel>`.
     Nchan,
 }
@@ -88,6 +91,11 @@ pub struct QueueArgs {
     /// Sends in flight at once.
     #[arg(long, default_value_t = 4)]
     pub publishers: usize,
+    /// Only consume: a publisher outside this process sends the `--messages` messages,
+    /// numbered 0.., message k to the queue of client k mod N, N being the clients of all
+    /// load processes together. This process waits for its own clients' share.
+    #[arg(long, value_name = "N")]
+    pub external: Option<usize>,
 }
 
 #[derive(Debug, Args)]

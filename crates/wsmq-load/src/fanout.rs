@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{Common, FanoutArgs, Target},
+    clock::unix_micros,
     emit,
-    net::{self, Subscribe, Ws, unix_micros},
+    net::{self, Subscribe, Ws},
     publish::{self, ChannelSink},
     stats::{Counts, Frame, Micros, own_cpu_seconds, parse_body},
     wait_for_driver,
@@ -46,7 +47,7 @@ pub(crate) async fn run(
     let sink = if args.publish {
         Some(match common.target {
             Target::Nchan => ChannelSink::Nchan(common.server, args.channel.clone()),
-            Target::Wsmq | Target::Legacy => {
+            Target::Wsmq | Target::Legacy | Target::WsmqLegacy => {
                 let url = args
                     .redis_url
                     .as_deref()
@@ -140,10 +141,12 @@ async fn subscriber(mut ws: Ws, target: Target, shared: Arc<Shared>, stop: Cance
         let now = unix_micros();
         let body = match target {
             Target::Nchan => Some(Cow::Borrowed(text.as_str())),
-            Target::Wsmq | Target::Legacy => serde_json::from_str::<Frame<'_>>(&text)
-                .ok()
-                .filter(|frame| frame.op.as_deref() == Some("message"))
-                .and_then(|frame| frame.message),
+            Target::Wsmq | Target::Legacy | Target::WsmqLegacy => {
+                serde_json::from_str::<Frame<'_>>(&text)
+                    .ok()
+                    .filter(|frame| frame.op.as_deref() == Some("message"))
+                    .and_then(|frame| frame.message)
+            }
         };
         let Some((seq, sent)) = body.as_deref().and_then(parse_body) else {
             shared.counts.other.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! A load generator for WebSocket message gateways: wsmq (v1 dialect), the Node design
-//! it replaces (legacy dialect) and Nchan, driven by `cargo xtask bench`.
+//! A load generator for WebSocket message gateways: wsmq (v1 or legacy dialect), the Node
+//! design it replaces (legacy dialect) and Nchan, driven by `cargo xtask bench`.
 //!
 //! One process holds up to a few thousand client sockets (a process here may not open
 //! more than 20,000 files, so xtask starts several for large counts). Each process
@@ -18,15 +18,18 @@
 //! # Layout
 //!
 //! - `cli`: the command line.
+//! - `clock`: Unix time in µs and s, read by the sockets and the measurements alike.
 //! - `net`: client sockets over several loopback source addresses, and the handshakes.
 //! - `stats`: histograms, duplicate detection and the result line.
 //! - `publish`: publishers: rsmq queues (batched sends with realtime notification), Redis
 //!   channels, Nchan over HTTP; paced or at full speed.
-//! - `queue`: N consumers of a queue each, acking over v1 or deleted on send (legacy).
+//! - `queue`: N consumers of a queue each, acking over v1 or deleted on send (legacy);
+//!   this process publishes, or another does (`--external`).
 //! - `fanout`: N subscribers of one channel.
 //! - `sessions`: N idle subscribed sessions, held until told to stop.
 
 pub mod cli;
+mod clock;
 mod fanout;
 mod net;
 mod publish;

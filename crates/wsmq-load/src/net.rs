@@ -6,7 +6,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -18,13 +18,19 @@ use tokio_tungstenite::{
 };
 use wsmq_proto::{Claims, Grants, token::issue_hs256};
 
-use crate::cli::{Common, Target};
+use crate::{
+    cli::{Common, Target},
+    clock::unix_secs,
+};
 
 /// A client WebSocket.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// How long one handshake (connect, upgrade, welcome, subscribe) may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long legacy clients wait, once all are connected, before reporting ready.
+const LEGACY_SETTLE: Duration = Duration::from_millis(250);
 
 /// What a client subscribes to once connected.
 #[derive(Debug, Clone)]
@@ -57,13 +63,13 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
     let server = common.server;
     let path = match (common.target, what) {
         (Target::Wsmq, _) => "/ws".to_owned(),
-        (Target::Legacy, _) => "/".to_owned(),
+        (Target::Legacy | Target::WsmqLegacy, _) => "/".to_owned(),
         (Target::Nchan, Subscribe::Channel(name) | Subscribe::Queue(name)) => {
             format!("/sub/{name}")
         }
     };
     let mut request = format!("ws://{server}{path}").into_client_request()?;
-    if common.target == Target::Wsmq {
+    if let Target::Wsmq | Target::WsmqLegacy = common.target {
         let user = match what {
             Subscribe::Queue(queue) => queue.clone(),
             Subscribe::Channel(_) => format!("{}{index}", common.prefix),
@@ -76,9 +82,12 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
             });
         }
         let token = issue_hs256(&claims, common.jwt_secret.as_bytes());
-        let headers = request.headers_mut();
-        headers.insert("x-token", token.parse()?);
-        headers.insert("sec-websocket-protocol", "wsmq.v1".parse()?);
+        request.headers_mut().insert("x-token", token.parse()?);
+    }
+    if common.target == Target::Wsmq {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "wsmq.v1".parse()?);
     }
     // tungstenite's default 128 KiB read buffer, zero-filled per socket, cost the load
     // processes more CPU in page faults than the servers spent on some runs (10,000 clients
@@ -101,7 +110,10 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
             ws.send(Message::text(frame.to_string())).await?;
             expect_op(&mut ws, "ok").await?;
         }
-        (Target::Legacy, Subscribe::Queue(queue) | Subscribe::Channel(queue)) => {
+        (
+            Target::Legacy | Target::WsmqLegacy,
+            Subscribe::Queue(queue) | Subscribe::Channel(queue),
+        ) => {
             ws.send(Message::text(format!("/subscribe/{queue}")))
                 .await?;
         }
@@ -123,18 +135,6 @@ async fn expect_op(ws: &mut Ws, op: &str) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("closed while waiting for {op}")
-}
-
-/// Now, Unix µs: the clock of the body timestamps.
-pub(crate) fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-fn unix_secs() -> u64 {
-    unix_micros() / 1_000_000
 }
 
 /// What connecting a process's clients took.
@@ -171,6 +171,12 @@ pub(crate) async fn connect_all(common: &Common, what: impl Fn(usize) -> Subscri
         .collect()
         .await;
     let seconds = start.elapsed().as_secs_f64();
+    if let Target::Legacy | Target::WsmqLegacy = common.target {
+        // The dialect confirms no subscription: without this pause the first messages
+        // would wait for `/subscribe` lines the server has not acted on yet, and that
+        // wait would count as delivery latency.
+        tokio::time::sleep(LEGACY_SETTLE).await;
+    }
     let mut connected = Connected {
         sockets: Vec::with_capacity(results.len()),
         failures: 0,

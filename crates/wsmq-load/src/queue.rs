@@ -3,6 +3,9 @@
 //! Over v1 each message is acked as soon as it arrives (the gateway deletes it then);
 //! over the legacy dialect the server deletes it once sent. A message counts once per
 //! sequence number: a second arrival is a duplicate, a missing one at the end is lost.
+//!
+//! With `--external` another process (the npm rsmq publisher of the bench) publishes and
+//! numbers the messages across the queues of all load processes; this one only consumes.
 
 use std::sync::{
     Arc,
@@ -16,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cli::{Common, QueueArgs, Target},
+    clock::unix_micros,
     emit,
-    net::{self, Subscribe, Ws, unix_micros},
+    net::{self, Subscribe, Ws},
     publish,
     stats::{Counts, Frame, Micros, own_cpu_seconds, parse_body},
     wait_for_driver,
@@ -43,11 +47,15 @@ pub(crate) async fn run(
         .map(|i| format!("{}{i}", common.prefix))
         .collect();
     let rsmq = publish::queues(&args.redis_url, &names).await?;
+    let expected = match args.external {
+        Some(all) => share(args.messages, all, common.first, common.clients),
+        None => args.messages,
+    };
     let shared = Arc::new(Shared {
         counts: Counts::default(),
         latency: Micros::new(),
         seen: (0..args.messages).map(|_| AtomicBool::new(false)).collect(),
-        missing: AtomicU64::new(args.messages),
+        missing: AtomicU64::new(expected),
         done: CancellationToken::new(),
     });
     let connected = net::connect_all(common, |i| {
@@ -74,15 +82,17 @@ pub(crate) async fn run(
 
     let cpu_before = own_cpu_seconds();
     let started = unix_micros();
-    if !queues.is_empty() && args.messages > 0 {
-        let load = publish::QueueLoad {
-            messages: args.messages,
-            rate: args.rate,
-            batch: args.batch,
-            publishers: args.publishers,
-            body_size: args.body_size,
-        };
-        publish::to_queues(&rsmq, &queues, &load, &shared.counts, deadline).await?;
+    if !queues.is_empty() && expected > 0 {
+        if args.external.is_none() {
+            let load = publish::QueueLoad {
+                messages: args.messages,
+                rate: args.rate,
+                batch: args.batch,
+                publishers: args.publishers,
+                body_size: args.body_size,
+            };
+            publish::to_queues(&rsmq, &queues, &load, &shared.counts, deadline).await?;
+        }
         tokio::select! {
             _ = shared.done.cancelled() => {}
             _ = tokio::time::sleep_until(deadline) => {}
@@ -107,6 +117,15 @@ pub(crate) async fn run(
     result["cpu_seconds"] = cpu.into();
     emit(&result)?;
     Ok(())
+}
+
+/// How many of `messages`, sent to `all` queues in turn, go to the `count` queues from
+/// index `first`.
+fn share(messages: u64, all: usize, first: usize, count: usize) -> u64 {
+    let (all, first, count) = (all.max(1) as u64, first as u64, count as u64);
+    let rounds = messages / all;
+    let rest = messages % all;
+    rounds * count + rest.saturating_sub(first).min(count)
 }
 
 /// Reads one client's frames until told to stop or the server closes; acks over v1.
@@ -159,7 +178,7 @@ impl Shared {
         }
         let is_message = match target {
             Target::Wsmq => frame.op.as_deref() == Some("message"),
-            Target::Legacy | Target::Nchan => frame.op.is_none(),
+            Target::Legacy | Target::WsmqLegacy | Target::Nchan => frame.op.is_none(),
         };
         let (true, Some(body)) = (is_message, frame.message.as_deref()) else {
             self.counts.other.fetch_add(1, Ordering::Relaxed);
@@ -184,5 +203,20 @@ impl Shared {
         }
         let id = frame.id?;
         (target == Target::Wsmq).then(|| format!(r#"{{"op":"ack","queue":"{queue}","id":"{id}"}}"#))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_of_an_external_publisher_add_up() {
+        // 1,003 messages over 100 queues: queues 0–2 get 11, the others 10.
+        assert_eq!(share(1_003, 100, 0, 50), 503);
+        assert_eq!(share(1_003, 100, 50, 50), 500);
+        assert_eq!(share(1_003, 100, 2, 1), 11);
+        assert_eq!(share(1_003, 100, 3, 1), 10);
+        assert_eq!(share(5, 100, 0, 100), 5);
     }
 }

@@ -16,7 +16,7 @@ use hdrhistogram::{
 };
 use serde::Deserialize;
 
-use crate::net::unix_micros;
+use crate::clock::unix_micros;
 
 /// Highest latency the histograms track, µs (10 minutes); larger values are clamped.
 const MAX_MICROS: u64 = 600_000_000;

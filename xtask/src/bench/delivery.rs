@@ -5,6 +5,12 @@
 //! with `send_batch` and the rsmq realtime notification, and measure publish → deliver
 //! latency from the µs timestamp in each body. Each system runs at full speed, then paced
 //! at 1,000 msgs/s, then paced at half the rate it reached at full speed.
+//!
+//! A last run has the publisher that existing applications use: npm rsmq, one
+//! `sendMessage` at a time with realtime on (`bench/node/rsmq-publisher.js`), at
+//! 1,000 msgs/s to wsmq clients of the legacy dialect.
+
+use std::process::Command;
 
 use super::{
     Context, Section, chart,
@@ -12,9 +18,14 @@ use super::{
     load::{self, Merged},
     service::{JWT_SECRET, Service},
 };
+use crate::util;
 
 const FULL_SPEED: &str = "full speed";
 const PACED_1000: &str = "paced 1,000/s";
+const NPM_PACED_1000: &str = "npm rsmq sendMessage, paced 1,000/s";
+
+/// Clients of the npm rsmq run, in either mode (the issue's figure).
+const NPM_CLIENTS: usize = 100;
 
 /// One measured run.
 pub(super) struct Row {
@@ -61,31 +72,22 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
     let mut run_no = 0;
     for system in [System::Wsmq, System::Node] {
         let server = match system {
-            System::Wsmq => Service::gateway(ctx.redis)?,
+            System::Wsmq | System::WsmqLegacy => Service::gateway(ctx.redis)?,
             System::Node => Service::node(ctx.redis)?,
         };
         for &clients in plan.clients {
             let full_messages = match system {
-                System::Wsmq => plan.messages,
+                System::Wsmq | System::WsmqLegacy => plan.messages,
                 System::Node => plan.node_messages,
             };
             let mut measure = |mode: String, messages: u64, rate: f64| {
                 run_no += 1;
-                let prefix = format!("d{run_no}-");
-                eprintln!(
-                    "xtask bench delivery: {}, {clients} clients, {mode}: {messages} messages",
-                    system.name()
-                );
-                let row = measure(ctx, &server, system, clients, &prefix, messages, rate, plan)?;
-                eprintln!(
-                    "  {} msgs/s, p50 {:.2} ms, p99 {:.2} ms, lost {}, duplicates {}",
-                    thousands(row.merged.rate()),
-                    row.merged.latency_ms(0.5),
-                    row.merged.latency_ms(0.99),
-                    row.merged.sent - row.merged.unique,
-                    row.merged.duplicates
-                );
-                anyhow::Ok(Row { mode, ..row })
+                let publish = Publish {
+                    npm: false,
+                    messages,
+                    rate,
+                };
+                measured(ctx, &server, system, clients, run_no, mode, publish, plan)
             };
             let full = measure(FULL_SPEED.to_owned(), full_messages, 0.0)?;
             let max = full.merged.rate();
@@ -102,6 +104,23 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
         }
         drop(server);
     }
+    let server = Service::gateway(ctx.redis)?;
+    let publish = Publish {
+        npm: true,
+        messages: (1_000.0 * plan.paced_seconds) as u64,
+        rate: 1_000.0,
+    };
+    rows.push(measured(
+        ctx,
+        &server,
+        System::WsmqLegacy,
+        NPM_CLIENTS,
+        run_no + 1,
+        NPM_PACED_1000.to_owned(),
+        publish,
+        plan,
+    )?);
+    drop(server);
     let chart_rows: Vec<chart::Bar> = rows
         .iter()
         .map(|row| chart::Bar {
@@ -119,6 +138,8 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum System {
     Wsmq,
+    /// wsmq's gateway, its clients speaking the legacy dialect (no acks: deleted on send).
+    WsmqLegacy,
     Node,
 }
 
@@ -126,46 +147,115 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Wsmq => "wsmq v1",
+            System::WsmqLegacy => "wsmq legacy",
             System::Node => "Node ws + rsmq-worker",
+        }
+    }
+
+    /// The load tool's `--target`.
+    fn target(self) -> &'static str {
+        match self {
+            System::Wsmq => "wsmq",
+            System::WsmqLegacy => "wsmq-legacy",
+            System::Node => "legacy",
         }
     }
 }
 
+/// What a run publishes, and how.
+#[derive(Debug, Clone, Copy)]
+struct Publish {
+    /// npm rsmq, one `sendMessage` at a time in a process of its own, rather than the
+    /// load processes' `send_batch`.
+    npm: bool,
+    messages: u64,
+    /// Messages per second; 0 for full speed.
+    rate: f64,
+}
+
+/// [`measure`] with its progress on stderr, as run number `run_no` in `mode`.
 #[allow(clippy::too_many_arguments)]
+fn measured(
+    ctx: &Context<'_>,
+    server: &Service,
+    system: System,
+    clients: usize,
+    run_no: usize,
+    mode: String,
+    publish: Publish,
+    plan: &Plan,
+) -> anyhow::Result<Row> {
+    eprintln!(
+        "xtask bench delivery: {}, {clients} clients, {mode}: {} messages",
+        system.name(),
+        publish.messages
+    );
+    let prefix = format!("d{run_no}-");
+    let row = measure(ctx, server, system, clients, &prefix, publish, plan)?;
+    eprintln!(
+        "  {} msgs/s, p50 {:.2} ms, p99 {:.2} ms, lost {}, duplicates {}",
+        thousands(row.merged.rate()),
+        row.merged.latency_ms(0.5),
+        row.merged.latency_ms(0.99),
+        row.merged.sent - row.merged.unique,
+        row.merged.duplicates
+    );
+    Ok(Row { mode, ..row })
+}
+
 fn measure(
     ctx: &Context<'_>,
     server: &Service,
     system: System,
     clients: usize,
     prefix: &str,
-    messages: u64,
-    rate: f64,
+    publish: Publish,
     plan: &Plan,
 ) -> anyhow::Result<Row> {
-    let target = match system {
-        System::Wsmq => "wsmq",
-        System::Node => "legacy",
-    };
     let parts = load::split(clients);
     let per_process = parts
         .iter()
         .map(|&(first, count)| {
             let share = count as f64 / clients as f64;
-            let mut args = common_args(target, server, first, count, prefix, plan.timeout_secs);
+            let mut args = common_args(
+                system.target(),
+                server,
+                first,
+                count,
+                prefix,
+                plan.timeout_secs,
+            );
             args.extend([
                 "queue".to_owned(),
                 "--redis-url".to_owned(),
                 ctx.redis.url(),
-                "--messages".to_owned(),
-                ((messages as f64 * share).round() as u64).to_string(),
-                "--rate".to_owned(),
-                (rate * share).to_string(),
             ]);
+            if publish.npm {
+                // Numbered across all queues by the one publisher: each process is told the
+                // total and the client count so that it can work out its share.
+                args.extend([
+                    "--messages".to_owned(),
+                    publish.messages.to_string(),
+                    "--external".to_owned(),
+                    clients.to_string(),
+                ]);
+            } else {
+                args.extend([
+                    "--messages".to_owned(),
+                    ((publish.messages as f64 * share).round() as u64).to_string(),
+                    "--rate".to_owned(),
+                    (publish.rate * share).to_string(),
+                ]);
+            }
             args
         })
         .collect();
+    let mut commands = load::wsmq_load(per_process);
+    if publish.npm {
+        commands.push(npm_publisher(ctx, clients, prefix, publish, plan));
+    }
     let run = load::timed_run(
-        per_process,
+        commands,
         server.pid(),
         ctx.redis.pid(),
         &format!("{clients} clients"),
@@ -179,6 +269,26 @@ fn measure(
         load_cpu: run.load_cpu,
         merged: run.merged,
     })
+}
+
+/// `bench/node/rsmq-publisher.js`, publishing to the queues of `clients` clients.
+fn npm_publisher(
+    ctx: &Context<'_>,
+    clients: usize,
+    prefix: &str,
+    publish: Publish,
+    plan: &Plan,
+) -> Command {
+    let mut command = Command::new("node");
+    command
+        .arg(util::project_root().join("bench/node/rsmq-publisher.js"))
+        .args(["--redis-url", &ctx.redis.url()])
+        .args(["--prefix", prefix])
+        .args(["--queues", &clients.to_string()])
+        .args(["--messages", &publish.messages.to_string()])
+        .args(["--rate", &publish.rate.to_string()])
+        .args(["--timeout-secs", &plan.timeout_secs.to_string()]);
+    command
 }
 
 /// The flags every load process gets, before its subcommand.
@@ -204,7 +314,8 @@ pub(super) fn common_args(
     .collect()
 }
 
-/// The issue's queue-delivery targets, for each wsmq client count.
+/// The issue's queue-delivery targets, for each wsmq client count, then for the npm rsmq
+/// publisher.
 fn targets(rows: &[Row]) -> String {
     let mut targets = Vec::new();
     for row in rows.iter().filter(|r| r.system == System::Wsmq.name()) {
@@ -235,6 +346,24 @@ fn targets(rows: &[Row]) -> String {
                 met: m.latency_ms(0.5) <= 1.0 && m.latency_ms(0.99) <= 5.0,
             });
         }
+    }
+    for row in rows.iter().filter(|r| r.mode == NPM_PACED_1000) {
+        let m = &row.merged;
+        targets.push(Target {
+            target: format!(
+                "npm rsmq publisher (one `sendMessage` at a time, realtime) at 1,000 msgs/s to \
+                 {} legacy clients: p99 ≤ 5 ms",
+                thousands(row.clients as f64)
+            ),
+            measured: format!(
+                "p50 {:.2} ms, p99 {:.2} ms, lost {}, duplicates {}",
+                m.latency_ms(0.5),
+                m.latency_ms(0.99),
+                thousands(m.sent - m.unique),
+                thousands(m.duplicates)
+            ),
+            met: m.latency_ms(0.99) <= 5.0,
+        });
     }
     targets_table(&targets)
 }
@@ -288,10 +417,20 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
          client, from the µs timestamp the publisher writes into each 100-byte body \
          (same machine, same clock). Lost = sent − distinct delivered at the end of the \
          run; duplicates = deliveries of a message already delivered. CPU is utime + \
-         stime from `/proc/<pid>/stat` over the run, as % of one core.\n",
+         stime from `/proc/<pid>/stat` over the run, as % of one core.\n\n\
+         The npm rsmq run: a fresh gateway, {npm_clients} clients of the legacy dialect (JWT \
+         in `x-token`, `/subscribe/<queue>` on `/`; the gateway deletes each message once \
+         written, so no acks), fed by `bench/node/rsmq-publisher.js`: npm rsmq 0.12.4 with \
+         `realtime: true`, each `sendMessage` awaited before the next (npm rsmq reads the \
+         queue and Redis `TIME`, then runs a MULTI, then PUBLISHes the notification), at \
+         1,000 msgs/s by schedule for {} s, message k to queue k mod {npm_clients}, bodies in \
+         the load tool's format with a µs timestamp from `performance.timeOrigin + \
+         performance.now()`. Its load CPU includes the publisher.\n",
         thousands(plan.messages as f64),
         thousands(plan.node_messages as f64),
         plan.paced_seconds,
+        plan.paced_seconds,
+        npm_clients = NPM_CLIENTS,
         per = thousands(load::CLIENTS_PER_PROCESS as f64),
         min = load::MIN_PROCESSES,
     ));

@@ -169,7 +169,7 @@ fn measure(
     per_process.push(publisher);
 
     let run = load::timed_run(
-        per_process,
+        load::wsmq_load(per_process),
         server.pid(),
         ctx.redis.pid(),
         &format!("{subscribers} subscribers"),

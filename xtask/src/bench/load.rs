@@ -1,6 +1,7 @@
 //! Driving `wsmq-load` processes: start several, wait until all are connected, give the
 //! go-ahead to all at once, collect their result lines and merge them, histograms
-//! included.
+//! included. Any program that speaks the same stdio protocol (the npm rsmq publisher of
+//! `bench/node`) can run beside them.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -22,19 +23,31 @@ pub(crate) struct Load {
     pub(crate) ready: Vec<Value>,
 }
 
+/// One `wsmq-load` command per argument list.
+pub(crate) fn wsmq_load(per_process: Vec<Vec<String>>) -> Vec<Command> {
+    let program = super::release_binary("wsmq-load");
+    per_process
+        .into_iter()
+        .map(|args| {
+            let mut command = Command::new(&program);
+            command.args(args);
+            command
+        })
+        .collect()
+}
+
 impl Load {
-    /// Starts one `wsmq-load` per argument list and waits for every `ready` line.
-    pub(crate) fn start(per_process: Vec<Vec<String>>) -> anyhow::Result<Load> {
-        let program = super::release_binary("wsmq-load");
+    /// Starts the commands, each speaking the `wsmq-load` protocol, and waits for every
+    /// `ready` line.
+    pub(crate) fn start(commands: Vec<Command>) -> anyhow::Result<Load> {
         let mut procs = Vec::new();
-        for args in per_process {
-            let mut child = Command::new(&program)
-                .args(&args)
+        for mut command in commands {
+            let mut child = command
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
-                .with_context(|| format!("starting {}", program.display()))?;
+                .with_context(|| format!("starting {}", command.get_program().display()))?;
             let stdin = child.stdin.take().context("load stdin")?;
             let stdout = BufReader::new(child.stdout.take().context("load stdout")?);
             procs.push((child, stdin, stdout));
@@ -78,7 +91,7 @@ impl Load {
         stdout.read_line(&mut line)?;
         anyhow::ensure!(
             !line.is_empty(),
-            "wsmq-load (pid {}) ended without a {event} line (its stderr is above)",
+            "load process (pid {}) ended without a {event} line (its stderr is above)",
             child.id()
         );
         let value: Value =
@@ -114,16 +127,16 @@ pub(crate) struct Timed {
     pub(crate) load_cpu: f64,
 }
 
-/// Starts the load processes, waits until all `clients` are connected (failing if any could
-/// not), gives the go-ahead and collects the results, reading the server's (`server_pid`)
-/// and Redis's (`redis_pid`) CPU time around the run.
+/// Starts the load processes (`commands`, see [`wsmq_load`]), waits until all `clients` are
+/// connected (failing if any could not), gives the go-ahead and collects the results,
+/// reading the server's (`server_pid`) and Redis's (`redis_pid`) CPU time around the run.
 pub(crate) fn timed_run(
-    per_process: Vec<Vec<String>>,
+    commands: Vec<Command>,
     server_pid: u32,
     redis_pid: u32,
     clients: &str,
 ) -> anyhow::Result<Timed> {
-    let mut load = Load::start(per_process)?;
+    let mut load = Load::start(commands)?;
     let (server_before, redis_before) = (
         super::procfs::cpu_seconds(server_pid),
         super::procfs::cpu_seconds(redis_pid),
@@ -217,7 +230,8 @@ impl Merged {
             latency: empty(),
             cpu_seconds: sum(results, "cpu_seconds"),
         };
-        for line in ready {
+        // A publisher beside the clients has no handshakes to report.
+        for line in ready.iter().filter(|line| !line["handshakes"].is_null()) {
             merged.handshakes.add(decode(&line["handshakes"])?)?;
         }
         for line in results {
