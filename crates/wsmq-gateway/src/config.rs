@@ -138,6 +138,50 @@ pub struct ServeArgs {
     /// the public port no longer serves `/metrics` and `/api/publish` [default: none].
     #[arg(long, env = "WSMQ_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Publications every channel keeps for recovery and the `history` op; 0 turns history
+    /// off (`[[history]]` entries of the config file set it per channel pattern) [default: 0].
+    #[arg(long, env = "WSMQ_HISTORY_SIZE")]
+    pub history_size: Option<u64>,
+    /// How long a channel's history lives after its last publication [default: 1day].
+    #[arg(long, env = "WSMQ_HISTORY_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub history_ttl: Option<Duration>,
+    /// `[[history]]` entries (config file only): `pattern` (a channel glob), `size`, `ttl`;
+    /// the first whose pattern matches a channel overrides the flags for it.
+    #[arg(skip)]
+    #[serde(default)]
+    pub history: Vec<HistoryRuleArgs>,
+}
+
+/// One `[[history]]` entry of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRuleArgs {
+    /// Channel-name glob (`*`, `?`).
+    pub pattern: String,
+    /// Publications kept; 0: no history for these channels [default: `--history-size`].
+    pub size: Option<u64>,
+    /// Lifetime after the last publication [default: `--history-ttl`].
+    #[serde(default, with = "humantime_serde_opt")]
+    pub ttl: Option<Duration>,
+}
+
+/// Channel history: the default for every channel and the per-pattern overrides, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// `--history-size`, `--history-ttl`.
+    pub default: HistoryRule,
+    /// `[[history]]` entries, then (with `--demo`) the demo's rooms; the first match wins.
+    pub rules: Vec<(String, HistoryRule)>,
+}
+
+/// How much history some channels keep; `size` 0 means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// Publications kept.
+    pub size: u64,
+    /// Lifetime after the last publication.
+    pub ttl: Duration,
 }
 
 /// A secret that never shows in `Debug` output or logs; its value is read with
@@ -195,6 +239,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Serve the chat demo and its token endpoint (`--demo`).
     pub demo: bool,
+    /// Which channels keep history, and how much.
+    pub history: HistoryConfig,
 }
 
 /// Where and how connections are accepted.
@@ -278,6 +324,12 @@ mod default {
     pub(super) const PING_INTERVAL: Duration = Duration::from_secs(30);
     pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub(super) const RATE_LIMIT: u32 = 10_000;
+    pub(super) const HISTORY_SIZE: u64 = 0;
+    pub(super) const HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// The demo's rooms keep this many publications (with `--demo`).
+    pub(super) const DEMO_HISTORY_SIZE: u64 = 100;
+    /// Most publications a channel may keep: a bound on memory (Redis or the node's).
+    pub(super) const MAX_HISTORY_SIZE: u64 = 1_000_000;
 }
 
 /// A configuration error.
@@ -468,6 +520,13 @@ impl ServeArgs {
             rate_limit: self.rate_limit.or(file.rate_limit),
             rate_burst: self.rate_burst.or(file.rate_burst),
             admin_listen: self.admin_listen.or(file.admin_listen),
+            history_size: self.history_size.or(file.history_size),
+            history_ttl: self.history_ttl.or(file.history_ttl),
+            history: if self.history.is_empty() {
+                file.history
+            } else {
+                self.history
+            },
         }
     }
 
@@ -488,7 +547,52 @@ impl ServeArgs {
             node_id,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             demo: self.demo,
+            history: HistoryConfig::from_args(&self)?,
         })
+    }
+}
+
+impl HistoryConfig {
+    fn from_args(args: &ServeArgs) -> Result<HistoryConfig, GatewayError> {
+        let check = |size: u64, ttl: Duration, what: &str| {
+            if size > default::MAX_HISTORY_SIZE {
+                return bad(format!(
+                    "{what} size must be at most {}",
+                    default::MAX_HISTORY_SIZE
+                ));
+            }
+            if ttl < Duration::from_secs(1) {
+                return bad(format!("{what} ttl must be at least 1s"));
+            }
+            Ok(HistoryRule { size, ttl })
+        };
+        let default = check(
+            args.history_size.unwrap_or(default::HISTORY_SIZE),
+            args.history_ttl.unwrap_or(default::HISTORY_TTL),
+            "--history",
+        )?;
+        let mut rules = Vec::new();
+        for rule in &args.history {
+            if rule.pattern.is_empty() {
+                return bad("[[history]] pattern must not be empty");
+            }
+            let what = format!("[[history]] {:?}", rule.pattern);
+            let size = rule.size.unwrap_or(default.size);
+            let ttl = rule.ttl.unwrap_or(default.ttl);
+            rules.push((rule.pattern.clone(), check(size, ttl, &what)?));
+        }
+        if args.demo {
+            // After the file's entries, so a file can still say otherwise for the rooms.
+            let size = default.size.max(default::DEMO_HISTORY_SIZE);
+            rules.push((
+                "room-*".to_owned(),
+                HistoryRule {
+                    size,
+                    ttl: default.ttl,
+                },
+            ));
+        }
+        Ok(HistoryConfig { default, rules })
     }
 }
 
@@ -593,6 +697,53 @@ mod tests {
     }
 
     #[test]
+    fn history_has_flags_file_rules_and_the_demo_rooms() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.history.default.size, 0);
+        assert_eq!(config.history.default.ttl, Duration::from_secs(86_400));
+        assert!(config.history.rules.is_empty());
+
+        let dir = std::env::temp_dir().join(format!("wsmq-history-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        let file = "history-size = 10\n[[history]]\npattern = \"chat-*\"\nsize = 500\nttl = \"1h\"\n\
+                    [[history]]\npattern = \"noisy-*\"\nsize = 0\n";
+        std::fs::write(&path, file).unwrap();
+        let config = parse(&["--config", path.to_str().unwrap(), "--demo"]).unwrap();
+        assert_eq!(config.history.default.size, 10);
+        let rules: Vec<(&str, u64, u64)> = config
+            .history
+            .rules
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.size, r.ttl.as_secs()))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("chat-*", 500, 3600),
+                ("noisy-*", 0, 86_400),
+                ("room-*", 100, 86_400)
+            ]
+        );
+
+        for bad in [
+            "[[history]]\npattern = \"\"\n",
+            "[[history]]\npattern = \"a\"\nsize = 2000000\n",
+            "[[history]]\npattern = \"a\"\nttl = \"0s\"\n",
+            "[[history]]\npattern = \"a\"\nsise = 3\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                parse(&["--config", path.to_str().unwrap()]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse(&["--history-size", "1000001"]).is_err());
+        assert!(parse(&["--history-ttl", "0s"]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn limits_and_the_admin_address_have_flags_and_defaults() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen.handshake_timeout, Duration::from_secs(10));
@@ -648,6 +799,8 @@ mod tests {
             ("ping_interval", secs(default::PING_INTERVAL)),
             ("handshake_timeout", secs(default::HANDSHAKE_TIMEOUT)),
             ("rate_limit", default::RATE_LIMIT.to_string()),
+            ("history_size", default::HISTORY_SIZE.to_string()),
+            ("history_ttl", secs(default::HISTORY_TTL)),
         ];
         let cli = Cli::command();
         let serve = cli.find_subcommand("serve").expect("serve subcommand");

@@ -19,7 +19,8 @@
 //! - `delivery`: one task per queue subscription: window, batched receive, realtime wake-ups,
 //!   the precise timer and the poll fallback; `delivery::commands` batches acks and nacks.
 //! - `state`: `Gateway`, what every connection shares: the engine, the channel hub, the
-//!   authenticator, the session registry; `auth`: identities, JWT and access tokens, grants.
+//!   authenticator, the session registry; `history`: which channels keep history; `auth`:
+//!   identities, JWT and access tokens, grants.
 //! - `hub`: the node's channel hub (encode once, fan out to local subscribers), the engine's
 //!   broker handler; `outbound`: the frames a session sends and the queue they wait in.
 //! - [`engine`]: the three engine interfaces (queue store, broker, cluster state) and their
@@ -33,6 +34,7 @@ mod delivery;
 mod demo;
 pub mod engine;
 pub mod error;
+mod history;
 mod http;
 mod hub;
 mod mailbox;

@@ -147,4 +147,13 @@ impl Outbound {
             Err(TrySendError::Closed(_)) => false,
         }
     }
+
+    /// Queues a frame, waiting for room: for a burst the client asked for (a history replay),
+    /// whose size says nothing about the client being slow. `false` once the session closes.
+    pub(crate) async fn send(&self, frame: OutFrame) -> bool {
+        tokio::select! {
+            sent = self.tx.send(frame) => sent.is_ok(),
+            () = self.closer.token.cancelled() => false,
+        }
+    }
 }

@@ -13,8 +13,11 @@ use crate::{engine::EngineError, state::Gateway};
 pub(crate) enum Published {
     /// The message is in the queue with this id.
     Queue { id: String },
-    /// The message reached this many nodes.
-    Channel { receivers: u64 },
+    /// The message reached this many nodes; on a channel with history, at this offset.
+    Channel {
+        receivers: u64,
+        position: Option<crate::engine::Position>,
+    },
 }
 
 /// Publishes one message.
@@ -43,15 +46,30 @@ pub(crate) async fn publish(
                     .engine_failed("send", queue.as_str(), err, false);
             })
         }
-        Target::Channel(channel) => engine
-            .broker
-            .publish(channel.as_str(), &publish.message)
-            .await
-            .map(|receivers| Published::Channel { receivers })
-            .inspect_err(|err| {
+        Target::Channel(channel) => {
+            let published = match gateway.history_policy(channel.as_str()) {
+                Some(policy) => engine
+                    .broker
+                    .publish_with_history(channel.as_str(), &publish.message, policy)
+                    .await
+                    .map(|p| Published::Channel {
+                        receivers: p.receivers,
+                        position: p.position,
+                    }),
+                None => engine
+                    .broker
+                    .publish(channel.as_str(), &publish.message)
+                    .await
+                    .map(|receivers| Published::Channel {
+                        receivers,
+                        position: None,
+                    }),
+            };
+            published.inspect_err(|err| {
                 gateway
                     .metrics
                     .engine_failed("publish", channel.as_str(), err, false);
-            }),
+            })
+        }
     }
 }

@@ -163,9 +163,17 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
     };
     match publish::publish(gateway, &publish).await {
         Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
-        Ok(Published::Channel { receivers }) => {
-            json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers}))
-        }
+        Ok(Published::Channel {
+            receivers,
+            position: None,
+        }) => json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers})),
+        Ok(Published::Channel {
+            receivers,
+            position: Some(at),
+        }) => json_response(
+            StatusCode::OK,
+            &json!({"id": null, "receivers": receivers, "offset": at.offset, "epoch": &*at.epoch}),
+        ),
         Err(err) => error_response(&GatewayError::Engine(err)),
     }
 }

@@ -17,6 +17,7 @@ use crate::{
     config::Config,
     engine::{BrokerHandler, Engine},
     error::GatewayError,
+    history,
     hub::ChannelHub,
     metrics::Metrics,
     outbound::Closer,
@@ -46,6 +47,11 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
+    /// The history `channel` keeps, if any.
+    pub(crate) fn history_policy(&self, channel: &str) -> Option<crate::engine::HistoryPolicy> {
+        history::policy(&self.config.history, channel)
+    }
+
     /// Builds the shared state, and starts the engine's broker with the node's hub as its
     /// handler.
     ///
@@ -60,7 +66,8 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, GatewayError> {
         let auth = Authenticator::new(&config)?;
         let broker = Arc::clone(&engine.broker);
-        let hub = Arc::new(ChannelHub::new(
+        let history = config.history.clone();
+        let hub = ChannelHub::new(
             move |channel, first| {
                 if first {
                     broker.subscribe(channel);
@@ -69,7 +76,12 @@ impl Gateway {
                 }
             },
             metrics.subscriptions.clone(),
-        ));
+        )
+        .with_repairs(
+            Arc::clone(&engine.broker),
+            Box::new(move |channel| history::policy(&history, channel)),
+        );
+        let hub = Arc::new(hub);
         let handler: Arc<dyn BrokerHandler> = hub.clone();
         engine.broker.start(&handler);
         Ok(Arc::new(Gateway {

@@ -9,6 +9,9 @@
 //! | `wsmq:revoke` | pub/sub | `wsmq-cli token revoke` | payload: a user id whose sessions must close (4003) |
 //! | `wsmq:node:{id}` | STRING (JSON, with TTL) | each gateway node | heartbeat: [`NodeHeartbeat`](crate::NodeHeartbeat) |
 //! | `wsmq:ch:{channel}` | pub/sub | gateways, API, CLI | broadcast channel messages |
+//! | `wsmq:chh:{channel}` | pub/sub | gateways | publications of channels with history: `{offset} {epoch} {sent} {body}` |
+//! | `wsmq:hist:{channel}` | STREAM (with TTL) | gateways | a channel's last publications, entry id `{offset}-0`, fields `m` (body) and `t` (sent, Unix ms) |
+//! | `wsmq:hist:{channel}:pos` | HASH (with TTL) | gateways | the channel's `epoch` and last `offset` |
 
 /// Prefix of every key and channel wsmq owns.
 pub const PREFIX: &str = "wsmq:";
@@ -42,6 +45,29 @@ pub fn channel_name(redis_channel: &str) -> Option<&str> {
     redis_channel.strip_prefix("wsmq:ch:")
 }
 
+/// The Redis pub/sub channel that carries the publications of channel `channel` when it has
+/// history. A separate channel, so that the payload of `wsmq:ch:{channel}` stays the bare
+/// body that nodes, tools and scripts unaware of history expect.
+pub fn history_channel(channel: &str) -> String {
+    format!("wsmq:chh:{channel}")
+}
+
+/// The broadcast channel name inside a history pub/sub channel name, if it is one.
+pub fn history_channel_name(redis_channel: &str) -> Option<&str> {
+    redis_channel.strip_prefix("wsmq:chh:")
+}
+
+/// The STREAM that holds channel `channel`'s history. The braces make it and
+/// [`history_position`] one hash slot, so one script may touch both on a Redis Cluster.
+pub fn history_stream(channel: &str) -> String {
+    format!("wsmq:hist:{{{channel}}}")
+}
+
+/// The HASH with the `epoch` and last `offset` of channel `channel`'s history.
+pub fn history_position(channel: &str) -> String {
+    format!("wsmq:hist:{{{channel}}}:pos")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +77,11 @@ mod tests {
         assert_eq!(channel("room-1"), "wsmq:ch:room-1");
         assert_eq!(channel_name(&channel("room-1")), Some("room-1"));
         assert_eq!(channel_name("rsmq:rt:q"), None);
+        assert_eq!(history_channel_name(&history_channel("r")), Some("r"));
+        assert_eq!(channel_name(&history_channel("r")), None);
+        assert_eq!(history_channel_name(&channel("r")), None);
+        assert_eq!(history_stream("r"), "wsmq:hist:{r}");
+        assert_eq!(history_position("r"), "wsmq:hist:{r}:pos");
     }
 
     #[test]

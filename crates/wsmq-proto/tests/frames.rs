@@ -163,6 +163,10 @@ fn server_frames_golden() {
         ServerFrame::Ok {
             reference: Some(7.into()),
             id: Some(id()),
+            offset: None,
+            epoch: None,
+            recovered: None,
+            messages: None,
         },
     );
     server_golden(
@@ -210,6 +214,8 @@ fn message_frames_golden_and_fast_path_agree() {
     let frame = ServerFrame::Message(MessageFrame::Channel {
         channel: channel("news"),
         message: "\u{2028} stays raw: ` ".into(),
+        offset: None,
+        epoch: None,
     });
     server_golden(&text, frame);
     let mut fast = String::new();

@@ -5,9 +5,13 @@
 //! queue's vt and its `rc` counts receives, delayed messages become visible later, several
 //! consumers compete for one queue, deleting and changing visibility need the message to
 //! exist. All time comes from `tokio::time`, so tests can pause and advance the clock.
+//!
+//! Channel history is a ring buffer per channel with the Redis engine's semantics: offsets
+//! count up within an epoch, the last `size` publications are kept, and the whole history
+//! (and so its epoch) is forgotten `ttl` after the channel's last publication.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -24,8 +28,9 @@ use tracing::warn;
 use wsmq_proto::NodeHeartbeat;
 
 use super::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, InterestGuard,
-    QueueMessage, QueueStore, QueueWatch, Received,
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, HistoryEntry,
+    HistoryPage, HistoryPolicy, HistoryRange, InterestGuard, Position, Published, QueueMessage,
+    QueueStore, QueueWatch, Received, new_epoch,
 };
 use crate::clock;
 
@@ -41,6 +46,8 @@ pub struct MemoryEngine {
     channels: Mutex<HashSet<String>>,
     /// The node's channel hub, fed with every publication.
     handler: HandlerSlot,
+    /// channel → its history, for channels with history that were published to or read.
+    histories: Mutex<HashMap<String, History>>,
     /// Wall clock at creation, Unix ms; with `origin` gives a clock that follows tokio time.
     epoch_ms: u64,
     /// tokio instant at creation.
@@ -70,6 +77,30 @@ struct QueueState {
     maxsize: i64,
 }
 
+/// One channel's history: a ring buffer of its last publications.
+struct History {
+    /// Changes when the history is dropped (expired).
+    epoch: Arc<str>,
+    /// Offset of the latest publication; 0 before the first.
+    top: u64,
+    /// The last publications, oldest first, at most the policy's size.
+    entries: VecDeque<HistoryEntry>,
+    /// When the history is forgotten: `ttl` after the last publication (or the read that
+    /// created it).
+    expires: Instant,
+}
+
+impl History {
+    fn new(ttl: Duration) -> History {
+        History {
+            epoch: new_epoch().into(),
+            top: 0,
+            entries: VecDeque::new(),
+            expires: Instant::now() + ttl,
+        }
+    }
+}
+
 struct MemMessage {
     body: String,
     rc: u64,
@@ -87,6 +118,7 @@ impl MemoryEngine {
             revocations: broadcast::channel(64).0,
             channels: Mutex::default(),
             handler: HandlerSlot::default(),
+            histories: Mutex::default(),
             epoch_ms: clock::unix_millis(),
             origin: Instant::now(),
             last_id_us: AtomicU64::new(0),
@@ -129,6 +161,39 @@ impl MemoryEngine {
         self.queue(queue).map_or(0, |q| {
             q.state.lock().expect("queue poisoned").messages.len()
         })
+    }
+
+    /// Forgets channel `channel`'s history, as if it had expired (for tests).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn drop_history_for_tests(&self, channel: &str) {
+        self.histories
+            .lock()
+            .expect("histories poisoned")
+            .remove(channel);
+    }
+
+    /// Runs `f` on the live history of `channel` (a new one when it expired or never was),
+    /// under the history lock.
+    fn with_history<T>(
+        &self,
+        channel: &str,
+        ttl: Duration,
+        f: impl FnOnce(&mut History) -> T,
+    ) -> T {
+        let mut histories = self.histories.lock().expect("histories poisoned");
+        let now = Instant::now();
+        // Reads of channels nobody publishes to create histories too: sweep the expired ones
+        // now and then, so their number stays bounded by what lives within a ttl.
+        if histories.len() >= 1024 && histories.len().is_power_of_two() {
+            histories.retain(|_, h| h.expires > now);
+        }
+        let history = histories
+            .entry(channel.to_owned())
+            .or_insert_with(|| History::new(ttl));
+        if history.expires <= now {
+            *history = History::new(ttl);
+        }
+        f(history)
     }
 
     fn now_ms(&self) -> u64 {
@@ -354,6 +419,87 @@ impl Broker for MemoryEngine {
             self.handler.on_publication(channel, body);
         }
         futures_util::future::ready(Ok(u64::from(listening))).boxed()
+    }
+
+    fn publish_with_history<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+        history: HistoryPolicy,
+    ) -> BoxFuture<'a, Result<Published, EngineError>> {
+        let sent = self.now_ms();
+        let listening = self
+            .channels
+            .lock()
+            .expect("channels poisoned")
+            .contains(channel);
+        // The handler runs under the history lock, so concurrent publishers hand their
+        // publications over in offset order, as Redis does.
+        let position = self.with_history(channel, history.ttl, |h| {
+            h.top += 1;
+            h.expires = Instant::now() + history.ttl;
+            h.entries.push_back(HistoryEntry {
+                offset: h.top,
+                body: body.to_owned(),
+                sent,
+            });
+            while h.entries.len() as u64 > history.size.max(1) {
+                h.entries.pop_front();
+            }
+            let position = Position {
+                offset: h.top,
+                epoch: Arc::clone(&h.epoch),
+            };
+            if listening {
+                self.handler.on_positioned(channel, body, &position);
+            }
+            position
+        });
+        futures_util::future::ready(Ok(Published {
+            receivers: u64::from(listening),
+            position: Some(position),
+        }))
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        history: HistoryPolicy,
+        range: HistoryRange,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page = self.with_history(channel, history.ttl, |h| {
+            let entries: Vec<HistoryEntry> = match range {
+                HistoryRange::After(after) => h
+                    .entries
+                    .iter()
+                    .filter(|e| e.offset > after)
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                HistoryRange::Before(before) => {
+                    let before = before.unwrap_or(u64::MAX);
+                    let mut latest: Vec<HistoryEntry> = h
+                        .entries
+                        .iter()
+                        .rev()
+                        .filter(|e| e.offset < before)
+                        .take(limit)
+                        .cloned()
+                        .collect();
+                    latest.reverse();
+                    latest
+                }
+            };
+            HistoryPage {
+                epoch: Arc::clone(&h.epoch),
+                top: h.top,
+                entries,
+            }
+        });
+        futures_util::future::ready(Ok(page)).boxed()
     }
 
     fn subscribe(&self, channel: &str) {

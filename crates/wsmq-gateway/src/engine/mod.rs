@@ -26,7 +26,10 @@ pub mod redis;
 use std::{fmt, sync::Arc};
 
 pub use self::{
-    broker::{Broker, BrokerHandler, HandlerSlot},
+    broker::{
+        Broker, BrokerHandler, HandlerSlot, HistoryEntry, HistoryPage, HistoryPolicy, HistoryRange,
+        Position, Published, new_epoch,
+    },
     cluster::ClusterState,
     interest::InterestGuard,
     queues::{Listening, QueueMessage, QueueStore, QueueWatch, Received},

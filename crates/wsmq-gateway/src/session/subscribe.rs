@@ -91,14 +91,7 @@ pub(super) fn channel(
         session.out.push(OutFrame::text(first));
         return Ok(());
     }
-    let allowed = session
-        .gateway
-        .auth
-        .policy
-        .may_subscribe(&session.identity, &channel);
-    admit(session, allowed, || {
-        format!("subscribe to channel {channel}")
-    })?;
+    admit_channel(session, &channel)?;
     let out = session.out.clone();
     let sink = Box::new(move |frame| {
         out.push(OutFrame::text(frame));
@@ -106,6 +99,18 @@ pub(super) fn channel(
     let subscription = session.gateway.hub.subscribe(channel.as_str(), sink, first);
     session.channels.insert(channel, subscription);
     Ok(())
+}
+
+/// The checks a new channel subscription passes (also for one that recovers history).
+pub(super) fn admit_channel(session: &Session, channel: &ChannelName) -> Result<(), Refusal> {
+    let allowed = session
+        .gateway
+        .auth
+        .policy
+        .may_subscribe(&session.identity, channel);
+    admit(session, allowed, || {
+        format!("subscribe to channel {channel}")
+    })
 }
 
 /// The checks every new subscription passes: authorized (`allowed`), and under the limit.

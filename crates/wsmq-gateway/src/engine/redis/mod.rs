@@ -18,6 +18,7 @@
 //! recovery once, when a call succeeds again; the recovery is counted in
 //! [`RedisMetrics::command_reconnects`]. Callers log their own failures at debug level only.
 
+mod history;
 mod pubsub;
 
 use std::{
@@ -40,8 +41,9 @@ use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
 use self::pubsub::{PubSub, PubSubCommand, QueueWake};
 use super::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueMessage,
-    QueueStore, QueueWatch, Received, interest::Interests,
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, HistoryPage,
+    HistoryPolicy, HistoryRange, Published, QueueMessage, QueueStore, QueueWatch, Received,
+    interest::Interests,
 };
 
 /// The Redis engine's counters, registered by the gateway.
@@ -160,8 +162,12 @@ impl RedisEngine {
         } else {
             channels.remove(channel);
         }
-        let command = PubSubCommand::toggle(keys::channel(channel), None, wanted);
-        let _ = self.commands.send(command);
+        // Both carriers: publications with history come on their own pub/sub channel.
+        for name in [keys::channel(channel), keys::history_channel(channel)] {
+            let _ = self
+                .commands
+                .send(PubSubCommand::toggle(name, None, wanted));
+        }
     }
 
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
@@ -300,6 +306,25 @@ impl Broker for RedisEngine {
             self.query(&cmd).await
         }
         .boxed()
+    }
+
+    fn publish_with_history<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+        history: HistoryPolicy,
+    ) -> BoxFuture<'a, Result<Published, EngineError>> {
+        self.publish_at(channel, body, history).boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        history: HistoryPolicy,
+        range: HistoryRange,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        self.read_history(channel, history, range, limit).boxed()
     }
 
     fn subscribe(&self, channel: &str) {

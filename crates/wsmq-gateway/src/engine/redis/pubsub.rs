@@ -1,7 +1,8 @@
 //! The node's one Redis pub/sub connection.
 //!
 //! It subscribes to `wsmq:revoke` always, to `{ns}:rt:{q}` for each queue with a local
-//! consumer and to `wsmq:ch:{c}` for each channel with a local subscriber (the interest
+//! consumer and to `wsmq:ch:{c}` and `wsmq:chh:{c}` (publications with history) for each
+//! channel with a local subscriber (the interest
 //! registries send subscribe/unsubscribe commands on first/last local holder; commands that
 //! queue up together go out as one `SUBSCRIBE` or `UNSUBSCRIBE` with many channels). Messages
 //! are dispatched into the per-queue [`QueueWake`], the node's broker handler (its channel hub)
@@ -229,7 +230,10 @@ impl PubSub {
     /// The pub/sub names of the channels the node subscribed to.
     fn wanted_channels(&self) -> Vec<String> {
         let channels = self.channels.lock().expect("channel set poisoned");
-        channels.iter().map(|c| keys::channel(c)).collect()
+        channels
+            .iter()
+            .flat_map(|c| [keys::channel(c), keys::history_channel(c)])
+            .collect()
     }
 
     /// Serves one connection: `false` when the engine is gone, `true` when the connection
@@ -312,6 +316,15 @@ impl PubSub {
         } else if let Some(name) = keys::channel_name(channel) {
             let body = String::from_utf8_lossy(msg.get_payload_bytes());
             self.handler.on_publication(name, &body);
+        } else if let Some(name) = keys::history_channel_name(channel) {
+            let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+            match super::history::parse_payload(&payload) {
+                Some((position, body)) => self.handler.on_positioned(name, body, &position),
+                None => debug!(
+                    channel = name,
+                    "history publication without a position dropped"
+                ),
+            }
         } else if channel == keys::REVOKE_CHANNEL {
             let user = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
             let _ = self.revocations.send(user);

@@ -6,9 +6,11 @@
 
 mod ack;
 mod auth;
+mod history;
 mod nack;
 mod ping;
 mod publish;
+mod recover;
 mod subscribe;
 mod unsubscribe;
 
@@ -51,6 +53,14 @@ pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
     let reference = frame.reference;
     let reply = match frame.op {
         ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,
+        ClientOp::SubscribeSince { channel, since } => {
+            recover::apply(session, channel, Some(since), reference).await
+        }
+        ClientOp::History {
+            channel,
+            limit,
+            before,
+        } => history::apply(session, channel, limit, before, reference).await,
         ClientOp::Unsubscribe(target) => unsubscribe::apply(session, target, reference),
         ClientOp::Ack { queue, id } => ack::apply(session, queue, id, reference).await,
         ClientOp::Nack { queue, id, delay } => {

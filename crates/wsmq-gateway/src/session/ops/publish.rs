@@ -1,7 +1,8 @@
 //! `{"op":"publish","queue"|"channel","message","delay"?}`: publish from a client.
 //!
 //! A client may publish to its own queue and to what its `wsmq` grants name as `queue:GLOB`
-//! or `channel:GLOB`. A queue is created if missing; the reply carries the new message id.
+//! or `channel:GLOB`. A queue is created if missing; the reply carries the new message id,
+//! or, on a channel with history, the publication's `offset` and `epoch`.
 
 use wsmq_proto::{ErrorCode, MessageId, Publish, Ref, ServerFrame, Target};
 
@@ -31,8 +32,19 @@ pub(super) async fn apply(
         Ok(Published::Queue { id }) => Reply::Now(ServerFrame::Ok {
             reference,
             id: MessageId::new(id).ok(),
+            offset: None,
+            epoch: None,
+            recovered: None,
+            messages: None,
         }),
-        Ok(Published::Channel { .. }) => Reply::ok(reference),
+        Ok(Published::Channel { position, .. }) => Reply::Now(ServerFrame::Ok {
+            reference,
+            id: None,
+            offset: position.as_ref().map(|p| p.offset),
+            epoch: position.map(|p| p.epoch.to_string()),
+            recovered: None,
+            messages: None,
+        }),
         Err(err) => Reply::failed(reference, &GatewayError::Engine(err)),
     }
 }

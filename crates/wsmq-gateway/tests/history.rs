@@ -1,0 +1,349 @@
+//! Channel history on both engines: offsets and epochs on publications, recovery with
+//! `since` (every missed publication, in order, no duplicate, also while publications keep
+//! coming), `recovered:false` when the history was lost, the `history` op, and bad `since`
+//! values refused or answered `recovered:false`, never a panic.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use support::{Client, RedisServer, TestGateway, now, token_with, unique};
+use wsmq_gateway::{
+    config::HistoryRule,
+    engine::{Broker, HistoryPolicy},
+};
+use wsmq_proto::{Claims, Grants};
+
+/// History for every channel in these tests.
+const POLICY: HistoryPolicy = HistoryPolicy {
+    size: 5000,
+    ttl: Duration::from_secs(3600),
+};
+
+async fn gateway(redis: Option<&RedisServer>) -> TestGateway {
+    let builder = TestGateway::builder().config(|c| {
+        c.history.default = HistoryRule {
+            size: POLICY.size,
+            ttl: POLICY.ttl,
+        };
+    });
+    match redis {
+        Some(redis) => builder.redis(redis).start().await,
+        None => builder.start().await,
+    }
+}
+
+/// A v1 session that may subscribe to and publish on `room-*`.
+async fn member(gw: &TestGateway, user: &str) -> Client {
+    let mut claims = Claims::new(user, now() + 600);
+    claims.wsmq = Some(Grants {
+        subscribe: vec!["room-*".into()],
+        publish: vec!["channel:room-*".into()],
+        ..Grants::default()
+    });
+    let t = token_with(claims);
+    let mut c = gw
+        .connect("/ws", &[("x-token", &t)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    assert_eq!(c.recv_json().await["op"], "welcome");
+    c
+}
+
+/// Publishes `n` messages `m{i}` straight through the engine (another node, for Redis).
+async fn publish_many(broker: &Arc<dyn Broker>, room: &str, from: usize, n: usize) {
+    for i in from..from + n {
+        broker
+            .publish_with_history(room, &format!("m{i}"), POLICY)
+            .await
+            .unwrap();
+    }
+}
+
+/// Reads channel messages until `last` offset, checking each follows the one before.
+async fn expect_offsets(client: &mut Client, from: u64, last: u64, epoch: &str) {
+    for offset in from..=last {
+        let frame = client.recv_json().await;
+        assert_eq!(frame["op"], "message", "{frame}");
+        assert_eq!(frame["offset"], offset, "gap or duplicate: {frame}");
+        assert_eq!(frame["epoch"], epoch, "{frame}");
+        assert_eq!(frame["message"], format!("m{}", offset - 1), "{frame}");
+    }
+}
+
+async fn offline_client_recovers_every_missed_publication(gw: &TestGateway) {
+    let room = format!("room-{}", unique());
+    let broker = gw.engine().await.broker;
+    let mut alice = member(gw, "alice").await;
+    let ok = alice
+        .request(json!({"op": "subscribe", "channel": room, "ref": 1}))
+        .await;
+    assert_eq!(ok["op"], "ok", "{ok}");
+    assert_eq!(ok["offset"], 0, "{ok}");
+    assert!(ok.get("recovered").is_none(), "{ok}");
+    let epoch = ok["epoch"].as_str().unwrap().to_owned();
+    publish_many(&broker, &room, 0, 5).await;
+    expect_offsets(&mut alice, 1, 5, &epoch).await;
+    alice.close().await;
+
+    // Offline: 1,000 publications missed.
+    publish_many(&broker, &room, 5, 1000).await;
+
+    let mut alice = member(gw, "alice").await;
+    // Publications keep coming while it resubscribes.
+    let publisher = {
+        let broker = Arc::clone(&broker);
+        let room = room.clone();
+        tokio::spawn(async move { publish_many(&broker, &room, 1005, 300).await })
+    };
+    let ok = alice
+        .request(json!({"op": "subscribe", "channel": room, "ref": 2,
+                        "since": {"offset": 5, "epoch": epoch}}))
+        .await;
+    assert_eq!(ok["op"], "ok", "{ok}");
+    assert_eq!(ok["recovered"], true, "{ok}");
+    assert_eq!(ok["epoch"], epoch.as_str(), "{ok}");
+    assert!(ok["offset"].as_u64().unwrap() >= 1005, "{ok}");
+    publisher.await.unwrap();
+    expect_offsets(&mut alice, 6, 1305, &epoch).await;
+    // And live after that, still no duplicate.
+    publish_many(&broker, &room, 1305, 1).await;
+    expect_offsets(&mut alice, 1306, 1306, &epoch).await;
+    alice.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn offline_client_recovers_every_missed_publication_memory() {
+    offline_client_recovers_every_missed_publication(&gateway(None).await).await;
+}
+
+#[tokio::test]
+async fn offline_client_recovers_every_missed_publication_redis() {
+    let redis = RedisServer::start();
+    offline_client_recovers_every_missed_publication(&gateway(Some(&redis)).await).await;
+}
+
+/// The history lost (stream deleted, or expired): `recovered:false` with a new epoch, and no
+/// partial replay.
+async fn lost_history_is_not_recovered(gw: &TestGateway, lose: impl AsyncFnOnce(&str)) {
+    let room = format!("room-{}", unique());
+    let broker = gw.engine().await.broker;
+    publish_many(&broker, &room, 0, 10).await;
+    let mut bob = member(gw, "bob").await;
+    let ok = bob
+        .request(json!({"op": "history", "channel": room, "limit": 1, "ref": 1}))
+        .await;
+    let epoch = ok["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(ok["offset"], 10, "{ok}");
+    lose(&room).await;
+    publish_many(&broker, &room, 0, 3).await;
+    let ok = bob
+        .request(json!({"op": "subscribe", "channel": room, "ref": 2,
+                        "since": {"offset": 4, "epoch": epoch}}))
+        .await;
+    assert_eq!(ok["recovered"], false, "{ok}");
+    assert_ne!(ok["epoch"], epoch.as_str(), "{ok}");
+    assert_eq!(ok["offset"], 3, "{ok}");
+    bob.expect_silence(Duration::from_millis(200)).await;
+    // Live from there on, in the new epoch.
+    let new_epoch = ok["epoch"].as_str().unwrap().to_owned();
+    publish_many(&broker, &room, 3, 1).await;
+    expect_offsets(&mut bob, 4, 4, &new_epoch).await;
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_not_recovered_redis() {
+    let redis = RedisServer::start();
+    let gw = gateway(Some(&redis)).await;
+    let url = redis.url();
+    lost_history_is_not_recovered(&gw, async |room| {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let deleted: i64 = redis::cmd("DEL")
+            .arg(wsmq_proto::keys::history_stream(room))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dropped_history_is_not_recovered_memory() {
+    let gw = gateway(None).await;
+    let memory = gw.memory.clone().unwrap();
+    lost_history_is_not_recovered(&gw, async |room| memory.drop_history_for_tests(room)).await;
+}
+
+async fn bad_since_values(gw: &TestGateway) {
+    let room = format!("room-{}", unique());
+    publish_many(&gw.engine().await.broker, &room, 0, 3).await;
+    let mut carol = member(gw, "carol").await;
+    for since in [
+        json!({"offset": -1, "epoch": "e"}),
+        json!({"offset": 1.5, "epoch": "e"}),
+        json!({"offset": "1", "epoch": "e"}),
+        json!({"offset": 1}),
+        json!({"offset": 1, "epoch": 3}),
+        json!({"offset": 1, "epoch": "x".repeat(1000)}),
+        json!("1:e"),
+        json!([1, "e"]),
+    ] {
+        let reply = carol
+            .request(json!({"op": "subscribe", "channel": room, "ref": 1, "since": since}))
+            .await;
+        assert_eq!(reply["op"], "error", "{since}: {reply}");
+        assert_eq!(reply["code"], "invalid", "{since}: {reply}");
+        assert_eq!(reply["ref"], 1, "{reply}");
+    }
+    // Too large for u64.
+    carol
+        .send_text(&format!(
+            r#"{{"op":"subscribe","channel":"{room}","ref":1,"since":{{"offset":18446744073709551616,"epoch":"e"}}}}"#
+        ))
+        .await;
+    assert_eq!(carol.recv_json().await["code"], "invalid");
+
+    // Well-formed but not held: unknown epoch, past the latest (huge).
+    let epoch = carol
+        .request(json!({"op": "history", "channel": room, "limit": 1}))
+        .await["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for since in [
+        json!({"offset": 1, "epoch": "nosuchepoch"}),
+        json!({"offset": u64::MAX, "epoch": epoch}),
+        json!({"offset": 4, "epoch": epoch}),
+    ] {
+        let reply = carol
+            .request(json!({"op": "subscribe", "channel": room, "since": since}))
+            .await;
+        assert_eq!(reply["op"], "ok", "{since}: {reply}");
+        assert_eq!(reply["recovered"], false, "{since}: {reply}");
+        assert_eq!(reply["offset"], 3, "{reply}");
+        assert_eq!(reply["epoch"], epoch.as_str(), "{reply}");
+        let reply = carol
+            .request(json!({"op": "unsubscribe", "channel": room}))
+            .await;
+        assert_eq!(reply["op"], "ok");
+    }
+    carol.expect_silence(Duration::from_millis(100)).await;
+    assert_eq!(carol.request(json!({"op": "ping"})).await["op"], "pong");
+}
+
+#[tokio::test]
+async fn bad_since_values_are_refused_or_not_recovered_memory() {
+    bad_since_values(&gateway(None).await).await;
+}
+
+#[tokio::test]
+async fn bad_since_values_are_refused_or_not_recovered_redis() {
+    let redis = RedisServer::start();
+    bad_since_values(&gateway(Some(&redis)).await).await;
+}
+
+async fn history_pages_back(gw: &TestGateway) {
+    let room = format!("room-{}", unique());
+    let mut dave = member(gw, "dave").await;
+    // A publish through the gateway answers with the offset.
+    let mut epoch = Value::Null;
+    for i in 0..10 {
+        let ok = dave
+            .request(json!({"op": "publish", "channel": room, "message": format!("m{i}")}))
+            .await;
+        assert_eq!(ok["offset"], i + 1, "{ok}");
+        epoch = ok["epoch"].clone();
+    }
+    let page = |v: &Value| -> Vec<(u64, String)> {
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert!(m["sent"].as_u64().unwrap() > 1_600_000_000_000);
+                (
+                    m["offset"].as_u64().unwrap(),
+                    m["message"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let latest = dave
+        .request(json!({"op": "history", "channel": room, "limit": 3, "ref": "h"}))
+        .await;
+    assert_eq!(latest["ref"], "h");
+    assert_eq!(latest["epoch"], epoch);
+    assert_eq!(
+        page(&latest),
+        vec![(8, "m7".into()), (9, "m8".into()), (10, "m9".into())]
+    );
+    let older = dave
+        .request(json!({"op": "history", "channel": room, "limit": 3, "before": 8}))
+        .await;
+    assert_eq!(
+        page(&older),
+        vec![(5, "m4".into()), (6, "m5".into()), (7, "m6".into())]
+    );
+    let first = dave
+        .request(json!({"op": "history", "channel": room, "limit": 1000, "before": 2}))
+        .await;
+    assert_eq!(page(&first), vec![(1, "m0".into())]);
+    for before in [0, 1] {
+        let none = dave
+            .request(json!({"op": "history", "channel": room, "before": before}))
+            .await;
+        assert_eq!(page(&none), vec![], "before {before}");
+    }
+    let too_many = dave
+        .request(json!({"op": "history", "channel": room, "limit": 1001}))
+        .await;
+    assert_eq!(too_many["code"], "invalid");
+    let forbidden = dave
+        .request(json!({"op": "history", "channel": "secret-1", "limit": 1}))
+        .await;
+    assert_eq!(forbidden["code"], "forbidden", "{forbidden}");
+}
+
+#[tokio::test]
+async fn history_pages_back_oldest_first_memory() {
+    history_pages_back(&gateway(None).await).await;
+}
+
+#[tokio::test]
+async fn history_pages_back_oldest_first_redis() {
+    let redis = RedisServer::start();
+    history_pages_back(&gateway(Some(&redis)).await).await;
+}
+
+/// Without history, channels stay as they were: no offsets, and `since` is answered
+/// `recovered:false`; the history op says there is none.
+#[tokio::test]
+async fn channels_without_history_are_unchanged() {
+    let gw = TestGateway::builder().start().await;
+    let room = format!("room-{}", unique());
+    let mut erin = member(&gw, "erin").await;
+    let ok = erin
+        .request(json!({"op": "subscribe", "channel": room, "ref": 1}))
+        .await;
+    assert_eq!(ok, json!({"op": "ok", "ref": 1}));
+    let ok = erin
+        .request(json!({"op": "publish", "channel": room, "message": "hi", "ref": 2}))
+        .await;
+    assert_eq!(ok, json!({"op": "ok", "ref": 2}));
+    assert_eq!(
+        erin.recv_json().await,
+        json!({"op": "message", "channel": room, "message": "hi"})
+    );
+    let other = format!("room-{}", unique());
+    let ok = erin
+        .request(json!({"op": "subscribe", "channel": other, "since": {"offset": 1, "epoch": "e"}}))
+        .await;
+    assert_eq!(ok, json!({"op": "ok", "recovered": false}));
+    let none = erin
+        .request(json!({"op": "history", "channel": room}))
+        .await;
+    assert_eq!(none["code"], "not_found");
+}
