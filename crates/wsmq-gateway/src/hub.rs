@@ -47,7 +47,7 @@ use wsmq_proto::{
 };
 
 use crate::engine::{
-    Broker, BrokerHandler, HistoryPolicy, HistoryRange, Position,
+    Broker, BrokerHandler, EngineError, HistoryPolicy, HistoryRange, Position,
     interest::{InterestGuard, Interests},
 };
 
@@ -59,6 +59,12 @@ pub(crate) type PolicyOf = Box<dyn Fn(&str) -> Option<HistoryPolicy> + Send + Sy
 
 /// Most publications one gap repair reads: a gap wider than this is reported with `reset`.
 const MAX_REPAIR: u64 = 10_000;
+/// Reads a repair tries before it gives up (and members get `reset`): a gap is most often
+/// seen right after the link to the engine came back, when the command connection may be
+/// failing over too. The channel's publications wait meanwhile.
+const REPAIR_ATTEMPTS: u32 = 5;
+/// Pause between two of them.
+const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// One local subscription.
 struct Member {
@@ -312,6 +318,26 @@ impl ChannelHub {
         forward(&mut locked, body, position);
     }
 
+    /// After the broker's link came back: reads what each channel with history may have
+    /// missed since its last forwarded publication.
+    fn check_all(&self) {
+        let Some(repairs) = &self.repairs else {
+            return;
+        };
+        for (channel, shared) in self.channels.entries() {
+            let Some(policy) = (repairs.policy_of)(&channel) else {
+                continue;
+            };
+            let mut locked = lock(&shared);
+            let Some(from) = locked.last.clone().filter(|_| locked.repairing.is_none()) else {
+                continue;
+            };
+            locked.repairing = Some(Vec::new());
+            drop(locked);
+            tokio::spawn(repair(shared, Arc::clone(repairs), channel, policy, from));
+        }
+    }
+
     /// The channels that have local subscribers.
     #[cfg(test)]
     fn channels(&self) -> Vec<String> {
@@ -327,6 +353,10 @@ impl BrokerHandler for ChannelHub {
     fn on_positioned(&self, channel: &str, body: &str, position: &Position) {
         self.dispatch_positioned(channel, body, position);
     }
+
+    fn on_link_restored(&self) {
+        self.check_all();
+    }
 }
 
 /// Reads what lies between `from` and the publications held back, forwards it, then what was
@@ -340,10 +370,19 @@ async fn repair(
     from: Position,
 ) {
     let limit = policy.size.clamp(1, MAX_REPAIR);
-    let read = repairs
-        .broker
-        .history(&channel, policy, HistoryRange::After(from.offset), limit)
-        .await;
+    let mut read = Err(EngineError::Unavailable("not read yet".into()));
+    for attempt in 0..REPAIR_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(REPAIR_RETRY).await;
+        }
+        read = repairs
+            .broker
+            .history(&channel, policy, HistoryRange::After(from.offset), limit)
+            .await;
+        if read.is_ok() {
+            break;
+        }
+    }
     let mut locked = lock(&shared);
     let waiting = locked.repairing.take().unwrap_or_default();
     match read {

@@ -90,6 +90,15 @@ async fn offline_client_recovers_every_missed_publication(gw: &TestGateway) {
     // Offline: 1,000 publications missed.
     publish_many(&broker, &room, 5, 1000).await;
 
+    // Another session of the node stays subscribed, so the node's own subscription is live
+    // while alice's history is read: publications reach her both ways.
+    let mut watcher = member(gw, "watcher").await;
+    let ok = watcher
+        .request(
+            json!({"op": "subscribe", "channel": room, "since": {"offset": 1005, "epoch": epoch}}),
+        )
+        .await;
+    assert_eq!(ok["recovered"], true, "{ok}");
     let mut alice = member(gw, "alice").await;
     // Publications keep coming while it resubscribes.
     let publisher = {
@@ -111,6 +120,8 @@ async fn offline_client_recovers_every_missed_publication(gw: &TestGateway) {
     publish_many(&broker, &room, 1305, 1).await;
     expect_offsets(&mut alice, 1306, 1306, &epoch).await;
     alice.expect_silence(Duration::from_millis(200)).await;
+    expect_offsets(&mut watcher, 1006, 1306, &epoch).await;
+    watcher.expect_silence(Duration::from_millis(100)).await;
 }
 
 #[tokio::test]
@@ -346,4 +357,106 @@ async fn channels_without_history_are_unchanged() {
         .request(json!({"op": "history", "channel": room}))
         .await;
     assert_eq!(none["code"], "not_found");
+}
+
+/// A node whose pub/sub link goes silent (a proxy that stops forwarding) while publications
+/// continue misses them on that link; once the link is replaced, the next publication shows
+/// the gap and the node fills it from the history: its live session gets every publication,
+/// in order, without a `reset`.
+#[tokio::test]
+async fn a_frozen_pub_sub_link_loses_nothing_on_live_sessions() {
+    let redis = RedisServer::start();
+    let proxy = support::proxy::FreezingProxy::start(&redis.url()).await;
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.history.default = HistoryRule {
+                size: POLICY.size,
+                ttl: POLICY.ttl,
+            };
+        })
+        .redis_url(proxy.url())
+        .start()
+        .await;
+    // Publishes past the proxy, as another node would.
+    let broker =
+        wsmq_gateway::engine::redis::RedisEngine::connect(&redis.url(), &gw.ns, Default::default())
+            .await
+            .unwrap()
+            .engine()
+            .broker;
+    let room = format!("room-{}", unique());
+    let mut frank = member(&gw, "frank").await;
+    let ok = frank
+        .request(json!({"op": "subscribe", "channel": room, "ref": 1}))
+        .await;
+    let epoch = ok["epoch"].as_str().unwrap().to_owned();
+
+    let publisher = {
+        let broker = Arc::clone(&broker);
+        let room = room.clone();
+        tokio::spawn(async move {
+            // 20 a second for 12 s: before, during and after the freeze and its detection.
+            for i in 0..240 {
+                publish_many(&broker, &room, i, 1).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.freeze();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.len() < 240 && tokio::time::Instant::now() < deadline {
+        let Some(text) = frank.next_text(Duration::from_secs(1)).await else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame["op"], "message", "{frame}");
+        assert_eq!(frame["epoch"], epoch.as_str(), "{frame}");
+        seen.push(frame["offset"].as_u64().unwrap());
+    }
+    publisher.await.unwrap();
+    let expected: Vec<u64> = (1..=240).collect();
+    assert_eq!(seen, expected, "every publication once, in order");
+}
+
+/// The same, when the publications stop during the freeze: nothing comes after them to show
+/// the gap, so the node looks for it when its link is back.
+#[tokio::test]
+async fn a_frozen_pub_sub_link_is_repaired_when_publications_stop() {
+    let redis = RedisServer::start();
+    let proxy = support::proxy::FreezingProxy::start(&redis.url()).await;
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.history.default = HistoryRule {
+                size: POLICY.size,
+                ttl: POLICY.ttl,
+            };
+        })
+        .redis_url(proxy.url())
+        .start()
+        .await;
+    let broker =
+        wsmq_gateway::engine::redis::RedisEngine::connect(&redis.url(), &gw.ns, Default::default())
+            .await
+            .unwrap()
+            .engine()
+            .broker;
+    let room = format!("room-{}", unique());
+    let mut grace = member(&gw, "grace").await;
+    let ok = grace
+        .request(json!({"op": "subscribe", "channel": room, "ref": 1}))
+        .await;
+    let epoch = ok["epoch"].as_str().unwrap().to_owned();
+    publish_many(&broker, &room, 0, 10).await;
+    expect_offsets(&mut grace, 1, 10, &epoch).await;
+    proxy.freeze();
+    // All of these go out while the node's link is silent (it takes seconds to notice).
+    publish_many(&broker, &room, 10, 50).await;
+    let first = grace.next_text(Duration::from_secs(20)).await;
+    let first: Value =
+        serde_json::from_str(&first.expect("the missed publications within 20 s")).unwrap();
+    assert_eq!(first["offset"], 11, "{first}");
+    expect_offsets(&mut grace, 12, 60, &epoch).await;
+    grace.expect_silence(Duration::from_millis(200)).await;
 }

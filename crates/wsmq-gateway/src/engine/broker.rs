@@ -90,6 +90,11 @@ pub trait BrokerHandler: Send + Sync + 'static {
         let _ = position;
         self.on_publication(channel, body);
     }
+
+    /// The broker's link was lost and is back (subscribed again): publications sent
+    /// meanwhile never arrived, and a handler that tracks positions looks for them now rather
+    /// than at the channel's next publication, which may never come.
+    fn on_link_restored(&self) {}
 }
 
 /// Channels across nodes.
@@ -155,6 +160,15 @@ impl HandlerSlot {
     pub fn on_positioned(&self, channel: &str, body: &str, position: &Position) {
         if let Some(handler) = self.0.get().and_then(Weak::upgrade) {
             handler.on_positioned(channel, body, position);
+        }
+    }
+}
+
+impl HandlerSlot {
+    /// Tells the handler the broker's link is back, as [`BrokerHandler::on_link_restored`].
+    pub fn on_link_restored(&self) {
+        if let Some(handler) = self.0.get().and_then(Weak::upgrade) {
+            handler.on_link_restored();
         }
     }
 }

@@ -153,6 +153,9 @@ impl PubSub {
                             for (_, wake) in self.queues.entries() {
                                 wake.notify.notify_waiters();
                             }
+                            // Channel publications of the outage are lost on this link too;
+                            // those with history can be read back.
+                            self.handler.on_link_restored();
                             c
                         }
                         Err(None) => return,
