@@ -7,16 +7,22 @@ use std::{sync::Arc, time::Duration};
 
 use support::{RedisServer, unique};
 use wsmq_gateway::engine::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, QueueStore, memory::MemoryEngine,
-    redis::RedisEngine,
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, HistoryPolicy, HistoryRange,
+    Position, QueueStore, memory::MemoryEngine, redis::RedisEngine,
 };
 
-/// A node's side of the broker: every publication handed over, in order.
+/// A node's side of the broker: every publication handed over, in order (with its offset
+/// and epoch when the channel has history).
 struct Publications(tokio::sync::mpsc::UnboundedSender<(String, String)>);
 
 impl BrokerHandler for Publications {
     fn on_publication(&self, channel: &str, body: &str) {
         let _ = self.0.send((channel.to_owned(), body.to_owned()));
+    }
+
+    fn on_positioned(&self, channel: &str, body: &str, position: &Position) {
+        let body = format!("{body}@{}:{}", position.offset, position.epoch);
+        let _ = self.0.send((channel.to_owned(), body));
     }
 }
 
@@ -185,6 +191,7 @@ async fn conform_broker(broker: &dyn Broker) {
             .is_err(),
         "nothing arrives for channels the node left or never joined"
     );
+    conform_history(broker, &mut publications).await;
     // The broker holds the handler weakly: once the node is gone, nothing is handed over.
     drop(handler);
     let again = format!("c{}", unique());
@@ -192,6 +199,73 @@ async fn conform_broker(broker: &dyn Broker) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     broker.publish(&again, "late").await.unwrap();
     broker.unsubscribe(&again);
+}
+
+/// History: offsets count up from 1 within an epoch, reach the handler in order with the
+/// position, the last `size` are kept, and ranges read oldest first.
+async fn conform_history(
+    broker: &dyn Broker,
+    publications: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+) {
+    let policy = HistoryPolicy {
+        size: 3,
+        ttl: Duration::from_secs(60),
+    };
+    let channel = format!("h{}", unique());
+    // A read before any publication creates the history empty, in the epoch that stays.
+    let empty = broker
+        .history(&channel, policy, HistoryRange::Before(None), 10)
+        .await
+        .unwrap();
+    assert_eq!((empty.top, empty.entries.len()), (0, 0));
+    broker.subscribe(&channel);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 1..=5u64 {
+        let published = broker
+            .publish_with_history(&channel, &format!("p{i}"), policy)
+            .await
+            .unwrap();
+        let position = published.position.expect("a position");
+        assert_eq!(position.offset, i);
+        assert_eq!(position.epoch, empty.epoch);
+        assert!(published.receivers >= 1);
+    }
+    for i in 1..=5u64 {
+        let got = tokio::time::timeout(Duration::from_secs(2), publications.recv())
+            .await
+            .expect("the publication reaches the handler")
+            .unwrap();
+        assert_eq!(got, (channel.clone(), format!("p{i}@{i}:{}", empty.epoch)));
+    }
+    broker.unsubscribe(&channel);
+    let offsets = async |range, limit| {
+        let page = broker
+            .history(&channel, policy, range, limit)
+            .await
+            .unwrap();
+        assert_eq!(page.top, 5);
+        assert_eq!(page.epoch, empty.epoch);
+        page.entries
+            .iter()
+            .map(|e| (e.offset, e.body.clone()))
+            .collect::<Vec<_>>()
+    };
+    let kept = vec![
+        (3, "p3".to_owned()),
+        (4, "p4".to_owned()),
+        (5, "p5".to_owned()),
+    ];
+    assert_eq!(offsets(HistoryRange::Before(None), 10).await, kept);
+    assert_eq!(offsets(HistoryRange::After(0), 10).await, kept);
+    assert_eq!(offsets(HistoryRange::After(3), 1).await, kept[1..2]);
+    assert_eq!(offsets(HistoryRange::Before(Some(5)), 1).await, kept[1..2]);
+    assert_eq!(offsets(HistoryRange::After(5), 10).await, vec![]);
+    assert_eq!(offsets(HistoryRange::After(u64::MAX), 10).await, vec![]);
+    assert_eq!(offsets(HistoryRange::Before(Some(1)), 10).await, vec![]);
+    assert_eq!(
+        offsets(HistoryRange::Before(Some(u64::MAX)), 2).await,
+        kept[1..]
+    );
 }
 
 fn now_ms() -> u64 {

@@ -460,3 +460,40 @@ async fn a_frozen_pub_sub_link_is_repaired_when_publications_stop() {
     expect_offsets(&mut grace, 12, 60, &epoch).await;
     grace.expect_silence(Duration::from_millis(200)).await;
 }
+
+/// `POST /api/publish` to a channel with history answers with the publication's offset and
+/// epoch, and subscribers get it with them.
+#[tokio::test]
+async fn api_publish_to_a_channel_with_history_returns_the_offset() {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.history.default = HistoryRule {
+                size: 10,
+                ttl: POLICY.ttl,
+            };
+            c.auth.api_key = Some(wsmq_gateway::config::Secret::new("k3y"));
+        })
+        .start()
+        .await;
+    let room = format!("room-{}", unique());
+    let mut heidi = member(&gw, "heidi").await;
+    let ok = heidi
+        .request(json!({"op": "subscribe", "channel": room}))
+        .await;
+    let epoch = ok["epoch"].as_str().unwrap().to_owned();
+    let headers = [
+        ("authorization", "apikey k3y"),
+        ("content-type", "application/json"),
+    ];
+    for offset in 1..=2 {
+        let body = json!({"channel": room, "message": format!("m{}", offset - 1)}).to_string();
+        let (status, reply) = gw.http("POST", "/api/publish", &headers, &body).await;
+        assert_eq!(status, 200, "{reply}");
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(
+            reply,
+            json!({"id": null, "receivers": 1, "offset": offset, "epoch": epoch})
+        );
+    }
+    expect_offsets(&mut heidi, 1, 2, &epoch).await;
+}
