@@ -79,8 +79,38 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCmd),
 
+    /// Read channels' history
+    #[command(subcommand)]
+    Channel(ChannelCmd),
+
     /// List the live gateway nodes (from their heartbeats in Redis)
     Nodes,
+}
+
+/// Channel commands.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCmd {
+    /// Print the latest publications a channel with history keeps, oldest first
+    ///
+    /// Reads the channel's stream as the gateways wrote it (with --history-size or
+    /// [[history]]); nothing is changed. Prints the epoch and the latest offset too.
+    ///
+    /// Examples:
+    ///
+    ///   wsmq-cli channel history room-1
+    ///   wsmq-cli --json channel history room-1 --limit 500 --before 1200
+    #[command(verbatim_doc_comment)]
+    History {
+        /// The channel
+        #[arg(value_name = "CHANNEL")]
+        channel: String,
+        /// Most publications printed, 1 to 1000
+        #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
+        limit: u32,
+        /// Only publications before this offset (exclusive)
+        #[arg(long, value_name = "OFFSET")]
+        before: Option<u64>,
+    },
 }
 
 /// Send a message, or one message per line of a file, to a queue

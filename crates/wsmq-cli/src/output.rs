@@ -103,6 +103,44 @@ impl Output {
         )
     }
 
+    /// `channel history`: the epoch, the latest offset and the publications, oldest first.
+    pub(crate) fn history(
+        &self,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+        entries: &[(u64, u64, String)],
+    ) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                writeln!(
+                    w,
+                    "channel '{channel}': epoch {epoch}, latest offset {offset}"
+                )?;
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|(offset, sent, message)| {
+                        vec![
+                            offset.to_string(),
+                            time_millis(*sent),
+                            escape_controls(message).into_owned(),
+                        ]
+                    })
+                    .collect();
+                table(w, &["OFFSET", "SENT", "MESSAGE"], &rows)
+            },
+            || {
+                let messages: Vec<Value> = entries
+                    .iter()
+                    .map(|(offset, sent, message)| {
+                        json!({"offset": offset, "sent": sent, "message": message})
+                    })
+                    .collect();
+                json!({"channel": channel, "epoch": epoch, "offset": offset, "messages": messages})
+            },
+        )
+    }
+
     /// `queue list`: the names, sorted.
     pub(crate) fn queues(&self, ns: &str, names: &[String]) -> anyhow::Result<()> {
         if names.is_empty() && !self.json {

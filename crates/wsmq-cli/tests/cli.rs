@@ -264,6 +264,72 @@ fn publish_rejects_an_invalid_channel_name() {
     );
 }
 
+#[test]
+fn channel_history_prints_the_latest_publications_oldest_first() {
+    let redis = TestRedis::start();
+    let channel = redis.unique("room");
+    let mut conn = redis.conn();
+    // The layout the gateways write (wsmq_proto::keys).
+    for (offset, body) in [(3, "three"), (4, "four"), (5, "five\nlines")] {
+        let _: String = redis::cmd("XADD")
+            .arg(format!("wsmq:hist:{{{channel}}}"))
+            .arg(format!("{offset}-0"))
+            .arg("m")
+            .arg(body)
+            .arg("t")
+            .arg(1_700_000_000_000u64 + offset)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg(format!("wsmq:hist:{{{channel}}}:pos"))
+        .arg("epoch")
+        .arg("Ep0ch")
+        .arg("offset")
+        .arg(5)
+        .query(&mut conn)
+        .unwrap();
+
+    let out = redis
+        .cli(&["--json", "channel", "history", &channel, "--limit", "2"])
+        .json();
+    assert_eq!(
+        out,
+        json!({"channel": channel, "epoch": "Ep0ch", "offset": 5, "messages": [
+            {"offset": 4, "sent": 1_700_000_000_004u64, "message": "four"},
+            {"offset": 5, "sent": 1_700_000_000_005u64, "message": "five\nlines"},
+        ]})
+    );
+    let out = redis
+        .cli(&["--json", "channel", "history", &channel, "--before", "4"])
+        .json();
+    assert_eq!(
+        out["messages"],
+        json!([{"offset": 3, "sent": 1_700_000_000_003u64, "message": "three"}])
+    );
+    let run = redis.cli(&["channel", "history", &channel]).ok();
+    assert!(
+        run.stdout.contains("epoch Ep0ch, latest offset 5"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("five\\nlines"),
+        "one line per message: {run:?}"
+    );
+    assert_eq!(run.stdout.lines().count(), 5, "{run:?}");
+
+    let line = redis
+        .cli(&["channel", "history", &redis.unique("none")])
+        .error();
+    assert!(line.contains("has no history"), "{line}");
+    let line = redis
+        .cli(&["channel", "history", &channel, "--limit", "1001"])
+        .error();
+    assert!(line.contains("--limit must be from 1 to 1000"), "{line}");
+    let line = redis.cli(&["channel", "history", "a/b"]).error();
+    assert!(line.starts_with("error: invalid channel name"), "{line}");
+}
+
 // ---- queue ----
 
 #[test]

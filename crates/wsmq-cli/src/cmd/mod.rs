@@ -5,6 +5,7 @@
 //! hand the result to [`Output`]. Checking first means a typo never costs a connection
 //! attempt, and an unreachable Redis is never blamed for a bad argument.
 
+mod channel;
 mod nodes;
 mod publish;
 mod queue;
@@ -18,7 +19,7 @@ use wsmq_proto::{ChannelName, QueueName, UserId};
 use wsmq_rsmq::{Rsmq, RsmqError, RsmqOptions};
 
 use crate::{
-    cli::{Cli, Command, GlobalOpts, TokenCmd},
+    cli::{ChannelCmd, Cli, Command, GlobalOpts, TokenCmd},
     output::Output,
     redact,
 };
@@ -40,6 +41,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Token(TokenCmd::Issue(args)) => token::issue(&ctx, args).await,
         Command::Token(TokenCmd::Revoke { user }) => token::revoke(&ctx, &user).await,
+        Command::Channel(ChannelCmd::History {
+            channel,
+            limit,
+            before,
+        }) => channel::history(&ctx, &channel, limit, before).await,
         Command::Nodes => nodes::run(&ctx).await,
     }
 }
