@@ -497,3 +497,29 @@ async fn api_publish_to_a_channel_with_history_returns_the_offset() {
     }
     expect_offsets(&mut heidi, 1, 2, &epoch).await;
 }
+
+/// The `ok` of a subscribe to a channel with history comes once the node listens to the
+/// channel: a publication made right after it reaches the subscriber live, even when the
+/// subscriber is the node's first on that channel (Redis confirms a `SUBSCRIBE` later).
+#[tokio::test]
+async fn a_publication_right_after_the_ok_is_not_missed_redis() {
+    let redis = RedisServer::start();
+    let gw = gateway(Some(&redis)).await;
+    let broker = gw.engine().await.broker;
+    let mut ivan = member(&gw, "ivan").await;
+    for round in 0..20 {
+        let room = format!("room-{}", unique());
+        let ok = ivan
+            .request(json!({"op": "subscribe", "channel": room}))
+            .await;
+        let epoch = ok["epoch"].as_str().unwrap().to_owned();
+        publish_many(&broker, &room, 0, 1).await;
+        let frame = ivan.next_text(Duration::from_secs(2)).await;
+        let frame: Value = serde_json::from_str(
+            &frame.unwrap_or_else(|| panic!("round {round}: the publication was missed")),
+        )
+        .unwrap();
+        assert_eq!(frame["offset"], 1, "{frame}");
+        assert_eq!(frame["epoch"], epoch.as_str(), "{frame}");
+    }
+}

@@ -2,8 +2,9 @@
 //! `offset` and `epoch`, and `reset`; bad positions are refused with a clear `invalid`.
 
 use wsmq_proto::{
-    ChannelName, ClientOp, ErrorCode, MessageFrame, ProtoError, ServerFrame, StreamPosition,
-    decode_client, decode_server, encode_channel_publication, encode_server,
+    ChannelName, ClientFrame, ClientOp, ErrorCode, MessageFrame, ProtoError, ServerFrame,
+    StreamPosition, decode_client, decode_server, encode_channel_publication, encode_client,
+    encode_server,
 };
 
 fn channel(name: &str) -> ChannelName {
@@ -157,4 +158,28 @@ fn publications_carry_offset_and_epoch() {
     let text = r#"{"op":"reset","channel":"news","offset":7,"epoch":"x"}"#;
     assert_eq!(encode_server(&reset), text);
     assert_eq!(decode_server(text).unwrap(), reset);
+}
+
+#[test]
+fn history_ops_re_encode_to_what_decodes_the_same() {
+    for text in [
+        r#"{"op":"subscribe","channel":"c","since":{"offset":41,"epoch":"e1"},"ref":3}"#,
+        r#"{"op":"history","channel":"c","limit":7,"before":42}"#,
+        r#"{"op":"history","channel":"c"}"#,
+    ] {
+        let frame: ClientFrame = decode_client(text).unwrap();
+        let again = decode_client(&encode_client(&frame)).unwrap();
+        assert_eq!(again, frame, "{text}");
+    }
+    assert_eq!(
+        encode_client(&decode_client(r#"{"op":"history","channel":"c","before":2}"#).unwrap()),
+        r#"{"op":"history","channel":"c","limit":50,"before":2}"#
+    );
+    assert_eq!(
+        encode_client(
+            &decode_client(r#"{"op":"subscribe","channel":"c","since":{"epoch":"e","offset":1}}"#)
+                .unwrap()
+        ),
+        r#"{"op":"subscribe","channel":"c","since":{"offset":1,"epoch":"e"}}"#
+    );
 }

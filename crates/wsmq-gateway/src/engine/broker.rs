@@ -16,7 +16,7 @@ use std::{
 
 use futures_util::future::BoxFuture;
 
-use super::EngineError;
+use super::{EngineError, Listening};
 
 /// How much history a channel keeps (resolved by the node from its configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +136,15 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The node no longer wants the channel's publications (its last local subscriber left).
     fn unsubscribe(&self, channel: &str);
+
+    /// Whether the node's subscription to `channel` is in effect, for a broker whose
+    /// subscribe takes effect later (Redis confirms it on its own connection). A subscriber
+    /// that reads the history waits for it first, so that nothing published after the read
+    /// can pass the node by. `None`: in effect from [`Broker::subscribe`] on.
+    fn channel_listening(&self, channel: &str) -> Option<Arc<Listening>> {
+        let _ = channel;
+        None
+    }
 }
 
 /// Where a broker keeps the node's handler: set once by [`Broker::start`], held weakly.

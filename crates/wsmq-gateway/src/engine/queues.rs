@@ -149,7 +149,7 @@ impl Listening {
     }
 
     /// Resolves once the flag is on.
-    async fn wait_on(&self) {
+    pub async fn wait_on(&self) {
         loop {
             // Registered before the check, so a `set(true)` in between is not missed.
             let turned_on = self.turned_on.notified();

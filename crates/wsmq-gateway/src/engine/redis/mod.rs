@@ -22,7 +22,7 @@ mod history;
 mod pubsub;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -74,6 +74,8 @@ pub struct RedisEngine {
     queues: Arc<Interests<Arc<QueueWake>>>,
     /// Channels the node subscribed to (to subscribe again after a reconnect).
     channels: Arc<Mutex<HashSet<String>>>,
+    /// Whether Redis confirmed the node's subscription to each of those channels.
+    channel_wakes: Mutex<HashMap<String, Arc<QueueWake>>>,
     /// Where the pub/sub task hands channel publications: the node's hub.
     handler: Arc<HandlerSlot>,
     /// Subscribe/unsubscribe requests to the pub/sub task.
@@ -140,6 +142,7 @@ impl RedisEngine {
             redis_back,
             queues,
             channels,
+            channel_wakes: Mutex::default(),
             handler,
             commands,
             revocations,
@@ -333,6 +336,11 @@ impl Broker for RedisEngine {
 
     fn unsubscribe(&self, channel: &str) {
         self.want_channel(channel, false);
+    }
+
+    fn channel_listening(&self, channel: &str) -> Option<Arc<super::Listening>> {
+        let wakes = self.channel_wakes.lock().expect("channel wakes poisoned");
+        wakes.get(channel).map(|wake| Arc::clone(&wake.listening))
     }
 }
 

@@ -26,6 +26,9 @@ use crate::{
 /// Publications read per history round trip while replaying.
 const PAGE: u64 = 1000;
 
+/// Longest wait for the node's subscription to the channel to take effect.
+const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Subscribes with history; a channel without history is subscribed to as usual, and a
 /// `since` for it answered `"recovered":false`.
 pub(super) async fn apply(
@@ -60,6 +63,20 @@ pub(super) async fn apply(
         .gateway
         .hub
         .subscribe_pending(channel.as_str(), sink, cap);
+    // Read only once the node's subscription is in effect: a publication after the read then
+    // reaches the member live. Bounded: with the engine's link down, the link's return reads
+    // what was missed (see `hub`).
+    if let Some(listening) = session
+        .gateway
+        .engine
+        .broker
+        .channel_listening(channel.as_str())
+        && tokio::time::timeout(LISTEN_WAIT, listening.wait_on())
+            .await
+            .is_err()
+    {
+        tracing::debug!(%channel, "not yet listening to the channel; reading its history anyway");
+    }
     let after = since.as_ref().map_or(u64::MAX, |s| s.offset);
     let page = match read(session, &channel, policy, after).await {
         Ok(page) => page,
