@@ -534,6 +534,84 @@ mod tests {
         assert_eq!(hub.dispatch("room", "nobody"), 0);
     }
 
+    fn at(offset: u64, epoch: &str) -> Position {
+        Position {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    async fn frames(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Utf8Bytes>) -> Vec<String> {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut out = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            out.push(frame.as_str().to_owned());
+        }
+        out
+    }
+
+    fn message(offset: u64, epoch: &str) -> String {
+        format!(
+            r#"{{"op":"message","channel":"room","message":"m{offset}","offset":{offset},"epoch":"{epoch}"}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn members_skip_what_they_have_and_are_told_of_gaps() {
+        let hub = ChannelHub::new(|_, _| {}, Gauge::default());
+        let (a, mut rx) = sink();
+        let sub = hub.subscribe_pending("room", a, 16);
+        // Arrives while the member is pending: kept, and what the replay covered is skipped.
+        hub.on_positioned("room", "m2", &at(2, "E"));
+        hub.on_positioned("room", "m3", &at(3, "E"));
+        assert!(frames(&mut rx).await.is_empty());
+        sub.start_at(at(2, "E"));
+        hub.on_positioned("room", "m3", &at(3, "E"));
+        hub.on_positioned("room", "m5", &at(5, "E"));
+        hub.on_positioned("room", "m1", &at(1, "F"));
+        assert_eq!(
+            frames(&mut rx).await,
+            vec![
+                message(3, "E"),
+                r#"{"op":"reset","channel":"room","offset":4,"epoch":"E"}"#.to_owned(),
+                message(5, "E"),
+                r#"{"op":"reset","channel":"room","offset":0,"epoch":"F"}"#.to_owned(),
+                message(1, "F"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_filled_from_the_history_before_going_on() {
+        let engine = crate::engine::memory::MemoryEngine::new();
+        let policy = HistoryPolicy {
+            size: 10,
+            ttl: std::time::Duration::from_secs(60),
+        };
+        let broker: Arc<dyn Broker> = engine;
+        for i in 1..=5 {
+            broker
+                .publish_with_history("room", &format!("m{i}"), policy)
+                .await
+                .unwrap();
+        }
+        let epoch = broker
+            .history("room", policy, HistoryRange::After(0), 1)
+            .await
+            .unwrap()
+            .epoch;
+        let hub = ChannelHub::new(|_, _| {}, Gauge::default())
+            .with_repairs(Arc::clone(&broker), Box::new(move |_| Some(policy)));
+        let (a, mut rx) = sink();
+        let sub = hub.subscribe_pending("room", a, 16);
+        sub.start_at(at(1, &epoch));
+        // 2 to 4 never arrived live.
+        hub.on_positioned("room", "m5", &at(5, &epoch));
+        let got = frames(&mut rx).await;
+        let want: Vec<String> = (2..=5).map(|i| message(i, &epoch)).collect();
+        assert_eq!(got, want);
+    }
+
     fn sink() -> (FrameSink, tokio::sync::mpsc::UnboundedReceiver<Utf8Bytes>) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (
