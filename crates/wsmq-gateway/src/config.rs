@@ -80,7 +80,7 @@ pub struct ServeArgs {
     #[serde(default)]
     pub open: bool,
     /// Serve the chat demo at /demo with a token endpoint that gives anyone a token for any
-    /// name: never in production.
+    /// name (and keep history for its rooms, `room-*`): never in production.
     #[arg(long, env = "WSMQ_DEMO")]
     #[serde(default)]
     pub demo: bool,
