@@ -261,10 +261,12 @@ pub enum TokenCmd {
     // The help is the doc of `IssueArgs`.
     Issue(IssueArgs),
 
-    /// Revoke all access tokens of a user and close the user's sessions on every node
+    /// Revoke all tokens of a user and close the user's sessions on every node
     ///
-    /// JWTs already issued stay valid until they expire, but the sessions open now are closed
-    /// (4003), so a revoked user has to log in again.
+    /// Removes the user's access tokens and sets the user's revocation mark: from now on the
+    /// gateways refuse every JWT of the user issued until now (the ones `token issue` printed,
+    /// the ones gateways handed to access-token sessions, and any without `iat`), and the
+    /// sessions open now are closed (4003). Tokens issued afterwards work.
     ///
     /// Example:
     ///
@@ -279,7 +281,8 @@ pub enum TokenCmd {
 
 /// Issue a JWT and an access token for a user, and register the access token
 ///
-/// The JWT (HS256, sub = the user) lets the user open sessions until it expires. The access
+/// The JWT (HS256, sub = the user, iat from Redis' clock) lets the user open sessions until
+/// it expires or the user is revoked. The access
 /// token (the tokens2 format) does not expire: it is accepted as long as it is registered in
 /// Redis, until `token revoke`. Grants give access beyond the user's own queue; publish
 /// patterns name `queue:NAME` or `channel:NAME`.
@@ -298,9 +301,17 @@ pub struct IssueArgs {
     #[arg(long, value_name = "USER")]
     pub user: String,
 
-    /// How long the JWT is valid, e.g. 90s, 15m, 12h, 7d
+    /// How long the JWT is valid, e.g. 90s, 15m, 12h, 7d (at most 30d)
     #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+
+    /// The JWT's `iss`: the gateways' --jwt-issuer, when they require one
+    #[arg(long, env = "WSMQ_JWT_ISSUER", value_name = "ISSUER")]
+    pub issuer: Option<String>,
+
+    /// The JWT's `aud`: the gateways' --jwt-audience, when they require one
+    #[arg(long, env = "WSMQ_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub audience: Option<String>,
 
     /// Grant consuming the queues matching GLOB (repeatable)
     #[arg(long, value_name = "GLOB")]

@@ -529,6 +529,109 @@ fn token_revoke_removes_the_tokens_and_announces_it() {
     assert!(run.stdout.contains("revoked 0 access tokens"), "{run:?}");
 }
 
+/// `token revoke` marks the user revoked at Redis' clock, for as long as a JWT issued before
+/// can live: the gateways refuse every JWT of the user issued until then.
+#[test]
+fn token_revoke_sets_the_users_revocation_mark() {
+    let redis = TestRedis::start();
+    let user = redis.unique("erin");
+    let mut conn = redis.conn();
+    let (before, _micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    redis.cli(&["token", "revoke", "--user", &user]).ok();
+    let key = wsmq_proto::keys::revoked(&user);
+    let mark: u64 = conn.get(&key).expect("a revocation mark");
+    let (after, _micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    assert!(
+        (before..=after).contains(&mark),
+        "{before} <= {mark} <= {after}"
+    );
+    let ttl: u64 = conn.ttl(&key).unwrap();
+    let horizon = wsmq_proto::keys::REVOCATION_TTL_SECS;
+    assert!(
+        ttl > wsmq_proto::token::MAX_JWT_LIFETIME_SECS && ttl <= horizon,
+        "{ttl}"
+    );
+    // A mark never moves back (a second revoke, or a clock that jumped back).
+    let ahead = mark + 3;
+    let _: () = conn.set_ex(&key, ahead, 60).unwrap();
+    redis.cli(&["token", "revoke", "--user", &user]).ok();
+    assert_eq!(conn.get::<_, u64>(&key).unwrap(), ahead);
+}
+
+/// A token issued right after a revoke (a credential rotation) is not caught by it: issuing
+/// waits until Redis' clock is past the mark.
+#[test]
+fn token_issue_right_after_a_revoke_issues_a_token_past_the_mark() {
+    let redis = TestRedis::start();
+    let user = redis.unique("frank");
+    redis.cli(&["token", "revoke", "--user", &user]).ok();
+    let out = redis
+        .command(&["--json", "token", "issue", "--user", &user])
+        .env("WSMQ_JWT_SECRET", "s")
+        .run()
+        .json();
+    let mark: u64 = redis
+        .conn()
+        .get(wsmq_proto::keys::revoked(&user))
+        .expect("a revocation mark");
+    let exp = out["expires"].as_u64().unwrap();
+    let claims = JwtVerifier::hs256(b"s")
+        .unwrap()
+        .verify(out["jwt"].as_str().unwrap(), exp - 60)
+        .unwrap();
+    assert!(claims.iat.unwrap() > mark, "{claims:?} vs mark {mark}");
+}
+
+/// Gateways that require an issuer and an audience accept what `token issue` prints with the
+/// same values.
+#[test]
+fn token_issue_sets_the_issuer_and_audience() {
+    let redis = TestRedis::start();
+    let user = redis.unique("grace");
+    let out = redis
+        .command(&["--json", "token", "issue", "--user", &user])
+        .args(&["--issuer", "https://id.example", "--audience", "wsmq"])
+        .env("WSMQ_JWT_SECRET", "s")
+        .run()
+        .json();
+    let exp = out["expires"].as_u64().unwrap();
+    let claims = JwtVerifier::hs256(b"s")
+        .unwrap()
+        .with_issuer("https://id.example")
+        .with_audience("wsmq")
+        .verify(out["jwt"].as_str().unwrap(), exp - 60)
+        .expect("the issuer and audience are set");
+    assert_eq!(claims.sub, user);
+    // The same from the gateways' environment variables.
+    let out = redis
+        .command(&["--json", "token", "issue", "--user", &user])
+        .env("WSMQ_JWT_SECRET", "s")
+        .env("WSMQ_JWT_ISSUER", "https://id.example")
+        .env("WSMQ_JWT_AUDIENCE", "wsmq")
+        .run()
+        .json();
+    JwtVerifier::hs256(b"s")
+        .unwrap()
+        .with_issuer("https://id.example")
+        .with_audience("wsmq")
+        .verify(out["jwt"].as_str().unwrap(), exp - 60)
+        .expect("the issuer and audience are set from the environment");
+}
+
+#[test]
+fn token_issue_refuses_a_lifetime_the_gateways_would_refuse() {
+    let redis = TestRedis::start();
+    let line = redis
+        .command(&["token", "issue", "--user", "u", "--ttl", "31d"])
+        .env("WSMQ_JWT_SECRET", "jwt-secret")
+        .run()
+        .error();
+    assert_eq!(
+        line,
+        "error: --ttl must be at most 30d (the longest JWT lifetime the gateways accept)"
+    );
+}
+
 // ---- nodes ----
 
 #[test]

@@ -225,6 +225,9 @@ pub struct AuthConfig {
     pub open: bool,
     /// Key of `/api/publish`; `None` disables the route.
     pub api_key: Option<Secret>,
+    /// How often every open session is re-checked against the revocation records, in case an
+    /// announcement was lost (not a flag: 60 s; tests shorten it).
+    pub revocation_sweep: Duration,
 }
 
 /// What one session may do and hold.
@@ -278,6 +281,7 @@ mod default {
     pub(super) const PING_INTERVAL: Duration = Duration::from_secs(30);
     pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub(super) const RATE_LIMIT: u32 = 10_000;
+    pub(super) const REVOCATION_SWEEP: Duration = Duration::from_secs(60);
 }
 
 /// A configuration error.
@@ -350,6 +354,7 @@ impl AuthConfig {
             own_queue,
             open: args.open,
             api_key,
+            revocation_sweep: default::REVOCATION_SWEEP,
         })
     }
 }

@@ -15,7 +15,9 @@
 //! - `upgrade`: WebSocket handshake: validation, auth, subprotocol, 101.
 //! - `session`: one WebSocket session: reader/writer tasks, the legacy and v1 dialects, one
 //!   module per v1 op under `session::ops`, subscribing in `session::subscribe`.
-//! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats and revocations.
+//! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats;
+//!   `revocation`: closing revoked users' sessions, and re-checking them when an announcement
+//!   may have been lost.
 //! - `delivery`: one task per queue subscription: window, batched receive, realtime wake-ups,
 //!   the precise timer and the poll fallback; `delivery::commands` batches acks and nacks.
 //! - `state`: `Gateway`, what every connection shares: the engine, the channel hub, the
@@ -40,6 +42,7 @@ mod metrics;
 mod node;
 mod outbound;
 mod publish;
+mod revocation;
 mod routes;
 pub mod server;
 mod session;

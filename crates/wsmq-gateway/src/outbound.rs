@@ -94,6 +94,11 @@ impl Closer {
         self.token.cancel();
     }
 
+    /// Whether the session is closing.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Resolves when the session is closing.
     pub(crate) async fn closed(&self) {
         self.token.cancelled().await;

@@ -78,6 +78,9 @@ pub(crate) async fn handle(
             &json!({"error": "unavailable", "reason": "draining"}),
         );
     }
+    // Read before the credential is checked: a revocation seen from here on makes the session
+    // re-check it once registered (see `state::SessionRegistry`).
+    let epoch = gateway.sessions.epoch();
     let identity = match gateway
         .auth
         .authenticate(req.headers(), req.uri(), gateway.engine.cluster.as_ref())
@@ -110,7 +113,7 @@ pub(crate) async fn handle(
                     let io = TokioIo::new(upgraded);
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                     let (sink, stream) = ws.split();
-                    session::run(sink, stream, session_gateway, identity, dialect).await;
+                    session::run(sink, stream, session_gateway, identity, dialect, epoch).await;
                 }
                 Err(err) => debug!(cause = %err, "upgrade failed"),
             }

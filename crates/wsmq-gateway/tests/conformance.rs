@@ -7,8 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use support::{RedisServer, unique};
 use wsmq_gateway::engine::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, QueueStore, memory::MemoryEngine,
-    redis::RedisEngine,
+    Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialQuery, Engine, EngineError,
+    QueueStore, Revocation, memory::MemoryEngine, redis::RedisEngine,
 };
 
 /// A node's side of the broker: every publication handed over, in order.
@@ -206,6 +206,46 @@ async fn memory_engine_conforms() {
     conformance(MemoryEngine::new().engine()).await;
 }
 
+/// The memory engine keeps the registry and the revocation marks as `wsmq-cli` keeps them in
+/// Redis: a revoke empties the registry and marks the user at the current time.
+#[tokio::test]
+async fn memory_engine_keeps_registrations_and_revocation_marks() {
+    let engine = MemoryEngine::new();
+    engine.register_access_token("u1", "00ff");
+    let queries = [
+        CredentialQuery {
+            user: "u1",
+            access_token: Some("00ff"),
+        },
+        CredentialQuery {
+            user: "u2",
+            access_token: None,
+        },
+    ];
+    let answers = engine.check_credentials(&queries).await.unwrap();
+    assert_eq!(answers.checks[0].registered, Some(true));
+    assert_eq!(answers.checks[1].revoked_at, None);
+    let mut revocations = engine.revocations();
+    engine.revoke("u1");
+    engine.revoke_quietly("u2");
+    assert_eq!(
+        revocations.recv().await.unwrap(),
+        Revocation::User("u1".into())
+    );
+    let later = engine.check_credentials(&queries).await.unwrap();
+    assert_eq!(later.checks[0].registered, Some(false));
+    assert!(
+        later.checks[0]
+            .revoked_at
+            .is_some_and(|mark| mark <= later.now)
+    );
+    assert!(
+        later.checks[1]
+            .revoked_at
+            .is_some_and(|mark| mark >= answers.now)
+    );
+}
+
 #[tokio::test]
 async fn redis_engine_conforms() {
     let redis = RedisServer::start();
@@ -223,17 +263,46 @@ async fn redis_engine_conforms() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(
-        engine
-            .is_access_token_registered("u1", "00ff")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !engine
-            .is_access_token_registered("u1", "00fe")
-            .await
-            .unwrap()
+    // One round trip reads the clock, then per query the mark and the registration.
+    let (time, _micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(wsmq_proto::keys::revoked("u2"))
+        .arg(1_700_000_000u64)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let queries = [
+        CredentialQuery {
+            user: "u1",
+            access_token: Some("00ff"),
+        },
+        CredentialQuery {
+            user: "u1",
+            access_token: Some("00fe"),
+        },
+        CredentialQuery {
+            user: "u2",
+            access_token: None,
+        },
+    ];
+    let answers = engine.check_credentials(&queries).await.unwrap();
+    assert!((time..=time + 5).contains(&answers.now), "{answers:?}");
+    assert_eq!(
+        answers.checks,
+        [
+            CredentialCheck {
+                revoked_at: None,
+                registered: Some(true),
+            },
+            CredentialCheck {
+                revoked_at: None,
+                registered: Some(false),
+            },
+            CredentialCheck {
+                revoked_at: Some(1_700_000_000),
+                registered: None,
+            },
+        ]
     );
     // Revocations published on wsmq:revoke reach the engine's listeners.
     let mut revocations = engine.revocations();
@@ -243,11 +312,11 @@ async fn redis_engine_conforms() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let user = tokio::time::timeout(Duration::from_secs(2), revocations.recv())
+    let revocation = tokio::time::timeout(Duration::from_secs(2), revocations.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(user, "u1");
+    assert_eq!(revocation, Revocation::User("u1".into()));
     // Heartbeats are written with a TTL and removed.
     let hb = wsmq_proto::NodeHeartbeat {
         id: "n1".into(),
@@ -306,7 +375,11 @@ async fn redis_engine_uses_one_command_connection_and_one_round_trip_per_operati
     engine.ack(&q, &ids).await.unwrap();
     engine.ping().await.unwrap();
     engine.publish("c", "x").await.unwrap();
-    engine.is_access_token_registered("u", "00").await.unwrap();
+    let query = [CredentialQuery {
+        user: "u",
+        access_token: Some("00"),
+    }];
+    engine.check_credentials(&query).await.unwrap();
     let hb = wsmq_proto::NodeHeartbeat {
         id: "n1".into(),
         addr: "127.0.0.1:1".into(),
@@ -350,10 +423,12 @@ async fn redis_engine_uses_one_command_connection_and_one_round_trip_per_operati
             "EVALSHA",
             "PING",
             "PUBLISH",
+            "TIME",
+            "GET",
             "SISMEMBER",
             "SET"
         ],
-        "receive, release, ack, ping, publish, access check, heartbeat"
+        "receive, release, ack, ping, publish, access check (one pipeline), heartbeat"
     );
     assert_eq!(clients.len(), 1, "one command connection: {clients:?}");
 }

@@ -21,11 +21,12 @@ use tokio::{
     time::Instant,
 };
 use tracing::warn;
-use wsmq_proto::NodeHeartbeat;
+use wsmq_proto::{NodeHeartbeat, keys};
 
 use super::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, InterestGuard,
-    QueueMessage, QueueStore, QueueWatch, Received,
+    Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
+    Engine, EngineError, HandlerSlot, InterestGuard, QueueMessage, QueueStore, QueueWatch,
+    Received, Revocation,
 };
 use crate::clock;
 
@@ -35,8 +36,11 @@ pub struct MemoryEngine {
     queues: Mutex<HashMap<String, Arc<MemQueue>>>,
     /// user → registered access tokens (`wsmq:access:{user}`).
     access: Mutex<HashMap<String, HashSet<String>>>,
+    /// user → revocation mark (Unix seconds) and when it expires (Unix seconds), as
+    /// `wsmq:revoked:{user}` with its TTL.
+    revoked: Mutex<HashMap<String, (u64, u64)>>,
     /// Revoked user ids, announced to every session of this process.
-    revocations: broadcast::Sender<String>,
+    revocations: broadcast::Sender<Revocation>,
     /// Channels the node subscribed to: a publication on one of them reached "one node".
     channels: Mutex<HashSet<String>>,
     /// The node's channel hub, fed with every publication.
@@ -84,6 +88,7 @@ impl MemoryEngine {
         Arc::new(MemoryEngine {
             queues: Mutex::new(HashMap::new()),
             access: Mutex::new(HashMap::new()),
+            revoked: Mutex::default(),
             revocations: broadcast::channel(64).0,
             channels: Mutex::default(),
             handler: HandlerSlot::default(),
@@ -102,13 +107,33 @@ impl MemoryEngine {
             .insert(token.to_owned());
     }
 
-    /// Forgets the user's access tokens and closes their sessions, as `wsmq-cli token revoke`.
+    /// Revokes `user` as `wsmq-cli token revoke` does in Redis: forgets the user's access
+    /// tokens, marks every JWT issued until now as revoked, and closes the user's sessions.
     pub fn revoke(&self, user: &str) {
+        self.revoke_quietly(user);
+        let _ = self.revocations.send(Revocation::User(user.to_owned()));
+    }
+
+    /// [`MemoryEngine::revoke`] without the announcement, as when it is lost on its way to a
+    /// node: only the records change (for tests of the checks that do not rely on it).
+    pub fn revoke_quietly(&self, user: &str) {
         self.access
             .lock()
             .expect("access registry poisoned")
             .remove(user);
-        let _ = self.revocations.send(user.to_owned());
+        let now = clock::unix_secs();
+        let mut revoked = self.revoked.lock().expect("revocation marks poisoned");
+        let mark = revoked
+            .get(user)
+            .filter(|(_, expires)| *expires > now)
+            .map_or(now, |(mark, _)| now.max(*mark));
+        revoked.insert(user.to_owned(), (mark, now + keys::REVOCATION_TTL_SECS));
+    }
+
+    /// Tells the node that revocations may have been missed, as the Redis engine does after
+    /// its pub/sub link was replaced.
+    pub fn announce_missed_revocations(&self) {
+        let _ = self.revocations.send(Revocation::Missed);
     }
 
     /// This engine as the gateway holds it.
@@ -370,17 +395,29 @@ impl Broker for MemoryEngine {
 }
 
 impl ClusterState for MemoryEngine {
-    fn is_access_token_registered<'a>(
+    fn check_credentials<'a>(
         &'a self,
-        user: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        queries: &'a [CredentialQuery<'a>],
+    ) -> BoxFuture<'a, Result<CredentialChecks, EngineError>> {
+        let now = clock::unix_secs();
         let access = self.access.lock().expect("access registry poisoned");
-        let found = access.get(user).is_some_and(|set| set.contains(token));
-        futures_util::future::ready(Ok(found)).boxed()
+        let mut revoked = self.revoked.lock().expect("revocation marks poisoned");
+        revoked.retain(|_, (_, expires)| *expires > now);
+        let checks = queries
+            .iter()
+            .map(|query| CredentialCheck {
+                revoked_at: revoked.get(query.user).map(|(mark, _)| *mark),
+                registered: query.access_token.map(|token| {
+                    access
+                        .get(query.user)
+                        .is_some_and(|set| set.contains(token))
+                }),
+            })
+            .collect();
+        futures_util::future::ready(Ok(CredentialChecks { now, checks })).boxed()
     }
 
-    fn revocations(&self) -> broadcast::Receiver<String> {
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
         self.revocations.subscribe()
     }
 

@@ -27,7 +27,7 @@ use std::{fmt, sync::Arc};
 
 pub use self::{
     broker::{Broker, BrokerHandler, HandlerSlot},
-    cluster::ClusterState,
+    cluster::{ClusterState, CredentialCheck, CredentialChecks, CredentialQuery, Revocation},
     interest::InterestGuard,
     queues::{Listening, QueueMessage, QueueStore, QueueWatch, Received},
 };

@@ -38,6 +38,7 @@ use crate::{
     hub::ChannelSubscription,
     mailbox,
     outbound::{Closer, Dialect, OutFrame, Outbound, Payload},
+    revocation,
     state::Gateway,
 };
 
@@ -61,6 +62,10 @@ pub(crate) struct Session {
     pub channels: HashMap<ChannelName, ChannelSubscription>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
+    /// When grants adopted by an access-token session (from an `auth` JWT) end, if any.
+    pub grants_expire_at: Option<Instant>,
+    /// The session's number in the node's registry.
+    pub registration: u64,
 }
 
 impl Session {
@@ -80,17 +85,39 @@ impl Session {
             Instant::now() + Duration::from_secs(exp.saturating_sub(clock::unix_secs()))
         });
     }
+
+    /// Sets when adopted grants end, from their JWT's `exp` (Unix seconds); `None`: never.
+    pub(crate) fn set_grants_expiry(&mut self, exp: Option<u64>) {
+        self.grants_expire_at = exp.map(|exp| {
+            let left = Duration::from_secs(exp.saturating_sub(clock::unix_secs()));
+            // An `exp` too far out to be an instant is as good as never; checked, not added,
+            // so that no value from a token can overflow the clock.
+            Instant::now()
+                .checked_add(left)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400))
+        });
+    }
+
+    /// Adopted grants ran out: back to what the access token alone allows.
+    fn drop_adopted_grants(&mut self) {
+        info!("grants of the refreshed token expired");
+        self.identity.grants = None;
+        self.grants_expire_at = None;
+        subscribe::end_unallowed(self);
+    }
 }
 
 /// Runs a session on an upgraded socket until it ends, then cleans up.
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
+/// `epoch` is the session registry's epoch read before the credential was checked.
 pub(crate) async fn run<W, R>(
     sink: W,
     stream: R,
     gateway: Arc<Gateway>,
     identity: Identity,
     dialect: Dialect,
+    epoch: u64,
 ) where
     W: Sink<Message, Error = tungstenite::Error> + Send + Unpin + 'static,
     R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
@@ -100,9 +127,15 @@ pub(crate) async fn run<W, R>(
     let (tx, rx) = mailbox::channel(gateway.config.limits.outbound_buffer);
     let out = Outbound::new(tx, closer.clone());
     let user = identity.user.as_str().to_owned();
-    let registration = gateway.sessions.register(&user, closer.clone());
+    let (registration, registered_epoch) =
+        gateway
+            .sessions
+            .register(&user, closer.clone(), identity.credential());
     gateway.metrics.connections.inc();
     info!("session opened");
+    if registered_epoch != epoch {
+        recheck(&gateway, &user, &identity, &closer).await;
+    }
     let writing = writer::run(sink, rx, closer.clone(), Arc::clone(&gateway));
     let writer = gateway.shutdown.spawn(writing);
     let mut session = Session {
@@ -115,9 +148,12 @@ pub(crate) async fn run<W, R>(
         queues: HashMap::new(),
         channels: HashMap::new(),
         expires_at: None,
+        grants_expire_at: None,
+        registration,
     };
     session.set_expiry(session.identity.exp);
-    if dialect == Dialect::V1 {
+    // A session closed by its re-check gets no welcome (nor the token in it).
+    if dialect == Dialect::V1 && !closer.is_closed() {
         v1::welcome(&session);
     }
     // Fused: `linger` reads on after the read loop, which may have seen the end already.
@@ -142,6 +178,23 @@ pub(crate) async fn run<W, R>(
     gateway.metrics.connections.dec();
     info!(code = code.as_u16(), "session closed");
     linger(&mut stream).await;
+}
+
+/// Re-checks the credential of a session that registered while the node saw a revocation: the
+/// handshake may have read the records just before it, and the revocation then found no
+/// session to close. A credential that cannot be checked does not keep the session either.
+async fn recheck(gateway: &Gateway, user: &str, identity: &Identity, closer: &Closer) {
+    match revocation::still_valid(gateway, user, &identity.credential()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            info!("access revoked during the handshake; closing");
+            closer.close(CloseCode::FORBIDDEN);
+        }
+        Err(err) => {
+            info!(cause = %err, "cannot re-check the credential; closing");
+            closer.close(CloseCode::INTERNAL);
+        }
+    }
 }
 
 async fn read_loop<R>(session: &mut Session, mut stream: R)
@@ -170,6 +223,7 @@ where
     tokio::pin!(drained);
     loop {
         let expiry = session.expires_at;
+        let grants_expiry = session.grants_expire_at;
         let frame = tokio::select! {
             biased;
             () = closer.closed() => break,
@@ -181,6 +235,10 @@ where
                 info!("token expired");
                 closer.close(CloseCode::TOKEN_EXPIRED);
                 break;
+            }
+            () = sleep_until_opt(grants_expiry) => {
+                session.drop_adopted_grants();
+                continue;
             }
             frame = stream.next() => frame,
             _ = ping.tick() => {

@@ -121,3 +121,43 @@ fn admit(session: &Session, allowed: bool, what: impl FnOnce() -> String) -> Res
     }
     Ok(())
 }
+
+/// Ends the subscriptions that the session's grants no longer allow (after an `auth` refresh
+/// with narrower grants, or when adopted grants expire), and tells a v1 client which, in an
+/// `error` frame (`forbidden`) without a `ref`. Ending a queue subscription releases the
+/// messages it held, for redelivery.
+pub(super) fn end_unallowed(session: &mut Session) {
+    let policy = &session.gateway.auth.policy;
+    let queues: Vec<QueueName> = session
+        .queues
+        .keys()
+        .filter(|queue| !policy.may_consume(&session.identity, queue))
+        .cloned()
+        .collect();
+    let channels: Vec<ChannelName> = session
+        .channels
+        .keys()
+        .filter(|channel| !policy.may_subscribe(&session.identity, channel))
+        .cloned()
+        .collect();
+    let mut ended = Vec::with_capacity(queues.len() + channels.len());
+    for queue in queues {
+        session.queues.remove(&queue);
+        ended.push(format!("queue {queue}"));
+    }
+    for channel in channels {
+        session.channels.remove(&channel);
+        ended.push(format!("channel {channel}"));
+    }
+    for what in ended {
+        tracing::info!("subscription ended: {what} is no longer allowed");
+        if session.dialect == crate::outbound::Dialect::V1 {
+            let frame = ServerFrame::error(
+                None,
+                ErrorCode::Forbidden,
+                format!("subscription to {what} ended: no longer allowed"),
+            );
+            session.send(wsmq_proto::encode_server(&frame));
+        }
+    }
+}

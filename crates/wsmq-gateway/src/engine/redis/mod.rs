@@ -40,8 +40,9 @@ use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
 use self::pubsub::{PubSub, PubSubCommand, QueueWake};
 use super::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueMessage,
-    QueueStore, QueueWatch, Received, interest::Interests,
+    Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
+    Engine, EngineError, HandlerSlot, QueueMessage, QueueStore, QueueWatch, Received, Revocation,
+    interest::Interests,
 };
 
 /// The Redis engine's counters, registered by the gateway.
@@ -76,8 +77,8 @@ pub struct RedisEngine {
     handler: Arc<HandlerSlot>,
     /// Subscribe/unsubscribe requests to the pub/sub task.
     commands: mpsc::UnboundedSender<PubSubCommand>,
-    /// Revoked user ids, from `wsmq:revoke`.
-    revocations: broadcast::Sender<String>,
+    /// Revoked user ids, from `wsmq:revoke`, and notices of missed ones.
+    revocations: broadcast::Sender<Revocation>,
     /// Stops the pub/sub task when the engine goes away (the task holds the registries, whose
     /// callbacks hold its command sender, so it would not notice otherwise).
     _pubsub: DropGuard,
@@ -167,6 +168,14 @@ impl RedisEngine {
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
         self.track(self.rsmq.query(cmd).await)
+    }
+
+    /// Runs a pipeline on rsmq's shared connection, in one round trip.
+    async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, EngineError> {
+        self.track(self.rsmq.query_pipeline(pipe).await)
     }
 
     /// Maps an rsmq result to the engine's, noting whether Redis was reached: the first
@@ -312,20 +321,60 @@ impl Broker for RedisEngine {
 }
 
 impl ClusterState for RedisEngine {
-    fn is_access_token_registered<'a>(
+    fn check_credentials<'a>(
         &'a self,
-        user: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        queries: &'a [CredentialQuery<'a>],
+    ) -> BoxFuture<'a, Result<CredentialChecks, EngineError>> {
         async move {
-            let mut cmd = redis::cmd("SISMEMBER");
-            cmd.arg(keys::access_tokens(user)).arg(token);
-            self.query(&cmd).await
+            // TIME first: see the trait. A pipeline keeps the order of its commands, and
+            // every answer is a plain value, so the replies are read back in the same order.
+            let mut pipe = redis::pipe();
+            pipe.cmd("TIME");
+            for query in queries {
+                pipe.cmd("GET").arg(keys::revoked(query.user));
+                if let Some(token) = query.access_token {
+                    pipe.cmd("SISMEMBER")
+                        .arg(keys::access_tokens(query.user))
+                        .arg(token);
+                }
+            }
+            let replies: Vec<redis::Value> = self.query_pipeline(&pipe).await?;
+            let mut replies = replies.into_iter();
+            let unexpected =
+                |what: &str| EngineError::Invalid(format!("unexpected reply to {what}"));
+            let (secs, _micros): (u64, u64) = replies
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .ok_or_else(|| unexpected("TIME"))?;
+            let mut checks = Vec::with_capacity(queries.len());
+            for query in queries {
+                // A mark that is not a number was not written by wsmq: it still means the
+                // user was revoked, so it counts as a revocation now rather than as none.
+                let revoked_at = match replies.next() {
+                    Some(redis::Value::Nil) => None,
+                    Some(value) => Some(redis::from_redis_value::<u64>(value).unwrap_or(secs)),
+                    None => return Err(unexpected("GET")),
+                };
+                let registered = match query.access_token {
+                    Some(_) => Some(
+                        replies
+                            .next()
+                            .and_then(|v| redis::from_redis_value::<bool>(v).ok())
+                            .ok_or_else(|| unexpected("SISMEMBER"))?,
+                    ),
+                    None => None,
+                };
+                checks.push(CredentialCheck {
+                    revoked_at,
+                    registered,
+                });
+            }
+            Ok(CredentialChecks { now: secs, checks })
         }
         .boxed()
     }
 
-    fn revocations(&self) -> broadcast::Receiver<String> {
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
         self.revocations.subscribe()
     }
 

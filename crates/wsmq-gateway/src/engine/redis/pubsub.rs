@@ -20,7 +20,9 @@
 //! wanted; once Redis confirmed that, it wakes every local consumer, because notifications
 //! sent while nobody listened are lost, while the messages are in their queues. (Waking them
 //! when the connection drops would be too early: a message sent after that wake-up and before
-//! the re-subscribe would wait for the poll.)
+//! the re-subscribe would wait for the poll.) For the same reason it then tells the node that
+//! revocations may have been missed ([`Revocation::Missed`]): their marks are in Redis, and the
+//! node checks its sessions against them.
 
 use std::{
     collections::HashSet,
@@ -36,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wsmq_proto::keys;
 
-use super::super::{EngineError, HandlerSlot, Listening, interest::Interests};
+use super::super::{EngineError, HandlerSlot, Listening, Revocation, interest::Interests};
 
 /// Backoff between reconnection attempts: doubles from the first to the last value. The cap
 /// bounds how long delivery lags behind a Redis that is back (notifications resume only once
@@ -116,8 +118,8 @@ pub(super) struct PubSub {
     pub(super) channels: Arc<Mutex<HashSet<String>>>,
     /// The node's handler of channel publications.
     pub(super) handler: Arc<HandlerSlot>,
-    /// Revocations.
-    pub(super) revocations: broadcast::Sender<String>,
+    /// Revocations, and notices of missed ones.
+    pub(super) revocations: broadcast::Sender<Revocation>,
     /// Reconnections (metric).
     pub(super) reconnects: Counter,
     /// Cancelled when the engine is dropped.
@@ -152,6 +154,10 @@ impl PubSub {
                             for (_, wake) in self.queues.entries() {
                                 wake.notify.notify_waiters();
                             }
+                            // Revocations announced meanwhile are lost the same way; their
+                            // marks are in Redis, and the node checks its sessions against
+                            // them.
+                            let _ = self.revocations.send(Revocation::Missed);
                             c
                         }
                         Err(None) => return,
@@ -314,7 +320,7 @@ impl PubSub {
             self.handler.on_publication(name, &body);
         } else if channel == keys::REVOKE_CHANNEL {
             let user = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
-            let _ = self.revocations.send(user);
+            let _ = self.revocations.send(Revocation::User(user));
         }
     }
 }

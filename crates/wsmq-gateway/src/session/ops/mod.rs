@@ -57,7 +57,7 @@ pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
             nack::apply(session, queue, id, delay, reference).await
         }
         ClientOp::Publish(publish) => publish::apply(session, publish, reference).await,
-        ClientOp::Auth { token } => auth::apply(session, &token, reference),
+        ClientOp::Auth { token } => auth::apply(session, &token, reference).await,
         ClientOp::Ping => ping::apply(reference),
     };
     if let Reply::Now(frame) = reply {
