@@ -63,10 +63,10 @@ pub struct ServeArgs {
     /// PEM public key (RSA or EC) to verify RS256/ES256 JWTs instead of HS256.
     #[arg(long, env = "WSMQ_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
-    /// Required `iss` of JWTs.
+    /// Required `iss` of JWTs (also set in the tokens the gateway mints).
     #[arg(long, env = "WSMQ_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` of JWTs.
+    /// Required `aud` of JWTs (also set in the tokens the gateway mints).
     #[arg(long, env = "WSMQ_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Secret of tokens2 access tokens [default: the JWT secret].

@@ -87,6 +87,17 @@ pub(crate) async fn handle(
         .await
     {
         Ok(identity) => identity,
+        // A credential that could not be checked (the registry or the revocation marks did not
+        // answer) is not let in, but it is not a wrong credential either: 503, so that clients
+        // retry rather than ask their user for a new token.
+        Err(failure) if failure.reason == "unavailable" => {
+            gateway.metrics.auth_failure(failure.reason);
+            info!(path = %path, "handshake refused: credentials cannot be checked now");
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "unavailable", "reason": "credentials_unchecked"}),
+            );
+        }
         Err(failure) => {
             gateway.metrics.auth_failure(failure.reason);
             info!(path = %path, reason = failure.reason, "handshake refused");

@@ -365,3 +365,24 @@ async fn a_node_that_lags_behind_the_announcements_checks_every_session() {
         Some(4003)
     );
 }
+
+/// A JWT whose revocation mark cannot be read (Redis is down) is not let in unchecked: the
+/// handshake answers 503, so that the client retries, rather than 401 or an upgrade.
+#[tokio::test]
+async fn a_jwt_that_cannot_be_checked_is_not_admitted() {
+    if std::env::var_os("WSMQ_TEST_REDIS_URL").is_some() {
+        eprintln!("skipped: a shared Redis cannot be stopped");
+        return;
+    }
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder().redis(&redis).start().await;
+    let user = format!("rev{}", unique());
+    let jwt = issued_ago(&user, 1);
+    assert_eq!(refusal(&gw, &jwt).await, "admitted");
+    drop(redis);
+    let Err((status, body)) = gw.connect("/ws", &[("x-token", &jwt)], None).await else {
+        panic!("a JWT was admitted unchecked");
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("credentials_unchecked"), "{body}");
+}

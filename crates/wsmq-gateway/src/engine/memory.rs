@@ -130,12 +130,6 @@ impl MemoryEngine {
         revoked.insert(user.to_owned(), (mark, now + keys::REVOCATION_TTL_SECS));
     }
 
-    /// Tells the node that revocations may have been missed, as the Redis engine does after
-    /// its pub/sub link was replaced.
-    pub fn announce_missed_revocations(&self) {
-        let _ = self.revocations.send(Revocation::Missed);
-    }
-
     /// This engine as the gateway holds it.
     pub fn engine(self: &Arc<Self>) -> Engine {
         Engine::whole("memory", Arc::clone(self))
