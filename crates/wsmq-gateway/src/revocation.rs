@@ -99,6 +99,9 @@ pub(crate) fn spawn_worker(gateway: &Arc<Gateway>) {
 /// it were handled.
 pub(crate) async fn sweep(gateway: &Gateway) -> Result<usize, EngineError> {
     let sessions = gateway.sessions.snapshot();
+    if sessions.is_empty() {
+        return Ok(0);
+    }
     // One lookup per distinct (user, credential): a user's JWT sessions share their mark.
     let mut lookups: HashMap<(&str, Option<&str>), usize> = HashMap::new();
     let mut queries = Vec::new();

@@ -287,6 +287,30 @@ async fn redis_engine_conforms() {
     ];
     let answers = engine.check_credentials(&queries).await.unwrap();
     assert!((time..=time + 5).contains(&answers.now), "{answers:?}");
+    // Keys of the wrong type (not written by wsmq) fail their user closed, and only them.
+    let _: () = redis::pipe()
+        .cmd("SADD")
+        .arg(wsmq_proto::keys::revoked("u3"))
+        .arg("x")
+        .ignore()
+        .cmd("SET")
+        .arg(wsmq_proto::keys::access_tokens("u3"))
+        .arg("00ff")
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let damaged = [
+        CredentialQuery {
+            user: "u3",
+            access_token: Some("00ff"),
+        },
+        queries[0],
+    ];
+    let checks = engine.check_credentials(&damaged).await.unwrap();
+    assert!(checks.checks[0].revoked_at.is_some(), "{checks:?}");
+    assert_eq!(checks.checks[0].registered, Some(false));
+    assert_eq!(checks.checks[1], answers.checks[0]);
     assert_eq!(
         answers.checks,
         [

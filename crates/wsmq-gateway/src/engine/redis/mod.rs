@@ -326,10 +326,10 @@ impl ClusterState for RedisEngine {
         queries: &'a [CredentialQuery<'a>],
     ) -> BoxFuture<'a, Result<CredentialChecks, EngineError>> {
         async move {
-            // TIME first: see the trait. A pipeline keeps the order of its commands, and
-            // every answer is a plain value, so the replies are read back in the same order.
+            // TIME first: see the trait. A pipeline keeps the order of its commands. Errors
+            // stay per command, so that one user's damaged key fails that user, not the batch.
             let mut pipe = redis::pipe();
-            pipe.cmd("TIME");
+            pipe.ignore_errors().cmd("TIME");
             for query in queries {
                 pipe.cmd("GET").arg(keys::revoked(query.user));
                 if let Some(token) = query.access_token {
@@ -348,20 +348,21 @@ impl ClusterState for RedisEngine {
                 .ok_or_else(|| unexpected("TIME"))?;
             let mut checks = Vec::with_capacity(queries.len());
             for query in queries {
-                // A mark that is not a number was not written by wsmq: it still means the
-                // user was revoked, so it counts as a revocation now rather than as none.
+                // A mark that is not a number (or not a string) was not written by wsmq; it
+                // still says the user was revoked, so it counts as a revocation now. Likewise a
+                // registry that is not a set registers nothing: both fail closed.
                 let revoked_at = match replies.next() {
                     Some(redis::Value::Nil) => None,
                     Some(value) => Some(redis::from_redis_value::<u64>(value).unwrap_or(secs)),
                     None => return Err(unexpected("GET")),
                 };
                 let registered = match query.access_token {
-                    Some(_) => Some(
-                        replies
-                            .next()
-                            .and_then(|v| redis::from_redis_value::<bool>(v).ok())
-                            .ok_or_else(|| unexpected("SISMEMBER"))?,
-                    ),
+                    Some(_) => match replies.next() {
+                        Some(value) => {
+                            Some(redis::from_redis_value::<bool>(value).unwrap_or(false))
+                        }
+                        None => return Err(unexpected("SISMEMBER")),
+                    },
                     None => None,
                 };
                 checks.push(CredentialCheck {
