@@ -188,15 +188,34 @@ impl Output {
         )
     }
 
-    /// `token revoke`: how many access tokens went away and how many nodes were told.
-    pub(crate) fn revoked(&self, user: &str, removed: u64, notified: u64) -> anyhow::Result<()> {
+    /// `token revoke`: how many access tokens went away, until when JWTs are revoked (the
+    /// mark, Unix seconds) and how many nodes were told.
+    pub(crate) fn revoked(
+        &self,
+        user: &str,
+        removed: u64,
+        mark: u64,
+        notified: u64,
+    ) -> anyhow::Result<()> {
         self.emit(
             |w| {
                 let tokens = plural(removed, "access token");
                 let nodes = plural(notified, "node");
-                writeln!(w, "revoked {tokens} of user '{user}'; {nodes} notified")
+                let until = time_secs(mark);
+                writeln!(
+                    w,
+                    "revoked {tokens} of user '{user}' and every JWT of the user issued until \
+                     {until}; {nodes} notified"
+                )
             },
-            || json!({ "user": user, "revoked": removed, "nodes_notified": notified }),
+            || {
+                json!({
+                    "user": user,
+                    "revoked": removed,
+                    "jwts_issued_until": mark,
+                    "nodes_notified": notified,
+                })
+            },
         )
     }
 

@@ -541,6 +541,11 @@ fn token_revoke_sets_the_users_revocation_mark() {
     let key = wsmq_proto::keys::revoked(&user);
     let mark: u64 = conn.get(&key).expect("a revocation mark");
     let (after, _micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    let out = redis
+        .cli(&["--json", "token", "revoke", "--user", &user])
+        .json();
+    let until = out["jwts_issued_until"].as_u64().unwrap();
+    assert!((after..after + 5).contains(&until), "{out}");
     assert!(
         (before..=after).contains(&mark),
         "{before} <= {mark} <= {after}"

@@ -119,7 +119,7 @@ pub(crate) async fn revoke(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
     let user = user_id(user)?;
     let rsmq = ctx.connect(false).await?;
     let mut conn = conn(&rsmq).await?;
-    let (removed, notified, _mark): (u64, u64, u64) = REVOKE
+    let (removed, notified, mark): (u64, u64, u64) = REVOKE
         .key(keys::access_tokens(&user))
         .key(keys::revoked(&user))
         .arg(user.as_str())
@@ -127,5 +127,5 @@ pub(crate) async fn revoke(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
         .arg(keys::REVOKE_CHANNEL)
         .invoke_async(&mut conn)
         .await?;
-    ctx.out.revoked(&user, removed, notified)
+    ctx.out.revoked(&user, removed, mark, notified)
 }

@@ -88,13 +88,11 @@ impl Session {
 
     /// Sets when adopted grants end, from their JWT's `exp` (Unix seconds); `None`: never.
     pub(crate) fn set_grants_expiry(&mut self, exp: Option<u64>) {
-        self.grants_expire_at = exp.map(|exp| {
+        // Checked, not added, so that no `exp` can overflow the clock: one too far out to be
+        // an instant is as good as never.
+        self.grants_expire_at = exp.and_then(|exp| {
             let left = Duration::from_secs(exp.saturating_sub(clock::unix_secs()));
-            // An `exp` too far out to be an instant is as good as never; checked, not added,
-            // so that no value from a token can overflow the clock.
-            Instant::now()
-                .checked_add(left)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400))
+            Instant::now().checked_add(left)
         });
     }
 
