@@ -10,7 +10,7 @@ use hyper::{HeaderMap, Uri};
 use tracing::warn;
 use wsmq_proto::AccessToken;
 
-use super::{AuthFailure, Identity, Via, query_param};
+use super::{AuthFailure, HeldToken, Identity, Via, query_param};
 use crate::{
     config::Secret,
     engine::{ClusterState, CredentialQuery},
@@ -60,7 +60,7 @@ pub(crate) async fn verify(
             exp: None,
             via: Via::AccessToken,
             issued: Some(now),
-            access_token: Some(normalized.into()),
+            access_token: Some(HeldToken::new(&normalized)),
         }),
         Ok(None) => Err(AuthFailure {
             reason: "unregistered",
@@ -95,7 +95,10 @@ mod tests {
             (identity.user.as_str(), identity.via),
             ("57c8", Via::AccessToken)
         );
-        assert_eq!(identity.access_token.as_deref(), Some(token.as_str()));
+        assert_eq!(
+            identity.access_token.as_ref().map(HeldToken::as_str),
+            Some(token.as_str())
+        );
         assert!(identity.issued.is_some());
         let garbage = verify(&secret, "zz", engine.as_ref()).await.unwrap_err();
         assert_eq!(garbage.reason, "malformed");

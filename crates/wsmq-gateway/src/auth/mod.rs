@@ -19,7 +19,7 @@ pub(crate) mod access_token;
 pub(crate) mod authz;
 pub(crate) mod jwt;
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc};
 
 use hyper::{HeaderMap, Uri};
 use tracing::warn;
@@ -52,16 +52,39 @@ pub(crate) struct Identity {
     /// `iat` (`None` when it has none), or for an access token the engine's clock when it was
     /// found registered (the issue time of the session token handed out with it).
     pub issued: Option<u64>,
-    /// The access token (lowercase hex) that admitted the session, whose registration the
-    /// node re-checks; `None` for a JWT.
-    pub access_token: Option<Arc<str>>,
+    /// The access token that admitted the session, whose registration the node re-checks;
+    /// `None` for a JWT.
+    pub access_token: Option<HeldToken>,
+}
+
+/// An access token (lowercase hex) a session keeps to re-check its registration. Its `Debug`
+/// hides it, so that no log of a session or credential can show it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct HeldToken(Arc<str>);
+
+impl HeldToken {
+    /// Keeps `token` (lowercase hex).
+    pub(crate) fn new(token: &str) -> HeldToken {
+        HeldToken(token.into())
+    }
+
+    /// The token.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for HeldToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HeldToken(***)")
+    }
 }
 
 impl Identity {
     /// What the session's admission rests on, for the node's re-checks.
     pub(crate) fn credential(&self) -> Credential {
         match &self.access_token {
-            Some(token) => Credential::AccessToken(Arc::clone(token)),
+            Some(token) => Credential::AccessToken(token.clone()),
             None => Credential::Jwt(self.issued),
         }
     }
@@ -73,8 +96,8 @@ pub(crate) enum Credential {
     /// A JWT issued at this time (`iat`; `None`: it has none), checked against the user's
     /// revocation mark.
     Jwt(Option<u64>),
-    /// An access token (lowercase hex), which must stay registered.
-    AccessToken(Arc<str>),
+    /// An access token, which must stay registered.
+    AccessToken(HeldToken),
 }
 
 impl Credential {
@@ -84,7 +107,7 @@ impl Credential {
             user,
             access_token: match self {
                 Credential::Jwt(_) => None,
-                Credential::AccessToken(token) => Some(token),
+                Credential::AccessToken(token) => Some(token.as_str()),
             },
         }
     }
@@ -319,6 +342,12 @@ mod tests {
         assert!(is_revoked(Some(100), Some(100)));
         assert!(!is_revoked(Some(101), Some(100)));
         assert!(is_revoked(None, Some(100)));
+    }
+
+    #[test]
+    fn held_access_tokens_are_not_printed() {
+        let credential = Credential::AccessToken(HeldToken::new("00ff"));
+        assert_eq!(format!("{credential:?}"), "AccessToken(HeldToken(***))");
     }
 
     #[test]
