@@ -76,10 +76,16 @@ impl Session {
 
     /// Sets the expiry timer from a JWT `exp` (Unix seconds).
     pub(crate) fn set_expiry(&mut self, exp: Option<u64>) {
-        self.expires_at = exp.map(|exp| {
-            Instant::now() + Duration::from_secs(exp.saturating_sub(clock::unix_secs()))
-        });
+        self.expires_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
     }
+}
+
+/// When a token with `exp` (Unix seconds, from outside) expires, as an instant; `None` when
+/// that is too far away for the clock to represent (an `exp` near 2^63 would overflow
+/// `Instant + Duration`): such a token does not expire within the life of the process.
+fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
+    now.checked_add(Duration::from_secs(exp.saturating_sub(now_secs)))
 }
 
 /// Runs a session on an upgraded socket until it ends, then cleans up.
