@@ -165,12 +165,12 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
             return error_response(&err);
         }
     };
-    match publish::publish(gateway, &publish).await {
+    match publish::publish(gateway, None, &publish).await {
         Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
         Ok(Published::Channel { receivers }) => {
             json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers}))
         }
-        Err(err) => error_response(&GatewayError::Engine(err)),
+        Err(err) => error_response(&err),
     }
 }
 

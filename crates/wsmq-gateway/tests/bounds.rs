@@ -249,3 +249,89 @@ async fn upgrades_from_origins_outside_the_allow_list_are_refused() {
         gw.connect("/ws", headers, None).await.expect("admitted");
     }
 }
+
+/// Subscribe, unsubscribe, publish and auth have a budget of their own, well under the frame
+/// rate: past it they get `rate_limited`, while cheap frames (ping) still pass.
+#[tokio::test]
+async fn costly_ops_are_rate_limited_apart_from_frames() {
+    let gw = TestGateway::builder()
+        .config(|c| c.limits.op_rate_limit = 5)
+        .start()
+        .await;
+    let (mut c, _) = gw.v1("busy").await;
+    // A burst of twice the rate passes, then the budget is spent.
+    for n in 0..10 {
+        let reply = c
+            .request(json!({"op": "publish", "queue": "busy", "message": "m", "ref": n}))
+            .await;
+        assert_eq!(reply["op"], "ok", "{reply}");
+    }
+    let refused = c
+        .request(json!({"op": "publish", "queue": "busy", "message": "m", "ref": 10}))
+        .await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert_eq!(refused["ref"], 10);
+    assert_eq!(c.request(json!({"op": "ping"})).await["op"], "pong");
+    // `auth` costs ten: one passes on a fresh budget, the next is refused at once.
+    let (mut d, _) = gw.v1("verifier").await;
+    let token = token_with(Claims::new("verifier", now() + 7200));
+    let first = d.request(json!({"op": "auth", "token": token})).await;
+    assert_eq!(first["op"], "ok", "{first}");
+    let token = token_with(Claims::new("verifier", now() + 7300));
+    let second = d.request(json!({"op": "auth", "token": token})).await;
+    assert_eq!(second["code"], "rate_limited", "{second}");
+}
+
+/// A user may create only so many queues by subscribing or publishing; existing queues stay
+/// usable, and other users have budgets of their own.
+#[tokio::test]
+async fn queue_creation_is_capped_per_user() {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.auth.open = true;
+            c.limits.queue_create_limit = 2;
+        })
+        .start()
+        .await;
+    let tag = support::unique();
+    let mut claims = Claims::new("maker", now() + 600);
+    claims.wsmq = Some(wsmq_proto::Grants {
+        publish: vec!["queue:*".into()],
+        ..Default::default()
+    });
+    let maker = token_with(claims);
+    let mut c = gw
+        .connect("/ws", &[("x-token", &maker)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    assert_eq!(c.recv_json().await["op"], "welcome");
+    for n in 0..2 {
+        let reply = c
+            .request(json!({"op": "subscribe", "queue": format!("new{n}-{tag}")}))
+            .await;
+        assert_eq!(reply["op"], "ok", "{reply}");
+    }
+    let third = c
+        .request(json!({"op": "subscribe", "queue": format!("new2-{tag}")}))
+        .await;
+    assert_eq!(third["code"], "rate_limited", "{third}");
+    let published = c
+        .request(json!({"op": "publish", "queue": format!("new3-{tag}"), "message": "m"}))
+        .await;
+    assert_eq!(published["code"], "rate_limited", "{published}");
+    let queues = gw.queues().await;
+    assert!(!queues.queue_exists(&format!("new2-{tag}")).await.unwrap());
+    assert!(!queues.queue_exists(&format!("new3-{tag}")).await.unwrap());
+    // An existing queue is no creation.
+    let existing = format!("existing-{tag}");
+    queues.ensure_queue(&existing).await.unwrap();
+    let reply = c
+        .request(json!({"op": "subscribe", "queue": existing}))
+        .await;
+    assert_eq!(reply["op"], "ok", "{reply}");
+    let (mut other, _) = gw.v1("other-maker").await;
+    let reply = other
+        .request(json!({"op": "subscribe", "queue": format!("new4-{tag}")}))
+        .await;
+    assert_eq!(reply["op"], "ok", "{reply}");
+}

@@ -34,8 +34,10 @@ async fn conform_queues(engine: &dyn QueueStore) {
         engine.receive(&q, 1, None).await.unwrap_err(),
         EngineError::QueueNotFound
     );
-    engine.ensure_queue(&q).await.unwrap();
-    engine.ensure_queue(&q).await.unwrap();
+    assert!(!engine.queue_exists(&q).await.unwrap());
+    assert!(engine.ensure_queue(&q).await.unwrap(), "created");
+    assert!(!engine.ensure_queue(&q).await.unwrap(), "existed");
+    assert!(engine.queue_exists(&q).await.unwrap());
     assert!(
         engine
             .receive(&q, 10, None)

@@ -61,6 +61,8 @@ pub(crate) struct Session {
     pub channels: HashMap<ChannelName, ChannelSubscription>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
+    /// What is left of the session's budget of costly ops (`--op-rate-limit`).
+    pub ops: rate::OpBudget,
 }
 
 impl Session {
@@ -121,6 +123,7 @@ pub(crate) async fn run<W, R>(
         queues: HashMap::new(),
         channels: HashMap::new(),
         expires_at: None,
+        ops: rate::OpBudget::new(gateway.config.limits.op_rate_limit),
     };
     session.set_expiry(session.identity.exp);
     if dialect == Dialect::V1 {

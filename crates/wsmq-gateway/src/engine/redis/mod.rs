@@ -194,17 +194,30 @@ impl RedisEngine {
 }
 
 impl QueueStore for RedisEngine {
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
         async move {
             let created = match self
                 .rsmq
                 .create_queue(queue, &QueueOptions::default())
                 .await
             {
-                Err(RsmqError::QueueExists) => Ok(()),
-                other => other,
+                Ok(()) => Ok(true),
+                Err(RsmqError::QueueExists) => Ok(false),
+                Err(other) => Err(other),
             };
             self.track(created)
+        }
+        .boxed()
+    }
+
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            let exists = match self.rsmq.get_queue_attributes(queue).await {
+                Ok(_) => Ok(true),
+                Err(RsmqError::QueueNotFound) => Ok(false),
+                Err(other) => Err(other),
+            };
+            self.track(exists)
         }
         .boxed()
     }
