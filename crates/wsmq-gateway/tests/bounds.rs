@@ -335,3 +335,53 @@ async fn queue_creation_is_capped_per_user() {
         .await;
     assert_eq!(reply["op"], "ok", "{reply}");
 }
+
+/// Hands each publication to the test.
+struct Publications(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl wsmq_gateway::engine::BrokerHandler for Publications {
+    fn on_publication(&self, channel: &str, _body: &str) {
+        let _ = self.0.send(channel.to_owned());
+    }
+}
+
+/// A subscribe/unsubscribe loop (of sessions coming and going on one channel) does not delay
+/// the next subscription of the node: the changes are coalesced, not queued one round trip
+/// each (20,000 toggles queued 40,000 commands, seconds of round trips, before anyone else's).
+#[tokio::test]
+async fn a_subscribe_unsubscribe_loop_does_not_delay_other_subscriptions() {
+    use wsmq_gateway::engine::{BrokerHandler, redis::RedisEngine};
+    let redis = support::RedisServer::start();
+    let ns = format!("t{}", support::unique());
+    let engine = RedisEngine::connect(&redis.url(), &ns, Default::default())
+        .await
+        .unwrap()
+        .engine();
+    let (tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+    let handler: std::sync::Arc<dyn BrokerHandler> = std::sync::Arc::new(Publications(tx));
+    engine.broker.start(&handler);
+    let churn = format!("churn{}", support::unique());
+    for _ in 0..20_000 {
+        engine.broker.subscribe(&churn);
+        engine.broker.unsubscribe(&churn);
+    }
+    let wanted = format!("wanted{}", support::unique());
+    engine.broker.subscribe(&wanted);
+    let started = std::time::Instant::now();
+    // Publish until the node listens: how long the new subscription waited.
+    loop {
+        engine.broker.publish(&wanted, "x").await.unwrap();
+        if let Ok(Some(channel)) = tokio::time::timeout(Duration::from_millis(10), got.recv()).await
+        {
+            assert_eq!(channel, wanted);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never subscribed"
+        );
+    }
+    let waited = started.elapsed();
+    eprintln!("subscription after 20,000 subscribe/unsubscribe pairs took effect in {waited:?}");
+    assert!(waited < Duration::from_millis(500), "{waited:?}");
+}
