@@ -178,9 +178,10 @@ impl PubSub {
     async fn connect(&mut self) -> Result<(PubSubSink, redis::aio::PubSubStream), EngineError> {
         let unavailable = |e: redis::RedisError| EngineError::Unavailable(e.to_string());
         let queues = self.queues.entries();
+        let channels = self.channels.lock().expect("channel set poisoned").clone();
         let mut wanted = vec![keys::REVOKE_CHANNEL.to_owned()];
         wanted.extend(queues.iter().map(|(q, _)| format!("{}{q}", self.rt_prefix)));
-        wanted.extend(self.wanted_channels());
+        wanted.extend(channels.iter().map(|c| keys::channel(c)));
         let connecting = async {
             let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
             let (mut sink, stream) = pubsub.split();
@@ -199,29 +200,34 @@ impl PubSub {
         for (_, wake) in &queues {
             wake.listening.set(true);
         }
-        // What the connection holds now; a holder that left since the snapshot above made
-        // no unsubscribe (it judged against the old connection), so ask for it here.
-        self.changes
-            .connected(wanted.iter().skip(1).cloned().collect());
-        let channels = self.channels.lock().expect("channel set poisoned").clone();
-        for (queue, _) in &queues {
-            if self.queues.get(queue).is_none() {
-                self.changes
-                    .drop_stale(&format!("{}{queue}", self.rt_prefix));
-            }
-        }
-        for channel in wanted.iter().skip(1 + queues.len()) {
-            if keys::channel_name(channel).is_none_or(|name| !channels.contains(name)) {
-                self.changes.drop_stale(channel);
-            }
-        }
+        self.settle_changes(&queues, &channels);
         Ok((sink, stream))
     }
 
-    /// The pub/sub names of the channels the node subscribed to.
-    fn wanted_channels(&self) -> Vec<String> {
-        let channels = self.channels.lock().expect("channel set poisoned");
-        channels.iter().map(|c| keys::channel(c)).collect()
+    /// After a connection subscribed to what was wanted when it started (`queues` and
+    /// `channels`), makes exactly that what [`Changes`] judges wishes against (a subscribe
+    /// wished for meanwhile is still sent), and asks to leave what lost its last holder
+    /// meanwhile: that holder's wish was judged against the old connection, so no unsubscribe
+    /// was made for the new one.
+    fn settle_changes(&self, queues: &[(String, Arc<QueueWake>)], channels: &HashSet<String>) {
+        let realtime: Vec<String> = queues
+            .iter()
+            .map(|(q, _)| format!("{}{q}", self.rt_prefix))
+            .collect();
+        let subscribed = realtime
+            .iter()
+            .cloned()
+            .chain(channels.iter().map(|c| keys::channel(c)));
+        self.changes.connected(subscribed.collect());
+        for ((queue, _), channel) in queues.iter().zip(&realtime) {
+            if self.queues.get(queue).is_none() {
+                self.changes.drop_stale(channel);
+            }
+        }
+        let now = self.channels.lock().expect("channel set poisoned").clone();
+        for channel in channels.difference(&now) {
+            self.changes.drop_stale(&keys::channel(channel));
+        }
     }
 
     /// Serves one connection: `false` when the engine is gone, `true` when the connection
