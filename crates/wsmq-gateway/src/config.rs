@@ -371,6 +371,14 @@ fn at_most_an_hour(flag: &str, value: Duration) -> Result<Duration, GatewayError
     Ok(value)
 }
 
+/// Whether the own-queue template gives each user a queue of its own.
+fn own_queue_has_user(args: &ServeArgs) -> bool {
+    args.own_queue
+        .as_deref()
+        .unwrap_or(default::OWN_QUEUE)
+        .contains("{user}")
+}
+
 /// A configuration error.
 fn bad<T>(msg: impl Into<String>) -> Result<T, GatewayError> {
     Err(GatewayError::Config(msg.into()))
@@ -447,6 +455,11 @@ impl AuthConfig {
         let production_keys = args.jwt_secret.is_some()
             || public_key_pem.is_some()
             || args.access_token_secret.is_some();
+        if demo_secret.is_some() && !own_queue_has_user(args) {
+            return bad(
+                "--demo-secret needs an --own-queue with {user}: demo users would share a real queue",
+            );
+        }
         if args.demo && production_keys && demo_secret.is_none() {
             return bad(
                 "--demo gives anyone a token for any user name: beside --jwt-secret, \
@@ -887,6 +900,8 @@ mod tests {
         let config = parse(&["--demo", "--jwt-secret", "prod", "--demo-secret", "play"]).unwrap();
         assert_eq!(config.auth.demo_secret, Some(Secret::new("play")));
         assert!(parse(&["--demo", "--jwt-secret", "same", "--demo-secret", "same"]).is_err());
+        let fixed = ["--demo", "--demo-secret", "play", "--own-queue", "shared"];
+        assert!(parse(&fixed).unwrap_err().to_string().contains("{user}"));
     }
 
     #[test]

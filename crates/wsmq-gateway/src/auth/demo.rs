@@ -18,15 +18,14 @@ use crate::config::{DEMO_USER_PREFIX, Secret};
 pub(crate) const AUDIENCE: &str = "wsmq-demo";
 
 /// What a demo user may do beyond its own queue: chat in `room-*` channels and write to the
-/// other demo users' queues, nothing of the real users'.
-pub(crate) fn grants() -> Grants {
+/// other demo users' own queues (`own_queue` is the `--own-queue` template), nothing of the
+/// real users'.
+pub(crate) fn grants(own_queue: &str) -> Grants {
+    let demo_queues = own_queue.replace("{user}", &format!("{DEMO_USER_PREFIX}*"));
     Grants {
         consume: Vec::new(),
         subscribe: vec!["room-*".to_owned()],
-        publish: vec![
-            format!("queue:{DEMO_USER_PREFIX}*"),
-            "channel:room-*".to_owned(),
-        ],
+        publish: vec![format!("queue:{demo_queues}"), "channel:room-*".to_owned()],
     }
 }
 
@@ -34,15 +33,21 @@ pub(crate) fn grants() -> Grants {
 pub(crate) struct DemoTokens {
     /// HS256 with `--demo-secret`, audience [`AUDIENCE`].
     verifier: JwtVerifier,
+    /// What every demo identity is granted.
+    grants: Grants,
 }
 
 impl DemoTokens {
-    /// The verifier of tokens signed with `secret`.
-    pub(crate) fn new(secret: &Secret) -> Result<DemoTokens, String> {
+    /// The verifier of tokens signed with `secret`, for users whose own queues follow
+    /// `own_queue`.
+    pub(crate) fn new(secret: &Secret, own_queue: &str) -> Result<DemoTokens, String> {
         let verifier = JwtVerifier::hs256(secret.expose().as_bytes())
             .map_err(|e| e.to_string())?
             .with_audience(AUDIENCE);
-        Ok(DemoTokens { verifier })
+        Ok(DemoTokens {
+            verifier,
+            grants: grants(own_queue),
+        })
     }
 
     /// A demo token's identity: a `demo-` user with the demo grants.
@@ -53,7 +58,7 @@ impl DemoTokens {
                 reason: "bad_claims",
             });
         }
-        identity.grants = Some(grants());
+        identity.grants = Some(self.grants.clone());
         Ok(identity)
     }
 }
@@ -71,4 +76,16 @@ pub(crate) fn screen_real(identity: Identity) -> Result<Identity, AuthFailure> {
         });
     }
     Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_users_may_write_only_to_demo_users_own_queues() {
+        assert_eq!(grants("{user}").publish[0], "queue:demo-*");
+        assert_eq!(grants("inbox-{user}").publish[0], "queue:inbox-demo-*");
+        assert!(is_demo_user("demo-alice") && !is_demo_user("alice"));
+    }
 }

@@ -103,7 +103,7 @@ impl Authenticator {
         };
         let demo = match &config.auth.demo_secret {
             Some(secret) if config.demo => Some(
-                demo::DemoTokens::new(secret)
+                demo::DemoTokens::new(secret, &config.auth.own_queue)
                     .map_err(|e| GatewayError::Config(format!("--demo-secret: {e}")))?,
             ),
             _ => None,

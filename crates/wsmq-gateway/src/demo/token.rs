@@ -132,7 +132,7 @@ fn mint(gateway: &Gateway, user: &str) -> Option<(String, u64)> {
     let exp = now + TOKEN_TTL_SECS;
     let mut claims = Claims::new(user, exp);
     claims.iat = Some(now);
-    claims.wsmq = Some(separate::grants());
+    claims.wsmq = Some(separate::grants(&gateway.config.auth.own_queue));
     if let Some(secret) = &gateway.config.auth.demo_secret {
         claims.aud = Some(Audience::One(AUDIENCE.to_owned()));
         return Some((issue_hs256(&claims, secret.expose().as_bytes()), exp));
