@@ -55,16 +55,36 @@ impl Output {
         )
     }
 
-    /// `send --file`: the ids in line order, then a count on stderr.
-    pub(crate) fn sent_many(&self, queue: &str, ids: &[String]) -> anyhow::Result<()> {
+    /// `send --file`, text output: the ids of one batch, one per line, as soon as it is sent
+    /// (so they are out even when a later batch fails). Nothing for `--json`, which prints
+    /// them all at the end ([`Output::sent_many`]).
+    pub(crate) fn sent_batch(&self, ids: &[String]) -> anyhow::Result<()> {
+        if self.json {
+            return Ok(());
+        }
         self.emit(
             |w| ids.iter().try_for_each(|id| writeln!(w, "{id}")),
-            || json!(ids),
-        )?;
-        self.note(format!(
-            "sent {} to queue '{queue}'",
-            plural(ids.len() as u64, "message")
-        ));
+            || json!(null),
+        )
+    }
+
+    /// `send --file` at the end: for `--json` the array of ids in line order (also after a
+    /// failure, of what was sent); then, when `complete`, a count on stderr.
+    pub(crate) fn sent_many(
+        &self,
+        queue: &str,
+        ids: &[String],
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            self.emit(|_| Ok(()), || json!(ids))?;
+        }
+        if complete {
+            self.note(format!(
+                "sent {} to queue '{queue}'",
+                plural(ids.len() as u64, "message")
+            ));
+        }
         Ok(())
     }
 
@@ -197,6 +217,14 @@ impl Output {
         mark: u64,
         notified: u64,
     ) -> anyhow::Result<()> {
+        if removed == 0 {
+            // Often a mistyped user id: the mark still revokes the user's JWTs, but say so.
+            self.note(format!(
+                "warning: user '{}' had no registered access tokens (its JWTs are revoked \
+                 all the same); check the user id",
+                user.escape_debug()
+            ));
+        }
         self.emit(
             |w| {
                 let tokens = plural(removed, "access token");

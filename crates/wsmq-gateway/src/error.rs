@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// A message or frame is over the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller does this too often (a rate or budget is spent).
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 impl GatewayError {
@@ -50,6 +53,7 @@ impl GatewayError {
                 ErrorCode::TooLarge
             }
             GatewayError::Engine(EngineError::Unavailable(_)) => ErrorCode::Unavailable,
+            GatewayError::RateLimited(_) => ErrorCode::RateLimited,
             GatewayError::Config(_) | GatewayError::Io(_) => ErrorCode::Internal,
         }
     }

@@ -26,6 +26,7 @@
 //!   broker handler; `outbound`: the frames a session sends and the queue they wait in.
 //! - [`engine`]: the three engine interfaces (queue store, broker, cluster state) and their
 //!   Redis and in-memory implementations.
+//! - `quota`: the per-user budget of queue creations.
 //! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
 
 mod auth;
@@ -42,6 +43,7 @@ mod metrics;
 mod node;
 mod outbound;
 mod publish;
+mod quota;
 mod revocation;
 mod routes;
 pub mod server;

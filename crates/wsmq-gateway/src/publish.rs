@@ -6,7 +6,7 @@
 
 use wsmq_proto::{Publish, Target};
 
-use crate::{engine::EngineError, state::Gateway};
+use crate::{error::GatewayError, state::Gateway};
 
 /// What a publish did.
 #[derive(Debug)]
@@ -17,31 +17,40 @@ pub(crate) enum Published {
     Channel { receivers: u64 },
 }
 
-/// Publishes one message.
+/// Publishes one message, as `user` (whose budget of queue creations a missing queue takes
+/// from), or for the publish API (`None`).
 ///
 /// # Errors
 ///
-/// The engine's, already counted and logged.
+/// The engine's, already counted and logged; [`GatewayError::RateLimited`] when the queue
+/// is missing and the user may create no more.
 pub(crate) async fn publish(
     gateway: &Gateway,
+    user: Option<&str>,
     publish: &Publish,
-) -> Result<Published, EngineError> {
+) -> Result<Published, GatewayError> {
     let engine = &gateway.engine;
     match &publish.target {
         Target::Queue(queue) => {
+            gateway
+                .ensure_queue_for(user, queue.as_str())
+                .await
+                .inspect_err(|err| {
+                    if let GatewayError::Engine(err) = err {
+                        gateway
+                            .metrics
+                            .engine_failed("send", queue.as_str(), err, false);
+                    }
+                })?;
             let delay = publish.delay.map(u64::from);
-            let sent = match engine.queues.ensure_queue(queue.as_str()).await {
-                Ok(()) => {
-                    let body = &publish.message;
-                    engine.queues.send(queue.as_str(), body, delay).await
-                }
-                Err(err) => Err(err),
-            };
-            sent.map(|id| Published::Queue { id }).inspect_err(|err| {
+            let body = &publish.message;
+            let sent = engine.queues.send(queue.as_str(), body, delay).await;
+            let sent = sent.map(|id| Published::Queue { id }).inspect_err(|err| {
                 gateway
                     .metrics
                     .engine_failed("send", queue.as_str(), err, false);
-            })
+            });
+            Ok(sent?)
         }
         Target::Channel(channel) => engine
             .broker
@@ -52,6 +61,7 @@ pub(crate) async fn publish(
                 gateway
                     .metrics
                     .engine_failed("publish", channel.as_str(), err, false);
-            }),
+            })
+            .map_err(GatewayError::Engine),
     }
 }

@@ -7,7 +7,7 @@
 //! | `GET /readyz` | 200 when the engine answers and the node is not draining, else 503 |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/publish` | server-side publish with `Authorization: apikey KEY`; 404 without `--api-key` |
-//! | `GET /client/wsmq.js`; `/demo…` with `--demo` | [`demo::handle`]: the JS client, the chat demo |
+//! | `GET /client/wsmq.js`; `/demo…` with `--demo` | [`demo::handle`]: the JS client, the chat demo (public port only) |
 //!
 //! Everything else is a 404 with a JSON body. Only the path is ever logged: query strings may
 //! carry tokens.
@@ -89,7 +89,11 @@ pub(crate) async fn handle(
         {
             publish(req, &gateway).await
         }
-        (_, path) if demo::serves(&gateway, path) => demo::handle(req, &gateway).await,
+        // The demo is for browsers, which reach the public port; its token endpoint has no
+        // business on an internal port.
+        (_, path) if port == Port::Public && demo::serves(&gateway, path) => {
+            demo::handle(req, &gateway).await
+        }
         _ => not_found(),
     }
 }
@@ -161,12 +165,12 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
             return error_response(&err);
         }
     };
-    match publish::publish(gateway, &publish).await {
+    match publish::publish(gateway, None, &publish).await {
         Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
         Ok(Published::Channel { receivers }) => {
             json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers}))
         }
-        Err(err) => error_response(&GatewayError::Engine(err)),
+        Err(err) => error_response(&err),
     }
 }
 

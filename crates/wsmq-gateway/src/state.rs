@@ -20,6 +20,7 @@ use crate::{
     hub::ChannelHub,
     metrics::Metrics,
     outbound::Closer,
+    quota::QueueQuota,
     shutdown::Shutdown,
 };
 
@@ -43,6 +44,8 @@ pub(crate) struct Gateway {
     pub addr: SocketAddr,
     /// Start time, Unix seconds (for the heartbeat).
     pub started: u64,
+    /// Queue creations each user has left (`--queue-create-limit`).
+    pub queue_quota: QueueQuota,
 }
 
 impl Gateway {
@@ -73,6 +76,7 @@ impl Gateway {
         let handler: Arc<dyn BrokerHandler> = hub.clone();
         engine.broker.start(&handler);
         Ok(Arc::new(Gateway {
+            queue_quota: QueueQuota::new(config.limits.queue_create_limit),
             config,
             engine,
             hub,
@@ -83,6 +87,39 @@ impl Gateway {
             addr,
             started: clock::unix_secs(),
         }))
+    }
+
+    /// Makes sure `queue` exists before `user` consumes or publishes to it, creating it within
+    /// the user's budget of creations (`user` `None`: the publish API, not limited).
+    ///
+    /// # Errors
+    ///
+    /// The engine's, or [`GatewayError::RateLimited`] when the queue is missing and the user
+    /// has created as many as the budget allows.
+    pub(crate) async fn ensure_queue_for(
+        &self,
+        user: Option<&str>,
+        queue: &str,
+    ) -> Result<(), GatewayError> {
+        let queues = &self.engine.queues;
+        let Some(user) = user.filter(|_| self.queue_quota.limit() > 0) else {
+            queues.ensure_queue(queue).await?;
+            return Ok(());
+        };
+        if self.queue_quota.has_room(user) {
+            if queues.ensure_queue(queue).await? {
+                self.queue_quota.spend(user);
+            }
+            return Ok(());
+        }
+        if queues.queue_exists(queue).await? {
+            return Ok(());
+        }
+        tracing::info!(user, "queue creation refused: budget spent");
+        Err(GatewayError::RateLimited(format!(
+            "you created too many queues (at most {} an hour); use existing ones",
+            self.queue_quota.limit()
+        )))
     }
 
     /// Whether the node is shutting down (`/readyz` answers 503, new sessions are refused).

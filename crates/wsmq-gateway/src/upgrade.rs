@@ -72,6 +72,14 @@ pub(crate) async fn handle(
             &json!({"error": "bad_request", "reason": "missing sec-websocket-key"}),
         );
     };
+    if !origin_allowed(headers, &gateway.config.listen.allowed_origins) {
+        gateway.metrics.auth_failure("origin");
+        info!(path = %path, "handshake refused: origin not allowed");
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "forbidden", "reason": "origin"}),
+        );
+    }
     if gateway.is_draining() {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +156,22 @@ pub(crate) async fn handle(
         );
     }
     response
+}
+
+/// Whether the request's `Origin` is allowed: always with an empty allow-list, and for
+/// clients that send none (browsers always do; other clients are not what a cross-site page
+/// can abuse); else only an origin of the list (compared without case).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.to_str().is_ok_and(|origin| {
+            let origin = origin.trim().trim_end_matches('/');
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        }),
+    }
 }
 
 /// Per-socket buffers sized for many mostly idle sessions.

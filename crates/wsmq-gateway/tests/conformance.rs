@@ -34,8 +34,10 @@ async fn conform_queues(engine: &dyn QueueStore) {
         engine.receive(&q, 1, None).await.unwrap_err(),
         EngineError::QueueNotFound
     );
-    engine.ensure_queue(&q).await.unwrap();
-    engine.ensure_queue(&q).await.unwrap();
+    assert!(!engine.queue_exists(&q).await.unwrap());
+    assert!(engine.ensure_queue(&q).await.unwrap(), "created");
+    assert!(!engine.ensure_queue(&q).await.unwrap(), "existed");
+    assert!(engine.queue_exists(&q).await.unwrap());
     assert!(
         engine
             .receive(&q, 10, None)
@@ -142,6 +144,24 @@ async fn conform_queues(engine: &dyn QueueStore) {
         engine.send(&q, &big, None).await.unwrap_err(),
         EngineError::TooLarge
     );
+    // maxsize counts UTF-16 code units, as rsmq (JavaScript's `length`) does, not bytes: 65,536
+    // three-byte characters fit, one more does not, and a four-byte character counts two.
+    let sized = format!("q{}", unique());
+    engine.ensure_queue(&sized).await.unwrap();
+    let euros = "€".repeat(65536);
+    engine.send(&sized, &euros, None).await.unwrap();
+    let got = engine.receive(&sized, 1, None).await.unwrap().messages;
+    assert_eq!(got[0].body, euros);
+    for too_long in ["€".repeat(65537), "😀".repeat(32769)] {
+        assert_eq!(
+            engine.send(&sized, &too_long, None).await.unwrap_err(),
+            EngineError::TooLarge
+        );
+    }
+    engine
+        .send(&sized, &"😀".repeat(32768), None)
+        .await
+        .unwrap();
 
     // Realtime: a watcher is woken by a send, once the engine listens (a pub/sub engine
     // says when its subscription is confirmed; a second watcher finds it so at once).

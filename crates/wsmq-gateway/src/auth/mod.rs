@@ -17,6 +17,7 @@
 
 pub(crate) mod access_token;
 pub(crate) mod authz;
+pub(crate) mod demo;
 pub(crate) mod jwt;
 
 use std::{fmt, sync::Arc};
@@ -154,6 +155,9 @@ pub(crate) struct Authenticator {
     access_secret: Secret,
     /// Authorization rules.
     pub policy: Policy,
+    /// Demo tokens with their own secret (`--demo-secret`); real credentials of demo users
+    /// are then refused.
+    demo: Option<demo::DemoTokens>,
 }
 
 impl Authenticator {
@@ -184,6 +188,13 @@ impl Authenticator {
             Some(aud) => verifier.with_audience(aud),
             None => verifier,
         };
+        let demo = match &config.auth.demo_secret {
+            Some(secret) if config.demo => Some(
+                demo::DemoTokens::new(secret, &config.auth.own_queue)
+                    .map_err(|e| GatewayError::Config(format!("--demo-secret: {e}")))?,
+            ),
+            _ => None,
+        };
         Ok(Authenticator {
             verifier,
             issuing_secret,
@@ -191,6 +202,7 @@ impl Authenticator {
             audience: jwt.audience.clone(),
             access_secret: config.auth.access_token_secret.clone(),
             policy: Policy::new(&config.auth.own_queue, config.auth.open),
+            demo,
         })
     }
 
@@ -215,7 +227,9 @@ impl Authenticator {
             return Ok(identity);
         }
         if let Some(token) = access {
-            let result = access_token::verify(&self.access_secret, &token, registry).await;
+            let result = access_token::verify(&self.access_secret, &token, registry)
+                .await
+                .and_then(|identity| self.screen(identity));
             // When both were sent and both fail, the JWT's reason is the more useful one.
             return match (result, jwt_result) {
                 (Ok(identity), _) => Ok(identity),
@@ -236,14 +250,20 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// The reason it was refused: a token error's label, `revoked`, or `unavailable` when the
-    /// mark cannot be read (a token that cannot be checked is not let in).
+    /// The reason it was refused: a token error's label, `revoked`, `reserved_user`, or
+    /// `unavailable` when the mark cannot be read (a token that cannot be checked is not let
+    /// in).
     pub(crate) async fn verify_jwt(
         &self,
         token: &str,
         registry: &dyn ClusterState,
     ) -> Result<Identity, AuthFailure> {
-        let identity = jwt::verify(&self.verifier, token, clock::unix_secs())?;
+        let now = clock::unix_secs();
+        let identity = match (&self.demo, jwt::verify(&self.verifier, token, now)) {
+            (None, real) => real?,
+            (Some(_), Ok(identity)) => self.screen(identity)?,
+            (Some(demo), Err(failure)) => demo.verify(token, now).map_err(|_| failure)?,
+        };
         let query = [CredentialQuery {
             user: identity.user.as_str(),
             access_token: None,
@@ -262,6 +282,14 @@ impl Authenticator {
                     reason: "unavailable",
                 })
             }
+        }
+    }
+
+    /// A real credential's identity, unless its user name belongs to the demo.
+    fn screen(&self, identity: Identity) -> Result<Identity, AuthFailure> {
+        match self.demo {
+            Some(_) => demo::screen_real(identity),
+            None => Ok(identity),
         }
     }
 

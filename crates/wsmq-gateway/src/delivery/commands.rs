@@ -110,7 +110,7 @@ impl DeliveryTask {
         match result {
             Ok(_) => {
                 for reference in claimed.refs {
-                    self.reply(ServerFrame::ok(reference));
+                    self.reply_claimed(ServerFrame::ok(reference));
                 }
             }
             Err(err) => {
@@ -118,7 +118,7 @@ impl DeliveryTask {
                 metrics.engine_failed(op, self.queue.as_str(), &err, false);
                 self.unsettle(claimed.ids);
                 for reference in claimed.refs {
-                    self.reply(engine_error_frame(reference, &err));
+                    self.reply_claimed(engine_error_frame(reference, &err));
                 }
             }
         }
@@ -250,6 +250,13 @@ impl DeliveryTask {
 
     fn reply(&self, frame: ServerFrame) {
         self.out.push(OutFrame::text(encode_server(&frame)));
+    }
+
+    /// The reply to an ack or nack of a message delivered here: one per delivery at most, so
+    /// bounded by the credit like the deliveries themselves (a client that acks a backlog
+    /// as fast as it reads it is not slow).
+    fn reply_claimed(&self, frame: ServerFrame) {
+        self.out.push_credit(OutFrame::text(encode_server(&frame)));
     }
 }
 

@@ -352,7 +352,8 @@ impl DeliveryTask {
                 (legacy::encode_message(&body), ack_on_write)
             }
         };
-        self.out.push(OutFrame {
+        // Credit-bounded: at most `--window` of these per subscription are unacknowledged.
+        self.out.push_credit(OutFrame {
             payload: Payload::Text(text.into()),
             report: Some(WriteReport {
                 sent_ms: sent,

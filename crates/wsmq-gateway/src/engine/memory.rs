@@ -299,9 +299,14 @@ impl MemoryEngine {
 }
 
 impl QueueStore for MemoryEngine {
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let existed = self.queue(queue).is_some();
         self.ensure(queue);
-        futures_util::future::ready(Ok(())).boxed()
+        futures_util::future::ready(Ok(!existed)).boxed()
+    }
+
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        futures_util::future::ready(Ok(self.queue(queue).is_some())).boxed()
     }
 
     fn receive<'a>(

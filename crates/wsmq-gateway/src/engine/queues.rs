@@ -40,8 +40,11 @@ pub struct Received {
 
 /// Queues: every call is one round trip to the backend, batches included.
 pub trait QueueStore: Send + Sync + 'static {
-    /// Creates the queue with default attributes unless it exists.
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Creates the queue with default attributes unless it exists; `true` when it created it.
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>>;
+
+    /// Whether the queue exists (creating nothing).
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>>;
 
     /// Receives up to `max` visible messages, hiding them for `vt` seconds (the queue's vt
     /// when `None`).

@@ -66,6 +66,8 @@ pub(crate) struct Session {
     pub grants_expire_at: Option<Instant>,
     /// The session's number in the node's registry.
     pub registration: u64,
+    /// What is left of the session's budget of costly ops (`--op-rate-limit`).
+    pub ops: rate::OpBudget,
 }
 
 impl Session {
@@ -81,19 +83,14 @@ impl Session {
 
     /// Sets the expiry timer from a JWT `exp` (Unix seconds).
     pub(crate) fn set_expiry(&mut self, exp: Option<u64>) {
-        self.expires_at = exp.map(|exp| {
-            Instant::now() + Duration::from_secs(exp.saturating_sub(clock::unix_secs()))
-        });
+        self.expires_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
     }
 
     /// Sets when adopted grants end, from their JWT's `exp` (Unix seconds); `None`: never.
     pub(crate) fn set_grants_expiry(&mut self, exp: Option<u64>) {
-        // Checked, not added, so that no `exp` can overflow the clock: one too far out to be
-        // an instant is as good as never.
-        self.grants_expire_at = exp.and_then(|exp| {
-            let left = Duration::from_secs(exp.saturating_sub(clock::unix_secs()));
-            Instant::now().checked_add(left)
-        });
+        self.grants_expire_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
     }
 
     /// Adopted grants ran out: back to what the access token alone allows.
@@ -103,6 +100,13 @@ impl Session {
         self.grants_expire_at = None;
         subscribe::end_unallowed(self);
     }
+}
+
+/// When a token with `exp` (Unix seconds, from outside) expires, as an instant; `None` when
+/// that is too far away for the clock to represent (an `exp` near 2^63 would overflow
+/// `Instant + Duration`): such a token does not expire within the life of the process.
+fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
+    now.checked_add(Duration::from_secs(exp.saturating_sub(now_secs)))
 }
 
 /// Runs a session on an upgraded socket until it ends, then cleans up.
@@ -148,6 +152,7 @@ pub(crate) async fn run<W, R>(
         expires_at: None,
         grants_expire_at: None,
         registration,
+        ops: rate::OpBudget::new(gateway.config.limits.op_rate_limit),
     };
     session.set_expiry(session.identity.exp);
     // A session closed by its re-check gets no welcome (nor the token in it).

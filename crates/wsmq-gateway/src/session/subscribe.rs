@@ -18,6 +18,8 @@ pub(super) enum Refusal {
     TooMany { limit: usize },
     /// The queue could not be created.
     Engine(EngineError),
+    /// The queue is missing and the user may create no more (`--queue-create-limit`).
+    QueueBudget(String),
 }
 
 impl Refusal {
@@ -38,6 +40,9 @@ impl Refusal {
                 let err = GatewayError::Engine(err);
                 ServerFrame::error(reference, err.code(), err.public_message())
             }
+            Refusal::QueueBudget(message) => {
+                ServerFrame::error(reference, ErrorCode::RateLimited, message)
+            }
         }
     }
 }
@@ -57,11 +62,16 @@ pub(super) async fn queue(
             .may_consume(&session.identity, &queue);
         admit(session, allowed, || format!("consume queue {queue}"))?;
         let gateway = &session.gateway;
-        if let Err(err) = gateway.engine.queues.ensure_queue(queue.as_str()).await {
-            gateway
-                .metrics
-                .engine_failed("ensure_queue", queue.as_str(), &err, false);
-            return Err(Refusal::Engine(err));
+        let user = session.identity.user.as_str();
+        match gateway.ensure_queue_for(Some(user), queue.as_str()).await {
+            Ok(()) => {}
+            Err(GatewayError::Engine(err)) => {
+                gateway
+                    .metrics
+                    .engine_failed("ensure_queue", queue.as_str(), &err, false);
+                return Err(Refusal::Engine(err));
+            }
+            Err(other) => return Err(Refusal::QueueBudget(other.to_string())),
         }
     }
     if let Some(first) = first {

@@ -18,6 +18,7 @@
 //! recovery once, when a call succeeds again; the recovery is counted in
 //! [`RedisMetrics::command_reconnects`]. Callers log their own failures at debug level only.
 
+mod changes;
 mod pubsub;
 
 use std::{
@@ -32,13 +33,16 @@ use std::{
 use futures_util::future::{BoxFuture, FutureExt};
 use prometheus_client::metrics::counter::Counter;
 use redis::Client;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
-use self::pubsub::{PubSub, PubSubCommand, QueueWake};
+use self::{
+    changes::Changes,
+    pubsub::{PubSub, QueueWake},
+};
 use super::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
     Engine, EngineError, HandlerSlot, QueueMessage, QueueStore, QueueWatch, Received, Revocation,
@@ -75,8 +79,8 @@ pub struct RedisEngine {
     channels: Arc<Mutex<HashSet<String>>>,
     /// Where the pub/sub task hands channel publications: the node's hub.
     handler: Arc<HandlerSlot>,
-    /// Subscribe/unsubscribe requests to the pub/sub task.
-    commands: mpsc::UnboundedSender<PubSubCommand>,
+    /// Subscribe/unsubscribe wishes for the pub/sub task, coalesced per channel.
+    changes: Arc<Changes>,
     /// Revoked user ids, from `wsmq:revoke`, and notices of missed ones.
     revocations: broadcast::Sender<Revocation>,
     /// Stops the pub/sub task when the engine goes away (the task holds the registries, whose
@@ -103,14 +107,13 @@ impl RedisEngine {
         };
         let rsmq = Rsmq::connect(url, options).await.map_err(map_err)?;
         let client = Client::open(url).map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let queue_commands = commands.clone();
+        let changes = Arc::new(Changes::default());
+        let queue_changes = Arc::clone(&changes);
         let rt_ns = ns.to_owned();
         let queues = Interests::new(Box::new(
             move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
                 let channel = wsmq_rsmq::keys::realtime_channel(&rt_ns, queue);
-                let wake = Some(Arc::clone(wake));
-                let _ = queue_commands.send(PubSubCommand::toggle(channel, wake, first));
+                queue_changes.toggle(channel, Some(Arc::clone(wake)), first);
             },
         ));
         let channels = Arc::default();
@@ -122,7 +125,7 @@ impl RedisEngine {
             redis_back: Arc::clone(&redis_back),
             stop: stop.clone(),
             client,
-            commands: command_rx,
+            changes: Arc::clone(&changes),
             rt_prefix: wsmq_rsmq::keys::realtime_channel(ns, ""),
             queues: Arc::clone(&queues),
             channels: Arc::clone(&channels),
@@ -140,7 +143,7 @@ impl RedisEngine {
             queues,
             channels,
             handler,
-            commands,
+            changes,
             revocations,
             _pubsub: stop.drop_guard(),
         }))
@@ -161,8 +164,7 @@ impl RedisEngine {
         } else {
             channels.remove(channel);
         }
-        let command = PubSubCommand::toggle(keys::channel(channel), None, wanted);
-        let _ = self.commands.send(command);
+        self.changes.toggle(keys::channel(channel), None, wanted);
     }
 
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
@@ -203,17 +205,30 @@ impl RedisEngine {
 }
 
 impl QueueStore for RedisEngine {
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
         async move {
             let created = match self
                 .rsmq
                 .create_queue(queue, &QueueOptions::default())
                 .await
             {
-                Err(RsmqError::QueueExists) => Ok(()),
-                other => other,
+                Ok(()) => Ok(true),
+                Err(RsmqError::QueueExists) => Ok(false),
+                Err(other) => Err(other),
             };
             self.track(created)
+        }
+        .boxed()
+    }
+
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            let exists = match self.rsmq.get_queue_attributes(queue).await {
+                Ok(_) => Ok(true),
+                Err(RsmqError::QueueNotFound) => Ok(false),
+                Err(other) => Err(other),
+            };
+            self.track(exists)
         }
         .boxed()
     }

@@ -49,6 +49,21 @@ impl Reply {
 /// Runs one decoded client frame and sends its reply.
 pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
     let reference = frame.reference;
+    let cost = match &frame.op {
+        ClientOp::Subscribe(_) | ClientOp::Unsubscribe(_) | ClientOp::Publish(_) => 1.0,
+        ClientOp::Auth { .. } => super::rate::AUTH_COST,
+        _ => 0.0,
+    };
+    if cost > 0.0 && !session.ops.take(cost) {
+        session.gateway.metrics.rate_limited.inc();
+        let frame = ServerFrame::error(
+            reference,
+            ErrorCode::RateLimited,
+            "too many subscribe, unsubscribe, publish or auth ops; slow down",
+        );
+        session.send(encode_server(&frame));
+        return;
+    }
     let reply = match frame.op {
         ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,
         ClientOp::Unsubscribe(target) => unsubscribe::apply(session, target, reference),

@@ -6,10 +6,7 @@
 use wsmq_proto::{ErrorCode, MessageId, Publish, Ref, ServerFrame, Target};
 
 use super::{Reply, Session};
-use crate::{
-    error::GatewayError,
-    publish::{self, Published},
-};
+use crate::publish::{self, Published};
 
 /// Authorizes and publishes.
 pub(super) async fn apply(
@@ -27,12 +24,13 @@ pub(super) async fn apply(
     if let Some(message) = refused {
         return Reply::error(reference, ErrorCode::Forbidden, message);
     }
-    match publish::publish(&session.gateway, &publish).await {
+    let user = session.identity.user.as_str();
+    match publish::publish(&session.gateway, Some(user), &publish).await {
         Ok(Published::Queue { id }) => Reply::Now(ServerFrame::Ok {
             reference,
             id: MessageId::new(id).ok(),
         }),
         Ok(Published::Channel { .. }) => Reply::ok(reference),
-        Err(err) => Reply::failed(reference, &GatewayError::Engine(err)),
+        Err(err) => Reply::failed(reference, &err),
     }
 }
