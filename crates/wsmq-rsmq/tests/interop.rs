@@ -150,6 +150,7 @@ async fn queues_created_by_one_side_are_listed_described_and_deleted_by_the_othe
             vt: Some(45),
             delay: Some(3),
             maxsize: Some(2048),
+            ..QueueOptions::default()
         };
         let before = p.time_ms().await / 1000;
         p.create_queue(a, &custom, &opts).await.unwrap();
@@ -721,15 +722,15 @@ async fn errors_have_the_same_kind_on_both_sides() {
     let none = QueueOptions::default();
     let vt = |vt| QueueOptions {
         vt: Some(vt),
-        ..none
+        ..none.clone()
     };
     let delay = |delay| QueueOptions {
         delay: Some(delay),
-        ..none
+        ..none.clone()
     };
     let maxsize = |maxsize| QueueOptions {
         maxsize: Some(maxsize),
-        ..none
+        ..none.clone()
     };
     let too_many_secs = 10_000_000;
     let id = unknown_id();
@@ -764,10 +765,10 @@ async fn errors_have_the_same_kind_on_both_sides() {
         (
             "invalidFormat",
             vec![
-                ("create, space in name", Create("bad name", none)),
-                ("create, colon in name", Create("bad:name", none)),
-                ("create, non-ASCII name", Create("café", none)),
-                ("create, 161-char name", Create(LONG_NAME, none)),
+                ("create, space in name", Create("bad name", none.clone())),
+                ("create, colon in name", Create("bad:name", none.clone())),
+                ("create, non-ASCII name", Create("café", none.clone())),
+                ("create, 161-char name", Create(LONG_NAME, none.clone())),
                 ("send, dot in name", Send("a.b", x(), None)),
                 ("receive, slash in name", Receive("a/b", None)),
                 ("set attributes, bad name", SetAttributes("bad name", vt(5))),
@@ -783,7 +784,7 @@ async fn errors_have_the_same_kind_on_both_sides() {
         (
             "missingParameter",
             vec![
-                ("create, empty name", Create("", none)),
+                ("create, empty name", Create("", none.clone())),
                 ("attributes, empty name", Attributes("")),
                 ("delete, empty id", Delete("q", String::new())),
             ],
@@ -816,14 +817,23 @@ async fn errors_have_the_same_kind_on_both_sides() {
                 ("create existing, vt", Create("q", vt(too_many_secs))),
             ],
         ),
-        ("queueExists", vec![("create existing", Create("q", none))]),
+        (
+            "queueExists",
+            vec![("create existing", Create("q", none.clone()))],
+        ),
         (
             // Checked before anything else, even the name.
             "noAttributeSupplied",
             vec![
-                ("set nothing", SetAttributes("q", none)),
-                ("set nothing, missing queue", SetAttributes("missing", none)),
-                ("set nothing, bad name", SetAttributes("bad name", none)),
+                ("set nothing", SetAttributes("q", none.clone())),
+                (
+                    "set nothing, missing queue",
+                    SetAttributes("missing", none.clone()),
+                ),
+                (
+                    "set nothing, bad name",
+                    SetAttributes("bad name", none.clone()),
+                ),
             ],
         ),
     ];

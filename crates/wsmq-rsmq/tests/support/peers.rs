@@ -548,6 +548,11 @@ fn node_attributes(reply: &Value, method: &str) -> QueueAttributes {
         modified: count("modified"),
         msgs: count("msgs"),
         hiddenmsgs: count("hiddenmsgs"),
+        // npm rsmq knows nothing of wsmq's own attributes: a queue without them reads so.
+        maxreceives: 0,
+        ttl: 0,
+        deadletter: None,
+        totaldead: 0,
     }
 }
 

@@ -1,0 +1,27 @@
+-- Shared by the scripts that need an existing queue; scripts.rs puts it in front of them,
+-- so each script stays one EVALSHA and this text is written once.
+--
+-- Lua numbers are doubles: integers below 2^53 (16 digits) are exact, but tostring()
+-- and ".." print only 14 significant digits, so every number that goes back into
+-- Redis is formatted with int().
+
+local function int(n)
+  return string.format("%.0f", n)
+end
+
+-- The queue hash's vt, delay and maxsize, then the other fields named, in that order;
+-- nil when any of the first three is missing, which is how rsmq 0.12 tells a queue that
+-- does not exist ("queueNotFound").
+local function queue_fields(hash, ...)
+  local q = redis.call("HMGET", hash, "vt", "delay", "maxsize", ...)
+  if not q[1] or not q[2] or not q[3] then
+    return nil
+  end
+  return q
+end
+
+-- Redis TIME as rsmq's ts (ms), and the raw reply.
+local function now_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), t
+end
