@@ -132,6 +132,12 @@ impl MemoryEngine {
         self.send_now(queue, body, None).expect("the queue exists")
     }
 
+    /// Sets a queue's vt, creating it if needed (for tests; the gateway never changes it).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn set_vt_for_tests(&self, queue: &str, vt: u64) {
+        self.ensure(queue).state.lock().expect("queue poisoned").vt = vt;
+    }
+
     /// The queue's `totaldead` counter (for tests).
     #[cfg(any(test, feature = "test-util"))]
     pub fn totaldead(&self, queue: &str) -> u64 {
