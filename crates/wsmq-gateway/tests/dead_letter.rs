@@ -415,3 +415,77 @@ async fn kill_9_mid_dead_lettering_leaves_each_message_in_exactly_one_queue() {
     let attrs = rsmq.get_queue_attributes(&user).await.unwrap();
     assert_eq!(attrs.totaldead, dead.len() as u64);
 }
+
+/// `POST /api/publish` may give the rules of a queue it creates; bad rules are a clear 400 and
+/// create nothing; an existing queue keeps its own.
+#[tokio::test]
+async fn api_publish_creates_a_queue_with_rules() {
+    const KEY: &str = "api-key-0123456789";
+    on_both_engines!(
+        |gw| {
+            let auth = format!("apikey {KEY}");
+            let q = format!("api{}", unique());
+            let publish = |body: Value| {
+                let body = body.to_string();
+                let gw = &gw;
+                let auth = auth.clone();
+                async move {
+                    let (status, reply) = gw
+                        .http("POST", "/api/publish", &[("authorization", &auth)], &body)
+                        .await;
+                    (status, serde_json::from_str::<Value>(&reply).unwrap())
+                }
+            };
+            for (create, error) in [
+                (json!({"maxreceives": -1}), "`create` must be"),
+                (json!({"ttl": "an hour"}), "`create` must be"),
+                (
+                    json!({"deadletter": q}),
+                    "invalid dead-letter queue: it is the queue itself",
+                ),
+                (json!({"deadletter": "bad name"}), "invalid queue name"),
+                (
+                    json!({"maxreceives": 1_000_001}),
+                    "maxreceives must be between 0 and 1000000",
+                ),
+            ] {
+                let (status, reply) =
+                    publish(json!({"queue": q, "message": "m", "create": create})).await;
+                assert_eq!(status, 400, "{create}: {reply}");
+                assert!(
+                    reply["message"].as_str().unwrap().contains(error),
+                    "{create}: {reply}"
+                );
+            }
+            let engine = gw.queues().await;
+            assert_eq!(
+                engine.receive(&q, 1, None).await.unwrap_err(),
+                EngineError::QueueNotFound
+            );
+
+            let dlq = format!("{q}-dead");
+            let create = json!({"maxreceives": 1, "deadletter": dlq});
+            let (status, reply) =
+                publish(json!({"queue": q, "message": "once", "create": create})).await;
+            assert_eq!(status, 200, "{reply}");
+            let id = reply["id"].as_str().unwrap().to_owned();
+            // Received once and given back: dead at the next receive.
+            let got = engine.receive(&q, 1, Some(0)).await.unwrap();
+            assert_eq!(got.messages[0].id, id);
+            let next = engine.receive(&q, 1, None).await.unwrap();
+            assert!(next.messages.is_empty());
+            assert_eq!(next.dead.max_receives, 1);
+            let dead = engine.receive(&dlq, 1, None).await.unwrap().messages;
+            assert_eq!(dead[0].id, id);
+            // An existing queue keeps its rules: no limit asked for here, still dead-lettered.
+            let (status, _) = publish(json!({"queue": q, "message": "again", "create": {}})).await;
+            assert_eq!(status, 200);
+            engine.receive(&q, 1, Some(0)).await.unwrap();
+            assert_eq!(
+                engine.receive(&q, 1, None).await.unwrap().dead.max_receives,
+                1
+            );
+        },
+        |c: &mut Config| c.auth.api_key = Some(wsmq_gateway::config::Secret::new(KEY))
+    );
+}

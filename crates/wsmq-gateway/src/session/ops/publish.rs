@@ -27,7 +27,7 @@ pub(super) async fn apply(
     if let Some(message) = refused {
         return Reply::error(reference, ErrorCode::Forbidden, message);
     }
-    match publish::publish(&session.gateway, &publish).await {
+    match publish::publish(&session.gateway, &publish, None).await {
         Ok(Published::Queue { id }) => Reply::Now(ServerFrame::Ok {
             reference,
             id: MessageId::new(id).ok(),
