@@ -2,6 +2,10 @@
 -- with "dead"); scripts.rs puts it after queue_prelude.lua. Every check here runs before
 -- the first write of its script, since Redis does not roll a script back when a later
 -- command fails: a script either writes everything or nothing.
+--
+-- KEYS     none of its own: each function takes the keys it uses from its script
+-- ARGV     none of its own
+-- Returns: nothing; it defines local functions for the script after it
 
 -- The dead-letter queue named by a queue hash's `deadletter` field, as its zset and hash
 -- keys in namespace `prefix` ("{ns}:"); false when there is none. Errors (to return as

@@ -1,6 +1,10 @@
 -- Shared by the scripts that need an existing queue; scripts.rs puts it in front of them,
 -- so each script stays one EVALSHA and this text is written once.
 --
+-- KEYS     none of its own: each function takes the keys it uses from its script
+-- ARGV     none of its own
+-- Returns: nothing; it defines local functions for the script after it
+--
 -- Lua numbers are doubles: integers below 2^53 (16 digits) are exact, but tostring()
 -- and ".." print only 14 significant digits, so every number that goes back into
 -- Redis is formatted with int().
