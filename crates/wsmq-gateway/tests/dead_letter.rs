@@ -253,6 +253,10 @@ async fn redis_error_replies_are_internal_and_the_node_stays_ready() {
         .request(json!({"op": "publish", "queue": q, "message": "x", "ref": 1}))
         .await;
     assert_eq!(reply["code"], "internal", "{reply}");
+    // No outage was logged, so the next success is no "recovery" either: the logs and the
+    // reconnect counter do not flap on such errors.
+    assert_eq!(gw.http("GET", "/readyz", &[], "").await.0, 200);
+    assert_eq!(metric(&gw, &["wsmq_redis_reconnects_total"]).await, 0);
 }
 
 /// A v1 session of `user` on a gateway process, past its welcome.

@@ -109,14 +109,26 @@ async fn a_message_older_than_ttl_is_never_delivered_and_is_counted() {
         .query_async(&mut redis.conn().await)
         .await
         .unwrap();
+    // Just inside the ttl; and one whose id another writer made with an uppercase time part
+    // (below every lowercase id as text, though sent now): both are delivered.
+    let recent = wsmq_rsmq::new_message_id((now - 55_000) * 1000);
+    let upper = wsmq_rsmq::new_message_id(now * 1000).to_uppercase();
+    let () = redis::pipe()
+        .zadd(redis.key("news"), &recent, now - 55_000)
+        .hset(redis.key("news:Q"), &recent, "recent")
+        .zadd(redis.key("news"), &upper, now - 1)
+        .hset(redis.key("news:Q"), &upper, "upper")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
     let fresh = rsmq.send_message("news", "fresh", None).await.unwrap();
 
     let batch = rsmq.receive_batch_next("news", 10, None).await.unwrap();
     let ids: Vec<&str> = batch.messages.iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(ids, [fresh.as_str()]);
+    assert_eq!(ids, [recent.as_str(), upper.as_str(), fresh.as_str()]);
     assert_eq!((batch.dead.expired, batch.dead.dead_lettered), (1, false));
     let attrs = rsmq.get_queue_attributes("news").await.unwrap();
-    assert_eq!((attrs.totaldead, attrs.msgs, attrs.ttl), (1, 1, 60));
+    assert_eq!((attrs.totaldead, attrs.msgs, attrs.ttl), (1, 3, 60));
     assert!(!hgetall(&redis, "news:Q").await.contains_key(&old));
 }
 

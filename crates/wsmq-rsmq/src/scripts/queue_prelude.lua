@@ -13,6 +13,20 @@ local function int(n)
   return string.format("%.0f", n)
 end
 
+-- Lowercase base 36 of a whole number, as JavaScript's n.toString(36): the time part of
+-- rsmq's message ids (the µs of the send).
+local function base36(n)
+  -- n < 2^53 and n / 36 < 2^48, so % and / below stay exact.
+  local digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+  local s = ""
+  repeat
+    local d = n % 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  until n == 0
+  return s
+end
+
 -- The queue hash's vt, delay and maxsize, then the other fields named, in that order;
 -- nil when any of the first three is missing, which is how rsmq 0.12 tells a queue that
 -- does not exist ("queueNotFound").

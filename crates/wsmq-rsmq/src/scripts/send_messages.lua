@@ -14,18 +14,6 @@
 --          "RSMQ invalidValue delay" resolved delay outside 0..9999999
 --          "RSMQ messageTooLong"    some body longer than maxsize; nothing is sent
 
-local function base36(n)
-  -- n < 2^53 and n / 36 < 2^48, so % and / below stay exact.
-  local digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-  local s = ""
-  repeat
-    local d = n % 36
-    s = string.sub(digits, d + 1, d + 1) .. s
-    n = (n - d) / 36
-  until n == 0
-  return s
-end
-
 local q = queue_fields(KEYS[2])
 if not q then
   return redis.error_reply("RSMQ queueNotFound")
