@@ -493,3 +493,45 @@ async fn api_publish_creates_a_queue_with_rules() {
         |c: &mut Config| c.auth.api_key = Some(wsmq_gateway::config::Secret::new(KEY))
     );
 }
+
+/// Issue 15.9: one corrupt message (`HSET … <id>:rc abc`) does not stop the queue: the
+/// session gets the messages around it, each once with rc 1, and the skip is counted.
+#[tokio::test]
+async fn a_corrupt_message_does_not_stop_the_queue() {
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder().redis(&redis).start().await;
+    let engine = gw.queues().await;
+    let user = format!("cr{}", unique());
+    engine.ensure_queue(&user).await.unwrap();
+    let mut ids = Vec::new();
+    for body in ["before", "corrupt", "after"] {
+        ids.push(engine.send(&user, body, None).await.unwrap());
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg(format!("{}:{user}:Q", gw.ns))
+        .arg(format!("{}:rc", ids[1]))
+        .arg("abc")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (mut client, _) = gw.v1(&user).await;
+    client
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    for want in [&ids[0], &ids[2]] {
+        let frame = next_message(&mut client).await;
+        assert_eq!(
+            (&frame["id"], &frame["rc"]),
+            (&json!(want), &json!(1)),
+            "{frame}"
+        );
+    }
+    client.expect_silence(Duration::from_millis(300)).await;
+    assert!(metric(&gw, &["wsmq_corrupt_messages_total"]).await >= 1);
+    client.close().await;
+}

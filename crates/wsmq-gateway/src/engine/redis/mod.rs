@@ -34,7 +34,7 @@ use prometheus_client::metrics::counter::Counter;
 use redis::Client;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
@@ -80,6 +80,9 @@ pub struct RedisEngine {
     commands: mpsc::UnboundedSender<PubSubCommand>,
     /// Revoked user ids, from `wsmq:revoke`.
     revocations: broadcast::Sender<String>,
+    /// Queues already warned about for holding corrupt messages: a receive skips them every
+    /// time, and one warning per queue and process says it (the metric counts each skip).
+    corrupt_warned: Mutex<HashSet<String>>,
     /// Stops the pub/sub task when the engine goes away (the task holds the registries, whose
     /// callbacks hold its command sender, so it would not notice otherwise).
     _pubsub: DropGuard,
@@ -143,6 +146,7 @@ impl RedisEngine {
             handler,
             commands,
             revocations,
+            corrupt_warned: Mutex::default(),
             _pubsub: stop.drop_guard(),
         }))
     }
@@ -254,11 +258,21 @@ impl QueueStore for RedisEngine {
                 })
                 .collect();
             if batch.dead.corrupt > 0 {
-                warn!(
-                    queue,
-                    count = batch.dead.corrupt,
-                    "skipped messages whose receive count is not a number; fix or delete them"
-                );
+                let first = self
+                    .corrupt_warned
+                    .lock()
+                    .expect("corrupt queue set poisoned")
+                    .insert(queue.to_owned());
+                let count = batch.dead.corrupt;
+                if first {
+                    warn!(
+                        queue,
+                        count,
+                        "skipped messages whose receive count is not a number; fix or delete them"
+                    );
+                } else {
+                    debug!(queue, count, "skipped corrupt messages again");
+                }
             }
             Ok(Received {
                 messages,
