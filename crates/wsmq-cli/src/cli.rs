@@ -214,11 +214,13 @@ pub enum QueueCmd {
         attrs: QueueAttrArgs,
     },
 
-    /// Change a queue's attributes (at least one of --vt, --delay, --maxsize)
+    /// Change a queue's attributes (at least one of them)
     ///
-    /// Example:
+    /// Examples:
     ///
     ///   wsmq-cli queue set alice --vt 120
+    ///   wsmq-cli queue set jobs --max-receives 5 --dead-letter jobs-dead --ttl 3600
+    ///   wsmq-cli queue set jobs --max-receives 0 --no-dead-letter
     #[command(verbatim_doc_comment)]
     Set {
         /// The queue
@@ -235,6 +237,33 @@ pub enum QueueCmd {
         /// The queue
         #[arg(value_name = "QUEUE")]
         queue: String,
+    },
+
+    /// Move messages from a dead-letter queue back to a queue, ids and bodies kept
+    ///
+    /// Moves the visible messages of QUEUE (oldest first; those being received stay) to the
+    /// queue given by --to, where they are visible at once and start with a receive count of
+    /// 0. Each batch of up to 1000 is one atomic step, so an interrupted redrive leaves
+    /// every message in exactly one of the two queues. A progress bar is drawn when stderr
+    /// is a terminal. A message older than the target's --ttl is dead again at its next
+    /// receive there: its age comes from its id, which is kept.
+    ///
+    /// Example:
+    ///
+    ///   wsmq-cli queue redrive jobs-dead --to jobs --count 100
+    #[command(verbatim_doc_comment)]
+    Redrive {
+        /// The queue to move messages from (usually a dead-letter queue)
+        #[arg(value_name = "QUEUE")]
+        queue: String,
+
+        /// The queue to move them to
+        #[arg(long, value_name = "QUEUE")]
+        to: String,
+
+        /// Move at most N messages (default: all)
+        #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
 }
 
@@ -253,6 +282,27 @@ pub struct QueueAttrArgs {
     /// default 65536)
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub maxsize: Option<i64>,
+
+    /// Receives after which a message is dead: the next receive moves it to the dead-letter
+    /// queue, or deletes it when there is none (0..1000000; default 0, no limit)
+    // Text, so that a negative or non-numeric value gets the same one-line error as a value
+    // out of range, from the command.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_receives: Option<String>,
+
+    /// Seconds after its send at which a message is dead, never delivered (0..9999999;
+    /// default 0, never)
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub ttl: Option<String>,
+
+    /// Where dead messages go: a queue (created on first use), not the queue itself
+    /// (default: none, dead messages are deleted)
+    #[arg(long, value_name = "QUEUE", conflicts_with = "no_dead_letter")]
+    pub dead_letter: Option<String>,
+
+    /// Remove the dead-letter queue setting (dead messages are deleted)
+    #[arg(long)]
+    pub no_dead_letter: bool,
 }
 
 /// Token administration.

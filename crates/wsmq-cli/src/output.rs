@@ -152,6 +152,20 @@ impl Output {
                     ("vt", format!("{} s", a.vt)),
                     ("delay", format!("{} s", a.delay)),
                     ("maxsize", maxsize),
+                    ("max receives", or_off(a.maxreceives, "no limit")),
+                    (
+                        "ttl",
+                        if a.ttl == 0 {
+                            "none".to_owned()
+                        } else {
+                            format!("{} s", a.ttl)
+                        },
+                    ),
+                    (
+                        "dead-letter",
+                        a.deadletter.clone().unwrap_or_else(|| "none".to_owned()),
+                    ),
+                    ("total dead", a.totaldead.to_string()),
                     ("created", time_secs(a.created)),
                     ("modified", time_secs(a.modified)),
                 ];
@@ -170,8 +184,31 @@ impl Output {
                     "modified": a.modified,
                     "msgs": a.msgs,
                     "hiddenmsgs": a.hiddenmsgs,
+                    "maxreceives": a.maxreceives,
+                    "ttl": a.ttl,
+                    "deadletter": a.deadletter,
+                    "totaldead": a.totaldead,
                 })
             },
+        )
+    }
+
+    /// `queue redrive`: how many moved, and how many are left in the source.
+    pub(crate) fn redriven(
+        &self,
+        from: &str,
+        to: &str,
+        moved: u64,
+        left: u64,
+    ) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                writeln!(
+                    w,
+                    "moved {moved} messages from '{from}' to '{to}' ({left} left in '{from}')"
+                )
+            },
+            || json!({ "from": from, "to": to, "moved": moved, "left": left }),
         )
     }
 
@@ -379,6 +416,15 @@ fn escape_controls(body: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// A setting where 0 means off: the number, or `off` in words.
+fn or_off(value: u64, off: &str) -> String {
+    if value == 0 {
+        off.to_owned()
+    } else {
+        value.to_string()
+    }
 }
 
 #[cfg(test)]

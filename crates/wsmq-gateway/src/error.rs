@@ -54,7 +54,9 @@ impl GatewayError {
             }
             GatewayError::Engine(EngineError::Unavailable(_)) => ErrorCode::Unavailable,
             GatewayError::RateLimited(_) => ErrorCode::RateLimited,
-            GatewayError::Config(_) | GatewayError::Io(_) => ErrorCode::Internal,
+            GatewayError::Config(_)
+            | GatewayError::Io(_)
+            | GatewayError::Engine(EngineError::Internal(_)) => ErrorCode::Internal,
         }
     }
 
@@ -75,7 +77,9 @@ impl GatewayError {
     pub fn public_message(&self) -> String {
         match self {
             GatewayError::Engine(EngineError::Unavailable(_)) => "engine unavailable".to_owned(),
-            GatewayError::Config(_) | GatewayError::Io(_) => "internal error".to_owned(),
+            GatewayError::Config(_)
+            | GatewayError::Io(_)
+            | GatewayError::Engine(EngineError::Internal(_)) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }

@@ -1,12 +1,13 @@
 //! Publishing, for every way in: the v1 `publish` op and `POST /api/publish`.
 //!
-//! A queue message goes to the queue (created if missing) and wakes its consumers on every
-//! node; a channel message goes to the broker, which hands it to every node that has
-//! subscribers. Callers authorize first; this counts and logs engine failures once for all.
+//! A queue message goes to the queue (created if missing, with the [`QueueRules`] the HTTP API
+//! may give for that case) and wakes its consumers on every node; a channel message goes to the
+//! broker, which hands it to every node that has subscribers. Callers authorize first; this
+//! counts and logs engine failures once for all.
 
 use wsmq_proto::{Publish, Target};
 
-use crate::{error::GatewayError, state::Gateway};
+use crate::{engine::QueueRules, error::GatewayError, state::Gateway};
 
 /// What a publish did.
 #[derive(Debug)]
@@ -18,7 +19,8 @@ pub(crate) enum Published {
 }
 
 /// Publishes one message, as `user` (whose budget of queue creations a missing queue takes
-/// from), or for the publish API (`None`).
+/// from), or for the publish API (`None`); `rules` are those of a queue this publish creates
+/// (an existing queue keeps its own).
 ///
 /// # Errors
 ///
@@ -28,12 +30,13 @@ pub(crate) async fn publish(
     gateway: &Gateway,
     user: Option<&str>,
     publish: &Publish,
+    rules: Option<&QueueRules>,
 ) -> Result<Published, GatewayError> {
     let engine = &gateway.engine;
     match &publish.target {
         Target::Queue(queue) => {
             gateway
-                .ensure_queue_for(user, queue.as_str())
+                .ensure_queue_for(user, queue.as_str(), rules)
                 .await
                 .inspect_err(|err| {
                     if let GatewayError::Engine(err) = err {

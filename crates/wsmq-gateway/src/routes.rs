@@ -24,10 +24,11 @@ use hyper::{
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
-use wsmq_proto::decode_publish_body;
+use wsmq_proto::{Publish, Target, decode_publish_body};
 
 use crate::{
     demo,
+    engine::QueueRules,
     error::GatewayError,
     http::{Body, error_response, json_response, not_found},
     metrics,
@@ -165,13 +166,58 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
             return error_response(&err);
         }
     };
-    match publish::publish(gateway, None, &publish).await {
+    let rules = match queue_rules(text, &publish) {
+        Ok(rules) => rules,
+        Err(err) => return error_response(&err),
+    };
+    match publish::publish(gateway, None, &publish, rules.as_ref()).await {
         Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
         Ok(Published::Channel { receivers }) => {
             json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers}))
         }
         Err(err) => error_response(&err),
     }
+}
+
+/// The optional `"create": {"maxreceives"?: n, "deadletter"?: q, "ttl"?: s}` of a publish body:
+/// the rules of the queue when this publish creates it.
+fn queue_rules(text: &str, publish: &Publish) -> Result<Option<QueueRules>, GatewayError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Create {
+        #[serde(default)]
+        maxreceives: u64,
+        #[serde(default)]
+        ttl: u64,
+        deadletter: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        create: Option<serde_json::Value>,
+    }
+    let invalid = |detail: String| GatewayError::Invalid(detail);
+    // The body already decoded as a publish, so it is a JSON object.
+    let body: Body = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let Some(create) = body.create else {
+        return Ok(None);
+    };
+    let Target::Queue(queue) = &publish.target else {
+        return Err(invalid("`create` is for queues, not channels".into()));
+    };
+    let create: Create = serde_json::from_value(create).map_err(|e| {
+        invalid(format!(
+            "`create` must be {{\"maxreceives\"?: n, \"deadletter\"?: queue, \"ttl\"?: seconds}}: {e}"
+        ))
+    })?;
+    let rules = QueueRules {
+        max_receives: create.maxreceives,
+        ttl: create.ttl,
+        dead_letter: create.deadletter,
+    };
+    rules
+        .validate(queue.as_str())
+        .map_err(GatewayError::Engine)?;
+    Ok(Some(rules))
 }
 
 /// Compares secrets without leaking, through timing, how long a matching prefix is.

@@ -15,7 +15,7 @@ use crate::{
     auth::{Authenticator, Credential},
     clock,
     config::Config,
-    engine::{BrokerHandler, Engine},
+    engine::{BrokerHandler, Engine, QueueRules},
     error::GatewayError,
     hub::ChannelHub,
     metrics::Metrics,
@@ -89,8 +89,9 @@ impl Gateway {
         }))
     }
 
-    /// Makes sure `queue` exists before `user` consumes or publishes to it, creating it within
-    /// the user's budget of creations (`user` `None`: the publish API, not limited).
+    /// Makes sure `queue` exists before `user` consumes or publishes to it, creating it (with
+    /// `rules`, else the defaults) within the user's budget of creations (`user` `None`: the
+    /// publish API, not limited). An existing queue keeps its own rules.
     ///
     /// # Errors
     ///
@@ -100,14 +101,21 @@ impl Gateway {
         &self,
         user: Option<&str>,
         queue: &str,
+        rules: Option<&QueueRules>,
     ) -> Result<(), GatewayError> {
         let queues = &self.engine.queues;
+        let create = || async {
+            match rules {
+                Some(rules) => queues.create_queue(queue, rules).await,
+                None => queues.ensure_queue(queue).await,
+            }
+        };
         let Some(user) = user.filter(|_| self.queue_quota.limit() > 0) else {
-            queues.ensure_queue(queue).await?;
+            create().await?;
             return Ok(());
         };
         if self.queue_quota.has_room(user) {
-            if queues.ensure_queue(queue).await? {
+            if create().await? {
                 self.queue_quota.spend(user);
             }
             return Ok(());

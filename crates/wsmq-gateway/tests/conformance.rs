@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use support::{RedisServer, unique};
 use wsmq_gateway::engine::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialQuery, Engine, EngineError,
-    QueueStore, Revocation, memory::MemoryEngine, redis::RedisEngine,
+    Held, QueueRules, QueueStore, Revocation, memory::MemoryEngine, redis::RedisEngine,
 };
 
 /// A node's side of the broker: every publication handed over, in order.
@@ -22,7 +22,15 @@ impl BrokerHandler for Publications {
 
 async fn conformance(parts: Engine) {
     conform_queues(parts.queues.as_ref()).await;
+    conform_rules(parts.queues.as_ref()).await;
     conform_broker(parts.broker.as_ref()).await;
+}
+
+fn held(message: &wsmq_gateway::engine::QueueMessage) -> Held {
+    Held {
+        id: message.id.clone(),
+        rc: message.rc,
+    }
 }
 
 async fn conform_queues(engine: &dyn QueueStore) {
@@ -86,32 +94,32 @@ async fn conform_queues(engine: &dyn QueueStore) {
     assert_eq!(engine.ack(&q, &all[..2]).await.unwrap(), 0);
 
     // Nack with delay 0: visible at once, rc 3; unknown ids are `false`.
-    assert!(engine.nack(&q, &all[2], 0).await.unwrap());
+    assert!(engine.nack(&q, &held(&again[2]), 0).await.unwrap());
     let back = engine.receive(&q, 10, None).await.unwrap().messages;
     assert_eq!((back.len(), back[0].rc), (1, 3));
-    assert!(!engine.nack(&q, &all[0], 0).await.unwrap());
+    assert!(!engine.nack(&q, &held(&again[0]), 0).await.unwrap());
     engine.ack(&q, &all[2..]).await.unwrap();
 
     // Release gives several back in one call, counting those that still exist.
     for i in 0..3 {
         engine.send(&q, &format!("r{i}"), None).await.unwrap();
     }
-    let held: Vec<String> = engine
+    let holding: Vec<Held> = engine
         .receive(&q, 10, Some(30))
         .await
         .unwrap()
         .messages
-        .into_iter()
-        .map(|d| d.id)
+        .iter()
+        .map(held)
         .collect();
-    assert_eq!(held.len(), 3);
-    assert_eq!(engine.release(&q, &held[..2], 0).await.unwrap(), 2);
+    assert_eq!(holding.len(), 3);
+    assert_eq!(engine.release(&q, &holding[..2], 0).await.unwrap(), 2);
     let back = engine.receive(&q, 10, Some(30)).await.unwrap().messages;
     let back_ids: Vec<&str> = back.iter().map(|d| d.id.as_str()).collect();
-    assert_eq!(back_ids, [held[0].as_str(), held[1].as_str()]);
+    assert_eq!(back_ids, [holding[0].id.as_str(), holding[1].id.as_str()]);
     assert!(back.iter().all(|d| d.rc == 2));
     // With a delay they stay hidden that long; a deleted id is not counted.
-    let later = [held[2].clone(), all[0].clone()];
+    let later = [holding[2].clone(), held(&again[0])];
     assert_eq!(engine.release(&q, &later, 5).await.unwrap(), 1);
     let hidden = engine.receive(&q, 10, None).await.unwrap();
     assert!(hidden.messages.is_empty());
@@ -120,7 +128,8 @@ async fn conform_queues(engine: &dyn QueueStore) {
         due > Duration::from_secs(4) && due <= Duration::from_secs(5),
         "{due:?}"
     );
-    engine.ack(&q, &held).await.unwrap();
+    let held_ids: Vec<String> = holding.iter().map(|h| h.id.clone()).collect();
+    engine.ack(&q, &held_ids).await.unwrap();
 
     // A delayed message is invisible until due, and the engine says when it is due.
     engine.send(&q, "later", Some(1)).await.unwrap();
@@ -176,6 +185,103 @@ async fn conform_queues(engine: &dyn QueueStore) {
     tokio::time::timeout(Duration::from_secs(2), woken)
         .await
         .expect("woken by the send");
+}
+
+/// The queue rules, the same on every engine: max receives and ttl make a message dead
+/// (moved to the dead-letter queue, or deleted), a nack "dead" does it at once, and a
+/// release or dead-lettering by an earlier receive never touches a later one (issue 15.4).
+async fn conform_rules(engine: &dyn QueueStore) {
+    let q = format!("r{}", unique());
+    let dlq = format!("{q}-dead");
+
+    // Bad rules are refused; an existing queue keeps its own.
+    let selfish = QueueRules {
+        dead_letter: Some(q.clone()),
+        ..QueueRules::default()
+    };
+    assert!(matches!(
+        engine.create_queue(&q, &selfish).await,
+        Err(EngineError::Invalid(_))
+    ));
+    let rules = QueueRules {
+        max_receives: 2,
+        ttl: 0,
+        dead_letter: Some(dlq.clone()),
+    };
+    assert!(engine.create_queue(&q, &rules).await.unwrap());
+    assert!(
+        !engine
+            .create_queue(&q, &QueueRules::default())
+            .await
+            .unwrap()
+    );
+
+    // Received (and nacked) twice with maxreceives 2: the third receive moves it.
+    let poison = engine.send(&q, "poison", None).await.unwrap();
+    for rc in 1..=2 {
+        let got = engine.receive(&q, 10, None).await.unwrap().messages;
+        assert_eq!((got[0].id.as_str(), got[0].rc), (poison.as_str(), rc));
+        assert!(engine.nack(&q, &held(&got[0]), 0).await.unwrap());
+    }
+    let good = engine.send(&q, "good", None).await.unwrap();
+    let third = engine.receive(&q, 10, Some(30)).await.unwrap();
+    assert_eq!(third.messages.len(), 1);
+    assert_eq!(third.messages[0].id, good);
+    assert_eq!(
+        (third.dead.max_receives, third.dead.dead_lettered),
+        (1, true)
+    );
+    let dead = engine.receive(&dlq, 10, Some(30)).await.unwrap().messages;
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str(), dead[0].rc),
+        (poison.as_str(), "poison", 1)
+    );
+
+    // A late release by the first receive of a message another receive holds does nothing.
+    let id = engine.send(&q, "work", None).await.unwrap();
+    let first = engine.receive(&q, 1, Some(0)).await.unwrap().messages;
+    let second = engine.receive(&q, 1, Some(30)).await.unwrap().messages;
+    assert_eq!((first[0].id.as_str(), second[0].rc), (id.as_str(), 2));
+    assert_eq!(engine.release(&q, &[held(&first[0])], 0).await.unwrap(), 0);
+    assert_eq!(
+        engine
+            .dead_letter(&q, &[held(&first[0])])
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    assert!(
+        engine
+            .receive(&q, 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // The holder's own dead nack moves it at once.
+    let moved = engine.dead_letter(&q, &[held(&second[0])]).await.unwrap();
+    assert_eq!((moved.count, moved.moved), (1, true));
+    let dead = engine.receive(&dlq, 10, Some(30)).await.unwrap().messages;
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str()),
+        (id.as_str(), "work")
+    );
+
+    // Without a dead-letter queue, a message older than the ttl is deleted, and counted.
+    let news = format!("n{}", unique());
+    let ttl = QueueRules {
+        ttl: 1,
+        ..QueueRules::default()
+    };
+    assert!(engine.create_queue(&news, &ttl).await.unwrap());
+    engine.send(&news, "stale", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = engine.send(&news, "fresh", None).await.unwrap();
+    let got = engine.receive(&news, 10, None).await.unwrap();
+    assert_eq!(got.messages.len(), 1);
+    assert_eq!(got.messages[0].id, fresh);
+    assert_eq!((got.dead.expired, got.dead.dead_lettered), (1, false));
 }
 
 /// The broker hands every publication of a subscribed channel to the node's handler, and
@@ -415,7 +521,10 @@ async fn redis_engine_uses_one_command_connection_and_one_round_trip_per_operati
     assert_eq!(received.messages.len(), 1);
     assert!(received.next_visible.is_some());
     let ids = vec![received.messages[0].id.clone()];
-    engine.release(&q, &ids, 0).await.unwrap();
+    engine
+        .release(&q, &[held(&received.messages[0])], 0)
+        .await
+        .unwrap();
     engine.ack(&q, &ids).await.unwrap();
     engine.ping().await.unwrap();
     engine.publish("c", "x").await.unwrap();

@@ -4,7 +4,9 @@
 //! Redis, and by the tests. It keeps rsmq's behaviour: a received message is hidden for the
 //! queue's vt and its `rc` counts receives, delayed messages become visible later, several
 //! consumers compete for one queue, deleting and changing visibility need the message to
-//! exist. All time comes from `tokio::time`, so tests can pause and advance the clock.
+//! exist. The queue rules (max receives, ttl, dead-letter queue) apply as in the Redis
+//! receive script. All time comes from `tokio::time`, so tests can pause and advance the
+//! clock.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -25,8 +27,8 @@ use wsmq_proto::{NodeHeartbeat, keys};
 
 use super::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
-    Engine, EngineError, HandlerSlot, InterestGuard, QueueMessage, QueueStore, QueueWatch,
-    Received, Revocation,
+    DeadCounts, DeadLettered, Engine, EngineError, HandlerSlot, Held, InterestGuard, QueueMessage,
+    QueueRules, QueueStore, QueueWatch, Received, Revocation,
 };
 use crate::clock;
 
@@ -72,7 +74,14 @@ struct QueueState {
     vt: u64,
     /// Longest body, in rsmq's units ([`wsmq_rsmq::message_length`]); -1: no limit.
     maxsize: i64,
+    /// Max receives, ttl and dead-letter queue.
+    rules: QueueRules,
+    /// Messages taken out as dead over the queue's life (`totaldead`).
+    totaldead: u64,
 }
+
+/// Dead messages on their way out of a queue: id, body and send time.
+type DeadMessages = Vec<(String, String, u64)>;
 
 struct MemMessage {
     body: String,
@@ -142,6 +151,19 @@ impl MemoryEngine {
         self.send_now(queue, body, None).expect("the queue exists")
     }
 
+    /// Sets a queue's vt, creating it if needed (for tests; the gateway never changes it).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn set_vt_for_tests(&self, queue: &str, vt: u64) {
+        self.ensure(queue).state.lock().expect("queue poisoned").vt = vt;
+    }
+
+    /// The queue's `totaldead` counter (for tests).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn totaldead(&self, queue: &str) -> u64 {
+        self.queue(queue)
+            .map_or(0, |q| q.state.lock().expect("queue poisoned").totaldead)
+    }
+
     /// Number of messages in a queue, visible or not (for tests).
     #[cfg(any(test, feature = "test-util"))]
     pub fn queue_len(&self, queue: &str) -> usize {
@@ -167,17 +189,53 @@ impl MemoryEngine {
     }
 
     fn ensure(&self, name: &str) -> Arc<MemQueue> {
+        self.ensure_with(name, &QueueRules::default()).0
+    }
+
+    /// The queue, created with `rules` if missing; and whether it was.
+    fn ensure_with(&self, name: &str, rules: &QueueRules) -> (Arc<MemQueue>, bool) {
         let mut queues = self.queues.lock().expect("queue registry poisoned");
-        Arc::clone(queues.entry(name.to_owned()).or_insert_with(|| {
-            Arc::new(MemQueue {
-                state: Mutex::new(QueueState {
-                    vt: wsmq_rsmq::DEFAULT_VT,
-                    maxsize: wsmq_rsmq::DEFAULT_MAXSIZE,
-                    ..QueueState::default()
-                }),
-                notify: Arc::new(Notify::new()),
-            })
-        }))
+        if let Some(q) = queues.get(name) {
+            return (Arc::clone(q), false);
+        }
+        let q = Arc::new(MemQueue {
+            state: Mutex::new(QueueState {
+                vt: wsmq_rsmq::DEFAULT_VT,
+                maxsize: wsmq_rsmq::DEFAULT_MAXSIZE,
+                rules: rules.clone(),
+                ..QueueState::default()
+            }),
+            notify: Arc::new(Notify::new()),
+        });
+        queues.insert(name.to_owned(), Arc::clone(&q));
+        (q, true)
+    }
+
+    /// Puts dead messages into the dead-letter queue `target` (created with the defaults if
+    /// missing), ids, bodies and send times kept, visible now, never received. Called after
+    /// the source queue's lock is released: no two queue locks are ever held at once.
+    fn put_dead(&self, target: Option<&str>, dead: DeadMessages) {
+        let Some(target) = target.filter(|_| !dead.is_empty()) else {
+            return;
+        };
+        let q = self.ensure(target);
+        let now = self.now_ms();
+        {
+            let mut state = q.state.lock().expect("queue poisoned");
+            for (id, body, sent) in dead {
+                state.visible.insert((now, id.clone()));
+                let message = MemMessage {
+                    body,
+                    rc: 0,
+                    sent,
+                    visible_at: now,
+                };
+                if let Some(old) = state.messages.insert(id.clone(), message) {
+                    state.visible.remove(&(old.visible_at, id));
+                }
+            }
+        }
+        q.notify.notify_waiters();
     }
 
     fn receive_now(
@@ -190,13 +248,35 @@ impl MemoryEngine {
         let now = self.now_ms();
         let mut state = q.state.lock().expect("queue poisoned");
         let vt_ms = vt.unwrap_or(state.vt) * 1000;
-        let due: Vec<(u64, String)> = state
-            .visible
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(max)
-            .cloned()
-            .collect();
+        // As the Redis script: dead messages are set aside and the batch goes on past them.
+        let QueueRules {
+            max_receives,
+            ttl,
+            ref dead_letter,
+        } = state.rules;
+        let mut counts = DeadCounts {
+            dead_lettered: dead_letter.is_some(),
+            ..DeadCounts::default()
+        };
+        let mut due: Vec<(u64, String)> = Vec::new();
+        let mut dead_keys: Vec<(u64, String)> = Vec::new();
+        for (at, id) in state.visible.iter().take_while(|(at, _)| *at <= now) {
+            if due.len() == max {
+                break;
+            }
+            let msg = &state.messages[id];
+            if max_receives > 0 && msg.rc >= max_receives {
+                counts.max_receives += 1;
+                dead_keys.push((*at, id.clone()));
+            } else if ttl > 0 && now.saturating_sub(msg.sent) > ttl * 1000 {
+                counts.expired += 1;
+                dead_keys.push((*at, id.clone()));
+            } else {
+                due.push((*at, id.clone()));
+            }
+        }
+        let dead_letter = dead_letter.clone();
+        let dead = take_dead(&mut state, dead_keys);
         let mut messages = Vec::with_capacity(due.len());
         for key in due {
             state.visible.remove(&key);
@@ -220,9 +300,15 @@ impl MemoryEngine {
             .iter()
             .find(|(at, _)| *at > now)
             .map(|(at, _)| Duration::from_millis(at - now));
+        drop(state);
+        if dead.is_empty() {
+            counts.dead_lettered = false;
+        }
+        self.put_dead(dead_letter.as_deref(), dead);
         Ok(Received {
             messages,
             next_visible,
+            dead: counts,
         })
     }
 
@@ -275,13 +361,14 @@ impl MemoryEngine {
         Ok(deleted)
     }
 
-    fn release_now(&self, queue: &str, ids: &[String], delay: u64) -> Result<u64, EngineError> {
+    fn release_now(&self, queue: &str, held: &[Held], delay: u64) -> Result<u64, EngineError> {
         let q = self.existing(queue)?;
         let visible_at = self.now_ms() + delay * 1000;
         let mut state = q.state.lock().expect("queue poisoned");
         let mut released = 0;
-        for id in ids {
-            let Some(msg) = state.messages.get_mut(id) else {
+        for Held { id, rc } in held {
+            // Only while this receive holds it: a later receive has a higher rc.
+            let Some(msg) = state.messages.get_mut(id).filter(|m| m.rc == *rc) else {
                 continue;
             };
             let old = std::mem::replace(&mut msg.visible_at, visible_at);
@@ -296,6 +383,41 @@ impl MemoryEngine {
         }
         Ok(released)
     }
+
+    fn dead_letter_now(&self, queue: &str, held: &[Held]) -> Result<DeadLettered, EngineError> {
+        let q = self.existing(queue)?;
+        let mut state = q.state.lock().expect("queue poisoned");
+        let keys = held
+            .iter()
+            .filter_map(|Held { id, rc }| {
+                let msg = state.messages.get(id).filter(|m| m.rc == *rc)?;
+                Some((msg.visible_at, id.clone()))
+            })
+            .collect();
+        let dead = take_dead(&mut state, keys);
+        let target = state.rules.dead_letter.clone();
+        drop(state);
+        let outcome = DeadLettered {
+            count: dead.len() as u64,
+            moved: target.is_some() && !dead.is_empty(),
+        };
+        self.put_dead(target.as_deref(), dead);
+        Ok(outcome)
+    }
+}
+
+/// Removes the messages at `keys` (visible at, id) from the queue and counts them in
+/// `totaldead`; returns their ids, bodies and send times.
+fn take_dead(state: &mut QueueState, keys: Vec<(u64, String)>) -> DeadMessages {
+    let mut dead = Vec::with_capacity(keys.len());
+    for key in keys {
+        state.visible.remove(&key);
+        if let Some(msg) = state.messages.remove(&key.1) {
+            dead.push((key.1, msg.body, msg.sent));
+        }
+    }
+    state.totaldead += dead.len() as u64;
+    dead
 }
 
 impl QueueStore for MemoryEngine {
@@ -307,6 +429,17 @@ impl QueueStore for MemoryEngine {
 
     fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
         futures_util::future::ready(Ok(self.queue(queue).is_some())).boxed()
+    }
+
+    fn create_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        rules: &'a QueueRules,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        let created = rules
+            .validate(queue)
+            .map(|()| self.ensure_with(queue, rules).1);
+        futures_util::future::ready(created).boxed()
     }
 
     fn receive<'a>(
@@ -329,10 +462,18 @@ impl QueueStore for MemoryEngine {
     fn release<'a>(
         &'a self,
         queue: &'a str,
-        ids: &'a [String],
+        held: &'a [Held],
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
-        futures_util::future::ready(self.release_now(queue, ids, delay_secs)).boxed()
+        futures_util::future::ready(self.release_now(queue, held, delay_secs)).boxed()
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        queue: &'a str,
+        held: &'a [Held],
+    ) -> BoxFuture<'a, Result<DeadLettered, EngineError>> {
+        futures_util::future::ready(self.dead_letter_now(queue, held)).boxed()
     }
 
     fn send<'a>(

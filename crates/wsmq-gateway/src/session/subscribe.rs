@@ -63,7 +63,10 @@ pub(super) async fn queue(
         admit(session, allowed, || format!("consume queue {queue}"))?;
         let gateway = &session.gateway;
         let user = session.identity.user.as_str();
-        match gateway.ensure_queue_for(Some(user), queue.as_str()).await {
+        match gateway
+            .ensure_queue_for(Some(user), queue.as_str(), None)
+            .await
+        {
             Ok(()) => {}
             Err(GatewayError::Engine(err)) => {
                 gateway

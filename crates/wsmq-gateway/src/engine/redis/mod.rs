@@ -35,7 +35,7 @@ use prometheus_client::metrics::counter::Counter;
 use redis::Client;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
@@ -48,6 +48,7 @@ use super::{
     Engine, EngineError, HandlerSlot, QueueMessage, QueueStore, QueueWatch, Received, Revocation,
     interest::Interests,
 };
+use super::{DeadLettered, Held, QueueRules};
 
 /// The Redis engine's counters, registered by the gateway.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +84,9 @@ pub struct RedisEngine {
     changes: Arc<Changes>,
     /// Revoked user ids, from `wsmq:revoke`, and notices of missed ones.
     revocations: broadcast::Sender<Revocation>,
+    /// Queues already warned about for holding corrupt messages: a receive skips them every
+    /// time, and one warning per queue and process says it (the metric counts each skip).
+    corrupt_warned: Mutex<HashSet<String>>,
     /// Stops the pub/sub task when the engine goes away (the task holds the registries, whose
     /// callbacks hold its command sender, so it would not notice otherwise).
     _pubsub: DropGuard,
@@ -145,6 +149,7 @@ impl RedisEngine {
             handler,
             changes,
             revocations,
+            corrupt_warned: Mutex::default(),
             _pubsub: stop.drop_guard(),
         }))
     }
@@ -233,6 +238,28 @@ impl QueueStore for RedisEngine {
         .boxed()
     }
 
+    fn create_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        rules: &'a QueueRules,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            let options = QueueOptions {
+                maxreceives: Some(rules.max_receives),
+                ttl: Some(rules.ttl),
+                deadletter: rules.dead_letter.clone(),
+                ..QueueOptions::default()
+            };
+            let created = match self.rsmq.create_queue(queue, &options).await {
+                Ok(()) => Ok(true),
+                Err(RsmqError::QueueExists) => Ok(false),
+                Err(err) => Err(err),
+            };
+            self.track(created)
+        }
+        .boxed()
+    }
+
     fn receive<'a>(
         &'a self,
         queue: &'a str,
@@ -253,9 +280,27 @@ impl QueueStore for RedisEngine {
                     sent: m.sent,
                 })
                 .collect();
+            if batch.dead.corrupt > 0 {
+                let first = self
+                    .corrupt_warned
+                    .lock()
+                    .expect("corrupt queue set poisoned")
+                    .insert(queue.to_owned());
+                let count = batch.dead.corrupt;
+                if first {
+                    warn!(
+                        queue,
+                        count,
+                        "skipped messages whose receive count is not a number; fix or delete them"
+                    );
+                } else {
+                    debug!(queue, count, "skipped corrupt messages again");
+                }
+            }
             Ok(Received {
                 messages,
                 next_visible: batch.next_visible_ms.map(Duration::from_millis),
+                dead: batch.dead,
             })
         }
         .boxed()
@@ -272,15 +317,25 @@ impl QueueStore for RedisEngine {
     fn release<'a>(
         &'a self,
         queue: &'a str,
-        ids: &'a [String],
+        held: &'a [Held],
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
-            let released = self
-                .rsmq
-                .change_visibility_batch(queue, ids, delay_secs)
-                .await;
+            let held = as_rsmq(held);
+            let released = self.rsmq.release_held(queue, &held, delay_secs).await;
             self.track(released)
+        }
+        .boxed()
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        queue: &'a str,
+        held: &'a [Held],
+    ) -> BoxFuture<'a, Result<DeadLettered, EngineError>> {
+        async move {
+            let held = as_rsmq(held);
+            self.track(self.rsmq.dead_letter_held(queue, &held).await)
         }
         .boxed()
     }
@@ -421,15 +476,49 @@ impl ClusterState for RedisEngine {
     }
 }
 
-/// rsmq errors as engine errors (transport failures are `Unavailable`).
+fn as_rsmq(held: &[Held]) -> Vec<wsmq_rsmq::Held<'_>> {
+    held.iter()
+        .map(|h| wsmq_rsmq::Held {
+            id: &h.id,
+            rc: h.rc,
+        })
+        .collect()
+}
+
+/// rsmq errors as engine errors. Only a Redis that cannot be reached (or says it cannot serve
+/// now) is `Unavailable`, which readiness and the outage log follow; an error reply about the
+/// data (WRONGTYPE, "not an integer") or a reply of the wrong shape is `Internal`: Redis is up,
+/// and retrying will not help.
 fn map_err(err: RsmqError) -> EngineError {
     match err {
         RsmqError::QueueNotFound => EngineError::QueueNotFound,
         RsmqError::MessageTooLong => EngineError::TooLarge,
-        RsmqError::Connect(_)
-        | RsmqError::Redis(_)
-        | RsmqError::Pool(_)
-        | RsmqError::UnexpectedReply(_) => EngineError::Unavailable(err.to_string()),
+        RsmqError::Connect(_) | RsmqError::Pool(_) => EngineError::Unavailable(err.to_string()),
+        RsmqError::Redis(ref e) if unreachable(e) => EngineError::Unavailable(err.to_string()),
+        RsmqError::Redis(_) | RsmqError::UnexpectedReply(_) => {
+            EngineError::Internal(err.to_string())
+        }
         other => EngineError::Invalid(other.to_string()),
     }
+}
+
+/// Whether a Redis error means "not reachable now" rather than "refused this command".
+fn unreachable(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+        return true;
+    }
+    matches!(
+        err.kind(),
+        ErrorKind::Io
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    )
 }

@@ -68,9 +68,12 @@ pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
         ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,
         ClientOp::Unsubscribe(target) => unsubscribe::apply(session, target, reference),
         ClientOp::Ack { queue, id } => ack::apply(session, queue, id, reference).await,
-        ClientOp::Nack { queue, id, delay } => {
-            nack::apply(session, queue, id, delay, reference).await
-        }
+        ClientOp::Nack {
+            queue,
+            id,
+            delay,
+            dead,
+        } => nack::apply(session, queue, id, delay, dead, reference).await,
         ClientOp::Publish(publish) => publish::apply(session, publish, reference).await,
         ClientOp::Auth { token } => auth::apply(session, &token, reference).await,
         ClientOp::Ping => ping::apply(reference),
