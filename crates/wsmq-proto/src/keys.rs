@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | `wsmq:access:{user}` | SET | `wsmq-cli token issue` | the user's valid access tokens (hex) |
 //! | `wsmq:revoke` | pub/sub | `wsmq-cli token revoke` | payload: a user id whose sessions must close (4003) |
+//! | `wsmq:revoked:{user}` | STRING (Unix seconds, with TTL) | `wsmq-cli token revoke` | the user's revocation mark: every JWT issued at or before it is refused |
 //! | `wsmq:node:{id}` | STRING (JSON, with TTL) | each gateway node | heartbeat: [`NodeHeartbeat`](crate::NodeHeartbeat) |
 //! | `wsmq:ch:{channel}` | pub/sub | gateways, API, CLI | broadcast channel messages |
 //! | `wsmq:chh:{channel}` | pub/sub | gateways | publications of channels with history: `{offset} {epoch} {sent} {body}` |
@@ -19,6 +20,11 @@ pub const PREFIX: &str = "wsmq:";
 /// The pub/sub channel on which revocations are announced; the payload is the user id.
 pub const REVOKE_CHANNEL: &str = "wsmq:revoke";
 
+/// Seconds a revocation mark lives: the longest JWT lifetime the gateways accept
+/// ([`MAX_JWT_LIFETIME_SECS`](crate::token::MAX_JWT_LIFETIME_SECS)) plus an hour for clock
+/// leeway, so that every token issued before the revocation has expired when its mark goes.
+pub const REVOCATION_TTL_SECS: u64 = crate::token::MAX_JWT_LIFETIME_SECS + 3600;
+
 /// `SCAN MATCH` pattern of all node heartbeat keys.
 pub const NODE_PATTERN: &str = "wsmq:node:*";
 
@@ -28,6 +34,11 @@ pub const NODE_TTL_SECS: u64 = 15;
 /// The SET of access tokens registered for `user`.
 pub fn access_tokens(user: &str) -> String {
     format!("wsmq:access:{user}")
+}
+
+/// The revocation mark of `user`: when the user was last revoked, Unix seconds.
+pub fn revoked(user: &str) -> String {
+    format!("wsmq:revoked:{user}")
 }
 
 /// The heartbeat key of node `id`.
@@ -87,6 +98,7 @@ mod tests {
     #[test]
     fn registry_keys() {
         assert_eq!(access_tokens("u1"), "wsmq:access:u1");
+        assert_eq!(revoked("u1"), "wsmq:revoked:u1");
         assert_eq!(node("a-1"), "wsmq:node:a-1");
         assert!(node("x").starts_with(NODE_PATTERN.trim_end_matches('*')));
     }

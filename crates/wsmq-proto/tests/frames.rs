@@ -88,6 +88,7 @@ fn ack_and_nack_golden() {
             queue: queue("jobs"),
             id: id(),
             delay: Some(5),
+            dead: false,
         }),
     );
     client_golden(
@@ -96,7 +97,29 @@ fn ack_and_nack_golden() {
             queue: queue("jobs"),
             id: id(),
             delay: None,
+            dead: false,
         }),
+    );
+    client_golden(
+        &format!(r#"{{"op":"nack","queue":"jobs","id":"{ID}","dead":true}}"#),
+        ClientFrame::new(ClientOp::Nack {
+            queue: queue("jobs"),
+            id: id(),
+            delay: None,
+            dead: true,
+        }),
+    );
+}
+
+#[test]
+fn nack_dead_is_a_boolean_without_delay() {
+    rejected(
+        &format!(r#"{{"op":"nack","queue":"q","id":"{ID}","dead":"yes"}}"#),
+        "`dead` must be true or false",
+    );
+    rejected(
+        &format!(r#"{{"op":"nack","queue":"q","id":"{ID}","dead":true,"delay":5}}"#),
+        "`delay` and `dead` exclude each other: a dead message is not given back",
     );
 }
 

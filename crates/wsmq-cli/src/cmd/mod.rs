@@ -161,8 +161,13 @@ fn check_channel_name(channel: &str) -> anyhow::Result<()> {
     })
 }
 
-/// The user id, or why no token could carry it.
+/// The user id, or why no token could carry it. One leading `users/` is removed, as the
+/// gateways do with a JWT's `sub`, so that `--user users/X` and `--user X` are the same user
+/// for the JWT, the access token and its registry key alike.
 fn user_id(user: &str) -> anyhow::Result<UserId> {
+    let user = user
+        .strip_prefix(wsmq_proto::token::USER_PREFIX)
+        .unwrap_or(user);
     UserId::new(user).map_err(|_| {
         anyhow::anyhow!(
             "invalid user id {} (1 to 160 characters, no control characters)",
@@ -205,6 +210,8 @@ mod tests {
         assert!(check_queue_name("jobs_1-a").is_ok());
         assert!(check_channel_name("prices:eu.fx").is_ok());
         assert!(user_id("a\nb").unwrap_err().to_string().contains("'a\\nb'"));
+        assert_eq!(user_id("users/57c8").unwrap().as_str(), "57c8");
+        assert_eq!(user_id("users/users/x").unwrap().as_str(), "users/x");
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub(super) struct RawFrame {
     id: Option<Value>,
     message: Option<Value>,
     delay: Option<Value>,
+    dead: Option<Value>,
     token: Option<Value>,
     since: Option<Value>,
     limit: Option<Value>,
@@ -172,11 +173,27 @@ impl RawFrame {
                 queue: name(self.queue, "queue")?,
                 id: name(self.id, "id")?,
             },
-            "nack" => ClientOp::Nack {
-                queue: name(self.queue, "queue")?,
-                id: name(self.id, "id")?,
-                delay: delay(self.delay)?,
-            },
+            "nack" => {
+                let queue = name(self.queue, "queue")?;
+                let id = name(self.id, "id")?;
+                let delay = delay(self.delay)?;
+                let dead = match self.dead {
+                    None | Some(Value::Bool(false)) => false,
+                    Some(Value::Bool(true)) => true,
+                    Some(_) => return Err(ProtoError::invalid("`dead` must be true or false")),
+                };
+                if dead && delay.is_some() {
+                    return Err(ProtoError::invalid(
+                        "`delay` and `dead` exclude each other: a dead message is not given back",
+                    ));
+                }
+                ClientOp::Nack {
+                    queue,
+                    id,
+                    delay,
+                    dead,
+                }
+            }
             "publish" => ClientOp::Publish(self.into_publish()?),
             "auth" => {
                 let token = string(self.token, "token")?;

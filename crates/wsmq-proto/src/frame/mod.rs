@@ -203,15 +203,21 @@ pub enum ClientOp {
         /// The message id from the `message` frame.
         id: MessageId,
     },
-    /// Give a message back, visible again after `delay` seconds (`None` = now).
+    /// Give a message back, visible again after `delay` seconds (`None` = now); or, with
+    /// `dead`, to the queue's dead-letter queue at once (deleted when the queue has none).
     Nack {
         /// The queue the message came from.
         queue: QueueName,
         /// The message id from the `message` frame.
         id: MessageId,
-        /// Seconds until the message is visible again, at most [`MAX_DELAY_SECS`].
+        /// Seconds until the message is visible again, at most [`MAX_DELAY_SECS`]. Never
+        /// given together with `dead`.
         #[serde(skip_serializing_if = "Option::is_none")]
         delay: Option<u32>,
+        /// The client cannot handle the message: dead-letter it instead of giving it back
+        /// (`"dead": true`; absent is `false`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dead: bool,
     },
     /// Receive a channel, starting after `since` in its history (recovery after a reconnect).
     /// On the wire: a `subscribe` to a channel with `"since":{"offset":…,"epoch":"…"}`.

@@ -7,10 +7,7 @@
 use wsmq_proto::{ErrorCode, MessageId, Publish, Ref, ServerFrame, Target};
 
 use super::{Reply, Session};
-use crate::{
-    error::GatewayError,
-    publish::{self, Published},
-};
+use crate::publish::{self, Published};
 
 /// Authorizes and publishes.
 pub(super) async fn apply(
@@ -28,7 +25,8 @@ pub(super) async fn apply(
     if let Some(message) = refused {
         return Reply::error(reference, ErrorCode::Forbidden, message);
     }
-    match publish::publish(&session.gateway, &publish).await {
+    let user = session.identity.user.as_str();
+    match publish::publish(&session.gateway, Some(user), &publish, None).await {
         Ok(Published::Queue { id }) => Reply::Now(ServerFrame::Ok {
             reference,
             id: MessageId::new(id).ok(),
@@ -45,6 +43,6 @@ pub(super) async fn apply(
             recovered: None,
             messages: None,
         }),
-        Err(err) => Reply::failed(reference, &GatewayError::Engine(err)),
+        Err(err) => Reply::failed(reference, &err),
     }
 }
