@@ -43,6 +43,7 @@ use crate::{
     hub::ChannelSubscription,
     mailbox,
     outbound::{Closer, Dialect, OutFrame, Outbound, Payload},
+    revocation,
     state::Gateway,
 };
 use subscriptions::Subscriptions;
@@ -68,6 +69,12 @@ pub(crate) struct Session {
     pub channels: Subscriptions<ChannelName, ChannelSubscription>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
+    /// When grants adopted by an access-token session (from an `auth` JWT) end, if any.
+    pub grants_expire_at: Option<Instant>,
+    /// The session's number in the node's registry.
+    pub registration: u64,
+    /// What is left of the session's budget of costly ops (`--op-rate-limit`).
+    pub ops: rate::OpBudget,
 }
 
 impl Session {
@@ -83,15 +90,36 @@ impl Session {
 
     /// Sets the expiry timer from a JWT `exp` (Unix seconds).
     pub(crate) fn set_expiry(&mut self, exp: Option<u64>) {
-        self.expires_at = exp.map(|exp| {
-            Instant::now() + Duration::from_secs(exp.saturating_sub(clock::unix_secs()))
-        });
+        self.expires_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
     }
+
+    /// Sets when adopted grants end, from their JWT's `exp` (Unix seconds); `None`: never.
+    pub(crate) fn set_grants_expiry(&mut self, exp: Option<u64>) {
+        self.grants_expire_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
+    }
+
+    /// Adopted grants ran out: back to what the access token alone allows.
+    fn drop_adopted_grants(&mut self) {
+        info!("grants of the refreshed token expired");
+        self.identity.grants = None;
+        self.grants_expire_at = None;
+        subscribe::end_unallowed(self);
+    }
+}
+
+/// When a token with `exp` (Unix seconds, from outside) expires, as an instant; `None` when
+/// that is too far away for the clock to represent (an `exp` near 2^63 would overflow
+/// `Instant + Duration`): such a token does not expire within the life of the process.
+fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
+    now.checked_add(Duration::from_secs(exp.saturating_sub(now_secs)))
 }
 
 /// Starts a session on an upgraded socket; the future runs it until it ends, then cleans up.
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
+/// `epoch` is the session registry's epoch read before the credential was checked.
 ///
 /// Not an `async fn`: the session is set up here, and the future holds only what it runs
 /// on. An `async fn` keeps its arguments for as long as it runs, beside the session that
@@ -102,6 +130,7 @@ pub(crate) fn run<W, R>(
     gateway: Arc<Gateway>,
     identity: Identity,
     dialect: Dialect,
+    epoch: u64,
 ) -> impl Future<Output = ()>
 where
     W: Sink<Message, Error = tungstenite::Error> + Unpin,
@@ -112,10 +141,14 @@ where
     let (tx, rx) = mailbox::channel(gateway.config.limits.outbound_buffer);
     let out = Outbound::new(tx, closer.clone());
     let user = identity.user.as_str().to_owned();
-    let registration = gateway.sessions.register(&user, closer.clone());
+    let (registration, registered_epoch) =
+        gateway
+            .sessions
+            .register(&user, closer.clone(), identity.credential());
     gateway.metrics.connections.inc();
     info!("session opened");
     let mut writer = Writer::new(sink, rx, Arc::clone(&gateway));
+    let ops = rate::OpBudget::new(gateway.config.limits.op_rate_limit);
     let mut session = Session {
         gateway,
         identity,
@@ -126,14 +159,23 @@ where
         queues: Subscriptions::new(),
         channels: Subscriptions::new(),
         expires_at: None,
+        grants_expire_at: None,
+        registration,
+        ops,
     };
     session.set_expiry(session.identity.exp);
-    if dialect == Dialect::V1 {
-        v1::welcome(&session);
-    }
     // Fused: `linger` reads on after the read loop, which may have seen the end already.
     let mut stream = stream.fuse();
     async move {
+        if registered_epoch != epoch {
+            let gateway = &session.gateway;
+            // Boxed: rare, and it would otherwise add to every idle session's task.
+            Box::pin(recheck(gateway, &user, &session.identity, &closer)).await;
+        }
+        // A session closed by its re-check gets no welcome (nor the token in it).
+        if dialect == Dialect::V1 && !closer.is_closed() {
+            v1::welcome(&session);
+        }
         read_loop(&mut session, &mut stream, &mut writer).await;
         // Every frame the session took was handled before it read the next, so each ack or
         // nack it read is in its subscription's command channel by now; the subscriptions
@@ -155,6 +197,23 @@ where
         gateway.metrics.connections.dec();
         info!(code = code.as_u16(), "session closed");
         linger(&mut stream).await;
+    }
+}
+
+/// Re-checks the credential of a session that registered while the node saw a revocation: the
+/// handshake may have read the records just before it, and the revocation then found no
+/// session to close. A credential that cannot be checked does not keep the session either.
+async fn recheck(gateway: &Gateway, user: &str, identity: &Identity, closer: &Closer) {
+    match revocation::still_valid(gateway, user, &identity.credential()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            info!("access revoked during the handshake; closing");
+            closer.close(CloseCode::FORBIDDEN);
+        }
+        Err(err) => {
+            info!(cause = %err, "cannot re-check the credential; closing");
+            closer.close(CloseCode::INTERNAL);
+        }
     }
 }
 
@@ -191,7 +250,11 @@ where
     tokio::pin!(drained);
     loop {
         let expiry = session.expires_at;
-        let wake = expiry.map_or(next_ping, |at| at.min(next_ping));
+        let grants_expiry = session.grants_expire_at;
+        let wake = [expiry, grants_expiry]
+            .into_iter()
+            .flatten()
+            .fold(next_ping, Instant::min);
         if timer.deadline() != wake {
             timer.as_mut().reset(wake);
         }
@@ -209,6 +272,9 @@ where
                     info!("token expired");
                     closer.close(CloseCode::TOKEN_EXPIRED);
                     break;
+                }
+                if grants_expiry.is_some_and(|at| at <= now) {
+                    session.drop_adopted_grants();
                 }
                 if now >= next_ping {
                     // As an `Interval` would (missed pings are caught up at once).

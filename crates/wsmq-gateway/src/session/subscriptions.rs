@@ -26,6 +26,11 @@ impl<K: Eq, V> Subscriptions<K, V> {
         self.entries.len()
     }
 
+    /// The names subscribed to, in the order the subscriptions were made.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
     /// Whether `key` is subscribed.
     pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
     where
@@ -86,6 +91,7 @@ mod tests {
         assert_eq!(subs.insert("b".to_owned(), 2), None);
         assert_eq!(subs.insert("a".to_owned(), 3), Some(1));
         assert_eq!(subs.len(), 2);
+        assert_eq!(subs.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(subs.get("a"), Some(&3));
         assert!(subs.contains_key("b"));
         assert!(!subs.contains_key("c"));
