@@ -268,9 +268,9 @@ impl PresenceTracker {
     /// expired memberships of the channels this node has members in.
     async fn refresh(&self) {
         let _writing = self.writing.lock().await;
-        let (owned, channels): (Vec<(Arc<str>, String, Arc<str>)>, Vec<Arc<str>>) = {
+        let (owned, channels) = {
             let state = self.lock();
-            let owned = state
+            let owned: Vec<(Arc<str>, String, Arc<str>)> = state
                 .local
                 .iter()
                 .flat_map(|(channel, members)| {
@@ -279,7 +279,8 @@ impl PresenceTracker {
                     })
                 })
                 .collect();
-            (owned, state.local.keys().cloned().collect())
+            let channels: Vec<Arc<str>> = state.local.keys().cloned().collect();
+            (owned, channels)
         };
         for batch in owned.chunks(REFRESH_BATCH) {
             let members: Vec<Membership<'_>> = batch
