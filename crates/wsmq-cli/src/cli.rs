@@ -79,7 +79,7 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCmd),
 
-    /// Read channels' history
+    /// Read channels' history and presence
     #[command(subcommand)]
     Channel(ChannelCmd),
 
@@ -110,6 +110,22 @@ pub enum ChannelCmd {
         /// Only publications before this offset (exclusive)
         #[arg(long, value_name = "OFFSET")]
         before: Option<u64>,
+    },
+
+    /// Print who is subscribed to a channel, on all nodes, with their session counts
+    ///
+    /// Reads the presence the gateways keep in Redis; memberships whose node stopped
+    /// refreshing them (a node that died) are not counted. Nothing is changed.
+    ///
+    /// Examples:
+    ///
+    ///   wsmq-cli channel presence room-1
+    ///   wsmq-cli --json channel presence room-1
+    #[command(verbatim_doc_comment)]
+    Presence {
+        /// The channel
+        #[arg(value_name = "CHANNEL")]
+        channel: String,
     },
 }
 

@@ -161,6 +161,32 @@ impl Output {
         )
     }
 
+    /// `channel presence`: the users, by id, with their session counts.
+    pub(crate) fn presence(&self, channel: &str, users: &[(String, u64)]) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                let sessions: u64 = users.iter().map(|(_, n)| n).sum();
+                writeln!(
+                    w,
+                    "channel '{channel}': {} users, {sessions} sessions",
+                    users.len()
+                )?;
+                let rows: Vec<Vec<String>> = users
+                    .iter()
+                    .map(|(user, n)| vec![escape_controls(user).into_owned(), n.to_string()])
+                    .collect();
+                table(w, &["USER", "SESSIONS"], &rows)
+            },
+            || {
+                let list: Vec<Value> = users
+                    .iter()
+                    .map(|(user, n)| json!({"user": user, "sessions": n}))
+                    .collect();
+                json!({"channel": channel, "total": users.len(), "users": list})
+            },
+        )
+    }
+
     /// `queue list`: the names, sorted.
     pub(crate) fn queues(&self, ns: &str, names: &[String]) -> anyhow::Result<()> {
         if names.is_empty() && !self.json {

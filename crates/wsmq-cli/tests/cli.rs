@@ -330,6 +330,48 @@ fn channel_history_prints_the_latest_publications_oldest_first() {
     assert!(line.starts_with("error: invalid channel name"), "{line}");
 }
 
+#[test]
+fn channel_presence_lists_live_users_with_their_session_counts() {
+    let redis = TestRedis::start();
+    let channel = redis.unique("room");
+    let mut conn = redis.conn();
+    // The layout the gateways write (wsmq_proto::keys): members `{session} {user}` scored by
+    // their expiry, Unix ms; one expired long ago (its node died) is not counted.
+    let live = 4_000_000_000_000u64;
+    for (session, user, expires) in [
+        ("n1/a/1", "alice", live),
+        ("n2/b/7", "alice", live),
+        ("n2/b/8", "bob smith", live),
+        ("dead/c/1", "carol", 1_000),
+    ] {
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("wsmq:presence:{{{channel}}}"))
+            .arg(expires)
+            .arg(format!("{session} {user}"))
+            .query(&mut conn)
+            .unwrap();
+    }
+    let out = redis
+        .cli(&["--json", "channel", "presence", &channel])
+        .json();
+    assert_eq!(
+        out,
+        json!({"channel": channel, "total": 2, "users": [
+            {"user": "alice", "sessions": 2},
+            {"user": "bob smith", "sessions": 1},
+        ]})
+    );
+    let run = redis.cli(&["channel", "presence", &channel]).ok();
+    assert!(run.stdout.contains("2 users, 3 sessions"), "{run:?}");
+    assert_eq!(run.stdout.lines().count(), 4, "{run:?}");
+    let empty = redis
+        .cli(&["--json", "channel", "presence", &redis.unique("none")])
+        .json();
+    assert_eq!(empty["total"], 0);
+    let line = redis.cli(&["channel", "presence", "a/b"]).error();
+    assert!(line.starts_with("error: invalid channel name"), "{line}");
+}
+
 // ---- queue ----
 
 #[test]

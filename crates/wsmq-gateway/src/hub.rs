@@ -30,6 +30,14 @@
 //! nothing published from then on is missed), but what arrives is kept aside while its
 //! session reads the history and sends the `ok` and the replay; [`ChannelSubscription::start_at`]
 //! then sends what was kept aside past the replay, in order and without duplicates.
+//!
+//! # Presence
+//!
+//! Members that asked for presence frames ([`ChannelSubscription::want_presence`]) get who
+//! joined and left, as the nodes announce it ([`BrokerHandler::on_presence`]), coalesced per
+//! channel: at most one `presence` frame per channel per [`PRESENCE_EVERY`], net of users who
+//! came and went in between. Each subscription also holds its session's membership
+//! ([`PresenceGuard`]), so leaving the hub and leaving the channel's presence are one drop.
 
 use std::{
     collections::HashMap,
@@ -46,9 +54,12 @@ use wsmq_proto::{
     ChannelName, ServerFrame, encode_channel_message, encode_channel_publication, encode_server,
 };
 
-use crate::engine::{
-    Broker, BrokerHandler, EngineError, HistoryPolicy, HistoryRange, Position,
-    interest::{InterestGuard, Interests},
+use crate::{
+    engine::{
+        Broker, BrokerHandler, EngineError, HistoryPolicy, HistoryRange, Position,
+        interest::{InterestGuard, Interests},
+    },
+    presence::PresenceGuard,
 };
 
 /// Where a local subscription's frames go: the session pushes them on its outbound queue.
@@ -65,6 +76,8 @@ const MAX_REPAIR: u64 = 10_000;
 const REPAIR_ATTEMPTS: u32 = 5;
 /// Pause between two of them.
 const REPAIR_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+/// Least time between two `presence` frames of one channel.
+const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One local subscription.
 struct Member {
@@ -74,6 +87,8 @@ struct Member {
     at: Option<Position>,
     /// While its session reads the history: what arrived meanwhile, in order.
     pending: Option<Pending>,
+    /// Whether it gets `presence` frames.
+    presence: bool,
 }
 
 /// What arrives for a member while its session replays the history, bounded.
@@ -113,6 +128,21 @@ struct Channel {
     last: Option<Position>,
     /// While a gap is filled from the history: what arrived meanwhile, in order.
     repairing: Option<Vec<(Position, String)>>,
+    /// Joins and leaves not sent yet to members that want presence frames.
+    roster: Roster,
+}
+
+/// Coalesces one channel's presence announcements into frames.
+#[derive(Default)]
+struct Roster {
+    /// Users who joined since the last frame (net).
+    joined: std::collections::BTreeSet<String>,
+    /// Users who left since the last frame (net).
+    left: std::collections::BTreeSet<String>,
+    /// When the last frame went out.
+    sent: Option<tokio::time::Instant>,
+    /// Whether a task will send the next frame once [`PRESENCE_EVERY`] has passed.
+    scheduled: bool,
 }
 
 type Shared = Arc<Mutex<Channel>>;
@@ -142,6 +172,8 @@ pub(crate) struct ChannelSubscription {
     id: u64,
     /// Counts this subscription while it lives.
     gauge: Gauge,
+    /// The session's presence on the channel; dropped with the subscription.
+    membership: Option<PresenceGuard>,
     /// Keeps the node's subscription to the channel alive; dropped after the member is gone.
     _guard: InterestGuard,
 }
@@ -154,6 +186,18 @@ impl Drop for ChannelSubscription {
 }
 
 impl ChannelSubscription {
+    /// Makes the subscription hold the session's presence on the channel.
+    pub(crate) fn hold(&mut self, membership: PresenceGuard) {
+        self.membership = Some(membership);
+    }
+
+    /// Sends this member the channel's `presence` frames from now on.
+    pub(crate) fn want_presence(&self) {
+        if let Some(member) = lock(&self.channel).members.get_mut(&self.id) {
+            member.presence = true;
+        }
+    }
+
     /// Ends the pending state of a subscription made with [`ChannelHub::subscribe_pending`],
     /// once its session has sent the `ok` and the replay, which ended at `at`: sends what
     /// arrived meanwhile past `at`, then goes live, under the channel lock so nothing
@@ -243,6 +287,7 @@ impl ChannelHub {
                 members: HashMap::new(),
                 last: None,
                 repairing: None,
+                roster: Roster::default(),
             }))
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -250,6 +295,7 @@ impl ChannelHub {
             sink,
             at: None,
             pending,
+            presence: false,
         };
         lock(&shared).members.insert(id, member);
         self.gauge.inc();
@@ -257,6 +303,7 @@ impl ChannelHub {
             channel: shared,
             id,
             gauge: self.gauge.clone(),
+            membership: None,
             _guard: guard,
         }
     }
@@ -356,6 +403,69 @@ impl BrokerHandler for ChannelHub {
 
     fn on_link_restored(&self) {
         self.check_all();
+    }
+
+    fn on_presence(&self, channel: &str, joined: &[String], left: &[String]) {
+        let Some(shared) = self.channels.get(channel) else {
+            return;
+        };
+        let mut locked = lock(&shared);
+        if !locked.members.values().any(|m| m.presence) {
+            return;
+        }
+        let roster = &mut locked.roster;
+        for user in joined {
+            if !roster.left.remove(user) {
+                roster.joined.insert(user.clone());
+            }
+        }
+        for user in left {
+            if !roster.joined.remove(user) {
+                roster.left.insert(user.clone());
+            }
+        }
+        if roster.scheduled {
+            return;
+        }
+        let due = roster.sent.map(|sent| sent + PRESENCE_EVERY);
+        match due.filter(|due| *due > tokio::time::Instant::now()) {
+            None => send_presence(&mut locked),
+            Some(due) => {
+                locked.roster.scheduled = true;
+                let weak = Arc::downgrade(&shared);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    if let Some(shared) = weak.upgrade() {
+                        let mut locked = lock(&shared);
+                        locked.roster.scheduled = false;
+                        send_presence(&mut locked);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Sends the channel's coalesced joins and leaves to the members that want them, if any.
+fn send_presence(channel: &mut Channel) {
+    let roster = &mut channel.roster;
+    if roster.joined.is_empty() && roster.left.is_empty() {
+        return;
+    }
+    let joined = std::mem::take(&mut roster.joined).into_iter().collect();
+    let left = std::mem::take(&mut roster.left).into_iter().collect();
+    roster.sent = Some(tokio::time::Instant::now());
+    let Some(name) = channel.name.clone() else {
+        return;
+    };
+    let frame = ServerFrame::Presence {
+        channel: name.clone(),
+        joined,
+        left,
+    };
+    let frame = Utf8Bytes::from(encode_server(&frame));
+    for member in channel.members.values_mut().filter(|m| m.presence) {
+        deliver(member, Some(&name), &frame, None);
     }
 }
 

@@ -23,10 +23,13 @@
 //! - `state`: `Gateway`, what every connection shares: the engine, the channel hub, the
 //!   authenticator, the session registry; `history`: which channels keep history; `auth`:
 //!   identities, JWT and access tokens, grants.
-//! - `hub`: the node's channel hub (encode once, fan out to local subscribers), the engine's
-//!   broker handler; `outbound`: the frames a session sends and the queue they wait in.
-//! - [`engine`]: the three engine interfaces (queue store, broker, cluster state) and their
-//!   Redis and in-memory implementations.
+//! - `hub`: the node's channel hub (encode once, fan out to local subscribers, coalesce
+//!   presence frames), the engine's broker handler; `outbound`: the frames a session sends
+//!   and the queue they wait in.
+//! - `presence`: the node's channel memberships, written to the engine in batches, refreshed
+//!   with the heartbeat, and the joins and leaves announced once a second.
+//! - [`engine`]: the four engine interfaces (queue store, broker, cluster state, presence)
+//!   and their Redis and in-memory implementations.
 //! - `quota`: the per-user budget of queue creations.
 //! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
 
@@ -44,6 +47,7 @@ mod mailbox;
 mod metrics;
 mod node;
 mod outbound;
+mod presence;
 mod publish;
 mod quota;
 mod revocation;

@@ -37,6 +37,18 @@ pub(crate) fn spawn_workers(gateway: &Arc<Gateway>) {
         }
     });
     crate::revocation::spawn_worker(gateway);
+    gateway.presence.spawn(&gateway.shutdown);
+}
+
+/// Writes what the closed sessions left of the node's presence (clean shutdown): their
+/// members leave now rather than when their memberships expire.
+pub(crate) async fn leave_presence(gateway: &Gateway) {
+    if tokio::time::timeout(Duration::from_secs(2), gateway.presence.flush())
+        .await
+        .is_err()
+    {
+        warn!("writing the node's last presence changes timed out; they expire");
+    }
 }
 
 /// Deletes this node's heartbeat (clean shutdown).

@@ -129,6 +129,7 @@ pub(crate) async fn run(
         .shutdown
         .drain(deadline.saturating_sub(started.elapsed()))
         .await;
+    node::leave_presence(&gateway).await;
     node::remove_heartbeat(&gateway).await;
     admin_stop.cancel();
     let elapsed = started.elapsed();

@@ -21,6 +21,7 @@ use crate::{
     hub::ChannelHub,
     metrics::Metrics,
     outbound::Closer,
+    presence::PresenceTracker,
     quota::QueueQuota,
     shutdown::Shutdown,
 };
@@ -33,6 +34,8 @@ pub(crate) struct Gateway {
     pub engine: Engine,
     /// The node's channel subscribers, fed by the engine's broker.
     pub hub: Arc<ChannelHub>,
+    /// The node's channel memberships, kept in the engine's presence.
+    pub presence: Arc<PresenceTracker>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Root cancellation token and task tracker; its drain flag is the node's draining state.
@@ -87,7 +90,9 @@ impl Gateway {
         let hub = Arc::new(hub);
         let handler: Arc<dyn BrokerHandler> = hub.clone();
         engine.broker.start(&handler);
+        let presence = PresenceTracker::new(Arc::clone(&engine.presence), &config.node_id);
         Ok(Arc::new(Gateway {
+            presence,
             queue_quota: QueueQuota::new(config.limits.queue_create_limit),
             config,
             engine,

@@ -114,6 +114,10 @@ async function signIn(name) {
   client.addEventListener('state', (e) => showState(e.detail));
   client.addEventListener('welcome', (e) => {
     $('node').textContent = e.detail.node;
+    // Presence frames missed while disconnected: read the rooms' lists again.
+    for (const c of app.convs.values()) {
+      if (c.kind === 'room' && c.sub && c.sub.active) loadRoster(c);
+    }
   });
   client.addEventListener('error', (e) => console.warn('wsmq:', e.detail.error));
   client.subscribeQueue(grant.queue, onQueueMessage, { ack: 'manual' });
@@ -205,6 +209,12 @@ function joinRoom(name) {
   const channel = name.startsWith('room-') ? name : `room-${name}`;
   const c = conv(`room:${channel}`);
   if (c.sub && c.sub.active) return c;
+  c.roster = c.roster || new Set();
+  const onPresence = ({ joined, left }) => {
+    for (const user of joined) c.roster.add(user);
+    for (const user of left) c.roster.delete(user);
+    render();
+  };
   c.sub = app.client.subscribeChannel(channel, ({ message }) => {
     let body;
     try {
@@ -215,12 +225,27 @@ function joinRoom(name) {
     if (app.seen.has(body.id)) return;
     app.seen.add(body.id);
     addMessage(c.key, { id: body.id, from: body.from, text: String(body.text), at: body.at, mine: body.from === app.me });
-  });
+  }, { onPresence });
   c.sub.ready.then(
-    () => addMessage(c.key, { system: true, text: `you joined ${c.title}`, joined: true }),
+    () => {
+      addMessage(c.key, { system: true, text: `you joined ${c.title}`, joined: true });
+      loadRoster(c);
+    },
     (err) => addMessage(c.key, { system: true, text: `cannot join: ${err.code}` }),
   );
   return c;
+}
+
+// Who is in a room: read once on joining (and after each reconnect), then kept up to date by
+// the presence frames.
+function loadRoster(c) {
+  app.client.presence(c.name).then(
+    ({ users }) => {
+      c.roster = new Set(users.map((u) => u.user));
+      render();
+    },
+    (err) => console.warn('wsmq presence:', err),
+  );
 }
 
 function leaveRoom(key) {
@@ -314,6 +339,9 @@ function render() {
   const c = app.current && app.convs.get(app.current);
   $('conv-title').textContent = c ? c.title : 'Pick or open a conversation';
   $('leave').hidden = !c || c.kind !== 'room';
+  const who = $('who');
+  who.hidden = !c || c.kind !== 'room';
+  who.textContent = c && c.roster ? `here: ${[...c.roster].sort().join(', ') || 'nobody'}` : '';
   const list = $('messages');
   list.replaceChildren(
     ...(c ? c.messages : []).map((m) => {

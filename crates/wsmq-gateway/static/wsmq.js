@@ -55,6 +55,9 @@ export function tokenExpiry(token) {
  * - `reset`: `{channel, offset, epoch}` when publications of a channel with history were lost
  *   to this client (its resubscribe could not recover them, or the server sent `reset`):
  *   reload what you show of the channel (for example with `history()`).
+ * - `presence`: `{channel, joined, left}` for channels subscribed with `onPresence` (also
+ *   handed to that callback): who joined and who left since the last such frame, at most one
+ *   per channel per second. After a reconnect, read the list again with `presence()`.
  */
 export class WsmqClient extends EventTarget {
   /**
@@ -134,9 +137,24 @@ export class WsmqClient extends EventTarget {
    * after every reconnect (to the same node or another), resubscribes with `since` so that
    * nothing published meanwhile is missed; when that cannot be done it emits `reset`.
    * `since: {offset, epoch}` starts from a position kept elsewhere (say, across a reload).
+   * `onPresence({channel, joined, left})` subscribes with `presence: true`: it is called with
+   * who joined and who left the channel (at most once a second); start from `presence()`.
    */
-  subscribeChannel(channel, handler, { since } = {}) {
-    return this._subscribe('channel', channel, handler, 'none', since);
+  subscribeChannel(channel, handler, { since, onPresence } = {}) {
+    const sub = this._subscribe('channel', channel, handler, 'none', since, onPresence);
+    return sub;
+  }
+
+  /**
+   * Who is subscribed to a channel, on all nodes: resolves with `{users: [{user, sessions}],
+   * total}` (users sorted by id, at most 10,000 listed; `total` counts them all). Needs the
+   * right to subscribe to the channel.
+   */
+  presence(channel) {
+    return this._request({ op: 'presence', channel }).then((ok) => ({
+      users: ok.users || [],
+      total: ok.total ?? (ok.users || []).length,
+    }));
   }
 
   /**
@@ -308,6 +326,19 @@ export class WsmqClient extends EventTarget {
         if (sub) sub._reset(frame.offset, frame.epoch);
         break;
       }
+      case 'presence': {
+        const sub = this._subs.get(`channel:${frame.channel}`);
+        const change = { channel: frame.channel, joined: frame.joined || [], left: frame.left || [] };
+        this._emit('presence', change);
+        if (sub && sub.onPresence) {
+          try {
+            sub.onPresence(change);
+          } catch (error) {
+            this._emit('error', { error });
+          }
+        }
+        break;
+      }
       default:
         break;
     }
@@ -406,10 +437,11 @@ export class WsmqClient extends EventTarget {
 
   // ---- subscriptions ----------------------------------------------------------------
 
-  _subscribe(kind, name, handler, ack, since) {
+  _subscribe(kind, name, handler, ack, since, onPresence) {
     const key = `${kind}:${name}`;
     if (this._subs.has(key)) throw new WsmqError('invalid', `already subscribed to ${key}`);
     const sub = new Subscription(this, kind, name, handler, ack);
+    sub.onPresence = onPresence || null;
     if (since) sub.position = { offset: since.offset, epoch: since.epoch };
     this._subs.set(key, sub);
     if (this.state === 'open') sub._renew();
@@ -484,6 +516,7 @@ export class Subscription {
     const frame = { op: 'subscribe', [this.kind]: this.name };
     const since = this.position;
     if (since) frame.since = since;
+    if (this.onPresence) frame.presence = true;
     this.client._request(frame).then(
       (ok) => {
         if (ok.epoch !== undefined && (!since || ok.recovered !== true)) {

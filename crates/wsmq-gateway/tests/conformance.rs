@@ -8,8 +8,8 @@ use std::{sync::Arc, time::Duration};
 use support::{RedisServer, unique};
 use wsmq_gateway::engine::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialQuery, Engine, EngineError,
-    Held, HistoryPolicy, HistoryRange, Position, QueueRules, QueueStore, Revocation,
-    memory::MemoryEngine, redis::RedisEngine,
+    Held, HistoryPolicy, HistoryRange, Membership, Position, Presence, QueueRules, QueueStore,
+    Revocation, memory::MemoryEngine, redis::RedisEngine,
 };
 
 /// A node's side of the broker: every publication handed over, in order (with its offset
@@ -25,12 +25,18 @@ impl BrokerHandler for Publications {
         let body = format!("{body}@{}:{}", position.offset, position.epoch);
         let _ = self.0.send((channel.to_owned(), body));
     }
+
+    fn on_presence(&self, channel: &str, joined: &[String], left: &[String]) {
+        let body = format!("+{} -{}", joined.join(","), left.join(","));
+        let _ = self.0.send((channel.to_owned(), body));
+    }
 }
 
 async fn conformance(parts: Engine) {
     conform_queues(parts.queues.as_ref()).await;
     conform_rules(parts.queues.as_ref()).await;
-    conform_broker(parts.broker.as_ref()).await;
+    conform_broker(parts.broker.as_ref(), parts.presence.as_ref()).await;
+    conform_presence(parts.presence.as_ref()).await;
 }
 
 fn held(message: &wsmq_gateway::engine::QueueMessage) -> Held {
@@ -293,7 +299,7 @@ async fn conform_rules(engine: &dyn QueueStore) {
 
 /// The broker hands every publication of a subscribed channel to the node's handler, and
 /// says how many nodes got it.
-async fn conform_broker(broker: &dyn Broker) {
+async fn conform_broker(broker: &dyn Broker, presence: &dyn Presence) {
     let (tx, mut publications) = tokio::sync::mpsc::unbounded_channel();
     let handler: Arc<dyn BrokerHandler> = Arc::new(Publications(tx));
     broker.start(&handler);
@@ -319,6 +325,25 @@ async fn conform_broker(broker: &dyn Broker) {
         "nothing arrives for channels the node left or never joined"
     );
     conform_history(broker, &mut publications).await;
+    // Presence announcements reach the nodes subscribed to the channel, and only those.
+    let room = format!("p{}", unique());
+    broker.subscribe(&room);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (joined, left) = (vec!["alice".to_owned()], vec!["bob".to_owned()]);
+    presence.announce(&room, &joined, &left).await.unwrap();
+    presence.announce(&other, &joined, &[]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), publications.recv())
+        .await
+        .expect("the announcement reaches the handler")
+        .unwrap();
+    assert_eq!(got, (room.clone(), "+alice -bob".to_owned()));
+    broker.unsubscribe(&room);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), publications.recv())
+            .await
+            .is_err(),
+        "no announcement of a channel the node never joined"
+    );
     // The broker holds the handler weakly: once the node is gone, nothing is handed over.
     drop(handler);
     let again = format!("c{}", unique());
@@ -392,6 +417,82 @@ async fn conform_history(
     assert_eq!(
         offsets(HistoryRange::Before(Some(u64::MAX)), 2).await,
         kept[1..]
+    );
+}
+
+/// Presence: memberships counted per user, joins and leaves reported once per user, expired
+/// memberships skipped by reads and removed by the sweep, lists sorted and cut at the limit.
+async fn conform_presence(presence: &dyn Presence) {
+    let channel = format!("pr{}", unique());
+    let member = |session: &'static str, user: &'static str| Membership {
+        channel: &channel,
+        session,
+        user,
+    };
+    let ttl = Duration::from_secs(60);
+    let pairs = |changes: Vec<(String, String)>| {
+        let mut users: Vec<String> = changes
+            .into_iter()
+            .map(|(c, u)| {
+                assert_eq!(c, channel);
+                u
+            })
+            .collect();
+        users.sort();
+        users
+    };
+    let first = [
+        member("n/1", "alice"),
+        member("n/2", "alice"),
+        member("m/1", "bob b"),
+    ];
+    let added = presence.add(&first, ttl).await.unwrap();
+    assert_eq!(pairs(added.joined), ["alice", "bob b"]);
+    assert!(added.left.is_empty());
+    // A refresh of what exists joins nobody.
+    assert!(presence.add(&first, ttl).await.unwrap().joined.is_empty());
+    let list = presence.members(&channel, 10).await.unwrap();
+    assert_eq!(
+        list.users,
+        [("alice".to_owned(), 2), ("bob b".to_owned(), 1)]
+    );
+    assert_eq!(list.total, 2);
+    let cut = presence.members(&channel, 1).await.unwrap();
+    assert_eq!((cut.users.len(), cut.total), (1, 2));
+    // The user leaves with the last membership, once.
+    assert!(presence.remove(&first[..1]).await.unwrap().left.is_empty());
+    assert_eq!(
+        pairs(presence.remove(&first[1..2]).await.unwrap().left),
+        ["alice"]
+    );
+    assert!(presence.remove(&first[1..2]).await.unwrap().left.is_empty());
+    // An expired membership is not listed, and the sweep removes it (its user leaves).
+    let short = [member("gone/1", "carol")];
+    presence
+        .add(&short, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(presence.members(&channel, 10).await.unwrap().total, 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = presence.members(&channel, 10).await.unwrap();
+    assert_eq!(list.users, [("bob b".to_owned(), 1)]);
+    let swept = presence.sweep(&[&channel], 100).await.unwrap();
+    assert_eq!(pairs(swept.left), ["carol"]);
+    assert!(
+        presence
+            .sweep(&[&channel], 100)
+            .await
+            .unwrap()
+            .left
+            .is_empty()
+    );
+    assert_eq!(
+        pairs(presence.remove(&first[2..]).await.unwrap().left),
+        ["bob b"]
+    );
+    assert_eq!(
+        presence.members(&channel, 10).await.unwrap(),
+        Default::default()
     );
 }
 

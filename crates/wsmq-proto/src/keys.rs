@@ -13,6 +13,9 @@
 //! | `wsmq:chh:{channel}` | pub/sub | gateways | publications of channels with history: `{offset} {epoch} {sent} {body}` |
 //! | `wsmq:hist:{channel}` | STREAM (with TTL) | gateways | a channel's last publications, entry id `{offset}-0`, fields `m` (body) and `t` (sent, Unix ms) |
 //! | `wsmq:hist:{channel}:pos` | HASH (with TTL) | gateways | the channel's `epoch` and last `offset` |
+//! | `wsmq:presence:{channel}` | ZSET (with TTL) | gateways | one member per subscribed session, `{session} {user}`, scored by when it expires (Unix ms) unless its node refreshes it |
+//! | `wsmq:presence:{channel}:users` | HASH (with TTL) | gateways | user → how many of the zset's members are theirs |
+//! | `wsmq:pres:{channel}` | pub/sub | gateways | who joined and left the channel: JSON `{"joined":[…],"left":[…]}`, at most one per node per second |
 
 /// Prefix of every key and channel wsmq owns.
 pub const PREFIX: &str = "wsmq:";
@@ -79,6 +82,34 @@ pub fn history_position(channel: &str) -> String {
     format!("wsmq:hist:{{{channel}}}:pos")
 }
 
+/// The ZSET of channel `channel`'s presence: one member `{session} {user}` per subscribed
+/// session (a session id holds no space), scored by its expiry, Unix ms. Braced like the
+/// history keys, so [`presence_users`] shares its hash slot.
+pub fn presence(channel: &str) -> String {
+    format!("wsmq:presence:{{{channel}}}")
+}
+
+/// The HASH user → session count of channel `channel`'s presence, kept with [`presence`] by
+/// the same scripts.
+pub fn presence_users(channel: &str) -> String {
+    format!("wsmq:presence:{{{channel}}}:users")
+}
+
+/// Splits a [`presence`] member into the session id and the user.
+pub fn split_presence_member(member: &str) -> Option<(&str, &str)> {
+    member.split_once(' ').filter(|(_, user)| !user.is_empty())
+}
+
+/// The pub/sub channel on which nodes announce who joined and left channel `channel`.
+pub fn presence_channel(channel: &str) -> String {
+    format!("wsmq:pres:{channel}")
+}
+
+/// The broadcast channel name inside a presence pub/sub channel name, if it is one.
+pub fn presence_channel_name(redis_channel: &str) -> Option<&str> {
+    redis_channel.strip_prefix("wsmq:pres:")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +124,15 @@ mod tests {
         assert_eq!(history_channel_name(&channel("r")), None);
         assert_eq!(history_stream("r"), "wsmq:hist:{r}");
         assert_eq!(history_position("r"), "wsmq:hist:{r}:pos");
+        assert_eq!(presence_channel_name(&presence_channel("r")), Some("r"));
+        assert_eq!(channel_name(&presence_channel("r")), None);
+        assert_eq!(presence("r"), "wsmq:presence:{r}");
+        assert_eq!(presence_users("r"), "wsmq:presence:{r}:users");
+        assert_eq!(
+            split_presence_member("n-1/ab3 al ice"),
+            Some(("n-1/ab3", "al ice"))
+        );
+        assert_eq!(split_presence_member("n-1/ab3"), None);
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub use close::CloseCode;
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{
     ClientFrame, ClientOp, DEFAULT_HISTORY_LIMIT, HistoryItem, MAX_EPOCH_LEN, MAX_HISTORY_LIMIT,
-    MessageFrame, Publish, Ref, Rejection, ServerFrame, StreamPosition, Target, decode_client,
-    decode_publish_body, decode_request, decode_server, encode_channel_message,
-    encode_channel_publication, encode_client, encode_queue_message, encode_server,
+    MAX_PRESENCE_USERS, MessageFrame, PresenceUser, Publish, Ref, Rejection, ServerFrame,
+    StreamPosition, Target, decode_client, decode_publish_body, decode_request, decode_server,
+    encode_channel_message, encode_channel_publication, encode_client, encode_queue_message,
+    encode_server,
 };
 pub use legacy::LegacyCommand;
 pub use name::{ChannelName, MessageId, NameError, NameKind, QueueName, UserId};

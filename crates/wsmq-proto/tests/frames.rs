@@ -190,6 +190,8 @@ fn server_frames_golden() {
             epoch: None,
             recovered: None,
             messages: None,
+            users: None,
+            total: None,
         },
     );
     server_golden(

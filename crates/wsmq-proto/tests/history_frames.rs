@@ -24,12 +24,13 @@ fn subscribe_with_since_decodes_to_a_position() {
             .unwrap();
     assert_eq!(
         frame.op,
-        ClientOp::SubscribeSince {
+        ClientOp::SubscribeChannel {
             channel: channel("c"),
-            since: StreamPosition {
+            since: Some(StreamPosition {
                 offset: 41,
                 epoch: "e1".into()
-            },
+            }),
+            presence: false,
         }
     );
     let max = decode_client(&format!(
@@ -37,7 +38,9 @@ fn subscribe_with_since_decodes_to_a_position() {
         u64::MAX
     ))
     .unwrap();
-    assert!(matches!(max.op, ClientOp::SubscribeSince { since, .. } if since.offset == u64::MAX));
+    assert!(
+        matches!(max.op, ClientOp::SubscribeChannel { since: Some(since), .. } if since.offset == u64::MAX)
+    );
     // `null` is absent, as for every field.
     let plain = decode_client(r#"{"op":"subscribe","channel":"c","since":null}"#).unwrap();
     assert_eq!(

@@ -1,6 +1,12 @@
 //! `channel history`: the latest publications of a channel with history, read from the STREAM
 //! and HASH the gateways keep (`wsmq:hist:{c}`, `wsmq:hist:{c}:pos`; see `wsmq_proto::keys`).
 //! Read only: unlike a gateway's read, it creates nothing for a channel without history.
+//!
+//! `channel presence`: the users subscribed to a channel, read from the ZSET of memberships
+//! (`wsmq:presence:{c}`) as a gateway reads it: the live ones only (scored past Redis `TIME`),
+//! page by page, counted per user. Read only: expired ones are left to the gateways' sweep.
+
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use wsmq_proto::keys;
@@ -56,6 +62,42 @@ pub(crate) async fn history(
     };
     ctx.out
         .history(channel, &epoch, offset.unwrap_or(0), &entries)
+}
+
+/// Memberships read per round trip.
+const PRESENCE_PAGE: usize = 10_000;
+
+/// Prints every user with a live membership of `channel`, with their session count.
+pub(crate) async fn presence(ctx: &Ctx, channel: &str) -> anyhow::Result<()> {
+    check_channel_name(channel)?;
+    let rsmq = ctx.connect(false).await?;
+    let mut conn = conn(&rsmq).await?;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let now_ms = secs * 1000 + micros / 1000;
+    let mut users: BTreeMap<String, u64> = BTreeMap::new();
+    let mut offset = 0usize;
+    loop {
+        let page: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(keys::presence(channel))
+            .arg(format!("({now_ms}"))
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(PRESENCE_PAGE)
+            .query_async(&mut conn)
+            .await?;
+        for member in &page {
+            if let Some((_, user)) = keys::split_presence_member(member) {
+                *users.entry(user.to_owned()).or_default() += 1;
+            }
+        }
+        if page.len() < PRESENCE_PAGE {
+            break;
+        }
+        offset += page.len();
+    }
+    let users: Vec<(String, u64)> = users.into_iter().collect();
+    ctx.out.presence(channel, &users)
 }
 
 /// `(offset, sent ms, body)` of one stream entry: id `{offset}-0`, fields `m` and `t`.

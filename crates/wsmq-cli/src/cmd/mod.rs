@@ -46,6 +46,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             limit,
             before,
         }) => channel::history(&ctx, &channel, limit, before).await,
+        Command::Channel(ChannelCmd::Presence { channel }) => {
+            channel::presence(&ctx, &channel).await
+        }
         Command::Nodes => nodes::run(&ctx).await,
     }
 }

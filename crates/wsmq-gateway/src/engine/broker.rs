@@ -95,6 +95,13 @@ pub trait BrokerHandler: Send + Sync + 'static {
     /// meanwhile never arrived, and a handler that tracks positions looks for them now rather
     /// than at the channel's next publication, which may never come.
     fn on_link_restored(&self) {}
+
+    /// A node announced who joined and left `channel` (see
+    /// [`Presence::announce`](super::Presence::announce)); only for channels the node
+    /// subscribed to.
+    fn on_presence(&self, channel: &str, joined: &[String], left: &[String]) {
+        let _ = (channel, joined, left);
+    }
 }
 
 /// Channels across nodes.
@@ -178,6 +185,14 @@ impl HandlerSlot {
     pub fn on_link_restored(&self) {
         if let Some(handler) = self.0.get().and_then(Weak::upgrade) {
             handler.on_link_restored();
+        }
+    }
+
+    /// Hands an announcement of who joined and left a channel to the handler, as
+    /// [`BrokerHandler::on_presence`].
+    pub fn on_presence(&self, channel: &str, joined: &[String], left: &[String]) {
+        if let Some(handler) = self.0.get().and_then(Weak::upgrade) {
+            handler.on_presence(channel, joined, left);
         }
     }
 }

@@ -11,6 +11,11 @@
 //! Channel history is a ring buffer per channel with the Redis engine's semantics: offsets
 //! count up within an epoch, the last `size` publications are kept, and the whole history
 //! (and so its epoch) is forgotten `ttl` after the channel's last publication.
+//!
+//! Presence ([`presence`]) keeps memberships with their expiry and per-user counts, as the
+//! Redis engine does; announcements go straight to the node's hub.
+
+mod presence;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet, VecDeque},
@@ -32,8 +37,9 @@ use wsmq_proto::{NodeHeartbeat, keys};
 use super::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
     DeadCounts, DeadLettered, Engine, EngineError, HandlerSlot, Held, HistoryEntry, HistoryPage,
-    HistoryPolicy, HistoryRange, InterestGuard, Position, Published, QueueMessage, QueueRules,
-    QueueStore, QueueWatch, Received, Revocation, new_epoch,
+    HistoryPolicy, HistoryRange, InterestGuard, Membership, Position, Presence, PresenceChanges,
+    PresenceList, Published, QueueMessage, QueueRules, QueueStore, QueueWatch, Received,
+    Revocation, new_epoch,
 };
 use crate::clock;
 
@@ -54,6 +60,8 @@ pub struct MemoryEngine {
     handler: HandlerSlot,
     /// channel → its history, for channels with history that were published to or read.
     histories: Mutex<HashMap<String, History>>,
+    /// Who is subscribed to which channel.
+    presence: presence::MemPresence,
     /// Wall clock at creation, Unix ms; with `origin` gives a clock that follows tokio time.
     epoch_ms: u64,
     /// tokio instant at creation.
@@ -133,6 +141,7 @@ impl MemoryEngine {
             channels: Mutex::default(),
             handler: HandlerSlot::default(),
             histories: Mutex::default(),
+            presence: presence::MemPresence::default(),
             epoch_ms: clock::unix_millis(),
             origin: Instant::now(),
             last_id_us: AtomicU64::new(0),
@@ -677,6 +686,56 @@ impl Broker for MemoryEngine {
             .lock()
             .expect("channels poisoned")
             .remove(channel);
+    }
+}
+
+impl Presence for MemoryEngine {
+    fn add<'a>(
+        &'a self,
+        members: &'a [Membership<'a>],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<PresenceChanges, EngineError>> {
+        futures_util::future::ready(Ok(self.presence.add(members, ttl))).boxed()
+    }
+
+    fn remove<'a>(
+        &'a self,
+        members: &'a [Membership<'a>],
+    ) -> BoxFuture<'a, Result<PresenceChanges, EngineError>> {
+        futures_util::future::ready(Ok(self.presence.remove(members))).boxed()
+    }
+
+    fn sweep<'a>(
+        &'a self,
+        channels: &'a [&'a str],
+        max: usize,
+    ) -> BoxFuture<'a, Result<PresenceChanges, EngineError>> {
+        futures_util::future::ready(Ok(self.presence.sweep(channels, max))).boxed()
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PresenceList, EngineError>> {
+        futures_util::future::ready(Ok(self.presence.members(channel, limit))).boxed()
+    }
+
+    fn announce<'a>(
+        &'a self,
+        channel: &'a str,
+        joined: &'a [String],
+        left: &'a [String],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        let listening = self
+            .channels
+            .lock()
+            .expect("channels poisoned")
+            .contains(channel);
+        if listening {
+            self.handler.on_presence(channel, joined, left);
+        }
+        futures_util::future::ready(Ok(())).boxed()
     }
 }
 

@@ -7,9 +7,11 @@
 //!   gave the broker at [`Broker::start`]; the broker owns no local subscribers.
 //! - [`ClusterState`]: what all nodes share besides messages: the access-token registry,
 //!   revocations and node heartbeats.
+//! - [`Presence`]: who is subscribed to which channel on every node, with expiring
+//!   memberships and join/leave announcements (default methods refuse, for engines without).
 //!
-//! [`Engine`] bundles one of each, chosen at start: [`redis::RedisEngine`] implements all three
-//! over one Redis shared by every node, [`memory::MemoryEngine`] all three in one process. A
+//! [`Engine`] bundles one of each, chosen at start: [`redis::RedisEngine`] implements all four
+//! over one Redis shared by every node, [`memory::MemoryEngine`] all four in one process. A
 //! future engine may implement some parts and take the others from another engine. See
 //! `docs/architecture.md` for how the parts meet the node.
 //!
@@ -20,6 +22,7 @@ mod broker;
 mod cluster;
 pub mod interest;
 pub mod memory;
+mod presence;
 mod queues;
 pub mod redis;
 
@@ -32,6 +35,7 @@ pub use self::{
     },
     cluster::{ClusterState, CredentialCheck, CredentialChecks, CredentialQuery, Revocation},
     interest::InterestGuard,
+    presence::{Announcement, Membership, Presence, PresenceChanges, PresenceList},
     queues::{
         DeadCounts, DeadLettered, Held, Listening, QueueMessage, QueueRules, QueueStore,
         QueueWatch, Received,
@@ -49,19 +53,22 @@ pub struct Engine {
     pub broker: Arc<dyn Broker>,
     /// Tokens, revocations, heartbeats.
     pub cluster: Arc<dyn ClusterState>,
+    /// Who is subscribed to which channel, on every node.
+    pub presence: Arc<dyn Presence>,
 }
 
 impl Engine {
-    /// An engine whose three parts are one object.
+    /// An engine whose parts are one object.
     pub fn whole<E>(kind: &'static str, engine: Arc<E>) -> Engine
     where
-        E: QueueStore + Broker + ClusterState,
+        E: QueueStore + Broker + ClusterState + Presence,
     {
         Engine {
             kind,
             queues: engine.clone(),
             broker: engine.clone(),
-            cluster: engine,
+            cluster: engine.clone(),
+            presence: engine,
         }
     }
 }

@@ -7,7 +7,10 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use wsmq_proto::{ChannelName, ErrorCode, QueueName, Ref, ServerFrame};
 
 use super::Session;
-use crate::{delivery, engine::EngineError, error::GatewayError, outbound::OutFrame};
+use crate::{
+    delivery, engine::EngineError, error::GatewayError, hub::ChannelSubscription,
+    outbound::OutFrame,
+};
 
 /// Why a subscription was not started.
 #[derive(Debug)]
@@ -94,13 +97,18 @@ pub(super) async fn queue(
 }
 
 /// Subscribes the session to `channel`; `first` (the `ok`) is queued before any publication.
-/// Subscribing again to a channel already subscribed only sends `first`.
+/// Subscribing again to a channel already subscribed only sends `first` (and turns presence
+/// frames on when `presence` asks for them).
 pub(super) fn channel(
     session: &mut Session,
     channel: ChannelName,
     first: Utf8Bytes,
+    presence: bool,
 ) -> Result<(), Refusal> {
-    if session.channels.contains_key(&channel) {
+    if let Some(subscription) = session.channels.get(&channel) {
+        if presence {
+            subscription.want_presence();
+        }
         session.out.push(OutFrame::text(first));
         return Ok(());
     }
@@ -109,9 +117,25 @@ pub(super) fn channel(
     let sink = Box::new(move |frame| {
         out.push(OutFrame::text(frame));
     });
-    let subscription = session.gateway.hub.subscribe(channel.as_str(), sink, first);
+    let mut subscription = session.gateway.hub.subscribe(channel.as_str(), sink, first);
+    hold_presence(session, &channel, &mut subscription, presence);
     session.channels.insert(channel, subscription);
     Ok(())
+}
+
+/// Makes a new channel subscription count in the channel's presence (every subscription
+/// does), and with `frames`, receive its `presence` frames.
+pub(super) fn hold_presence(
+    session: &Session,
+    channel: &ChannelName,
+    subscription: &mut ChannelSubscription,
+    frames: bool,
+) {
+    let user = session.identity.user.as_str();
+    subscription.hold(session.gateway.presence.join(channel.as_str(), user));
+    if frames {
+        subscription.want_presence();
+    }
 }
 
 /// The checks a new channel subscription passes (also for one that recovers history).

@@ -172,39 +172,7 @@ impl TestGateway {
         headers: &[(&str, &str)],
         protocol: Option<&str>,
     ) -> Result<Client, (u16, String)> {
-        let mut request = self.ws_url(path).into_client_request().unwrap();
-        for (name, value) in headers {
-            request.headers_mut().insert(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        if let Some(protocol) = protocol {
-            request.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_str(protocol).unwrap(),
-            );
-        }
-        match connect_async(request).await {
-            Ok((ws, response)) => Ok(Client {
-                ws,
-                protocol: response
-                    .headers()
-                    .get("sec-websocket-protocol")
-                    .map(|v| v.to_str().unwrap().to_owned()),
-                pending: Default::default(),
-            }),
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                let status = response.status().as_u16();
-                let body = response
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                Err((status, body))
-            }
-            Err(err) => panic!("websocket connect failed: {err}"),
-        }
+        connect_at(self.addr, path, headers, protocol).await
     }
 
     /// A raw HTTP/1.1 request; returns (status, body).
@@ -346,8 +314,8 @@ impl Client {
         serde_json::from_str(&self.recv_text().await).unwrap()
     }
 
-    /// Sends a request and returns the next frame that is not a queue/channel message; the
-    /// messages that arrive meanwhile are kept for the next `recv`.
+    /// Sends a request and returns the next frame that is not a queue/channel message or a
+    /// `presence` frame; those that arrive meanwhile are kept for the next `recv`.
     pub async fn request(&mut self, value: Value) -> Value {
         self.send_json(value).await;
         loop {
@@ -355,7 +323,7 @@ impl Client {
                 panic!("no reply within {RECV_TIMEOUT:?}");
             };
             let frame: Value = serde_json::from_str(&text).unwrap();
-            if frame["op"] != "message" {
+            if frame["op"] != "message" && frame["op"] != "presence" {
                 return frame;
             }
             self.pending.push_back(text);
@@ -389,6 +357,49 @@ impl Client {
             while let Some(Ok(_)) = self.ws.next().await {}
         })
         .await;
+    }
+}
+
+/// Opens a WebSocket to the gateway at `addr` (in-process or not) with extra headers and an
+/// optional subprotocol; `Err((status, body))` when the handshake is refused.
+pub async fn connect_at(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    protocol: Option<&str>,
+) -> Result<Client, (u16, String)> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    if let Some(protocol) = protocol {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(protocol).unwrap(),
+        );
+    }
+    match connect_async(request).await {
+        Ok((ws, response)) => Ok(Client {
+            ws,
+            protocol: response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            pending: Default::default(),
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((status, body))
+        }
+        Err(err) => panic!("websocket connect failed: {err}"),
     }
 }
 

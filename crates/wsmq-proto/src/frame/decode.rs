@@ -133,6 +133,7 @@ pub(super) struct RawFrame {
     since: Option<Value>,
     limit: Option<Value>,
     before: Option<Value>,
+    presence: Option<Value>,
 }
 
 impl RawFrame {
@@ -151,17 +152,30 @@ impl RawFrame {
             Some(_) => return Err(not_a_string("op")),
         };
         Ok(match op.as_str() {
-            "subscribe" => match (target(self.queue, self.channel)?, self.since) {
-                (target, None) => ClientOp::Subscribe(target),
-                (Target::Channel(channel), Some(since)) => ClientOp::SubscribeSince {
-                    channel,
-                    since: position(since)?,
-                },
-                (Target::Queue(_), Some(_)) => {
-                    return Err(ProtoError::invalid(
-                        "`since` is only for channels: queues keep what is not acked",
-                    ));
+            "subscribe" => {
+                let presence = flag(self.presence, "presence")?;
+                match (target(self.queue, self.channel)?, self.since) {
+                    (Target::Queue(_), Some(_)) => {
+                        return Err(ProtoError::invalid(
+                            "`since` is only for channels: queues keep what is not acked",
+                        ));
+                    }
+                    (Target::Queue(_), None) if presence => {
+                        return Err(ProtoError::invalid(
+                            "`presence` is only for channels: a queue has consumers, not members",
+                        ));
+                    }
+                    (target, None) if !presence => ClientOp::Subscribe(target),
+                    (Target::Channel(channel), since) => ClientOp::SubscribeChannel {
+                        channel,
+                        since: since.map(position).transpose()?,
+                        presence,
+                    },
+                    (Target::Queue(queue), None) => ClientOp::Subscribe(Target::Queue(queue)),
                 }
+            }
+            "presence" => ClientOp::Presence {
+                channel: name(self.channel, "channel")?,
             },
             "history" => ClientOp::History {
                 channel: name(self.channel, "channel")?,
@@ -177,11 +191,7 @@ impl RawFrame {
                 let queue = name(self.queue, "queue")?;
                 let id = name(self.id, "id")?;
                 let delay = delay(self.delay)?;
-                let dead = match self.dead {
-                    None | Some(Value::Bool(false)) => false,
-                    Some(Value::Bool(true)) => true,
-                    Some(_) => return Err(ProtoError::invalid("`dead` must be true or false")),
-                };
+                let dead = flag(self.dead, "dead")?;
                 if dead && delay.is_some() {
                     return Err(ProtoError::invalid(
                         "`delay` and `dead` exclude each other: a dead message is not given back",
@@ -256,6 +266,17 @@ fn string(value: Option<Value>, field: &'static str) -> Result<String, ProtoErro
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(not_a_string(field)),
         None => Err(missing(field)),
+    }
+}
+
+/// A boolean field: absent (or `null`) is `false`.
+fn flag(value: Option<Value>, field: &str) -> Result<bool, ProtoError> {
+    match value {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(b),
+        Some(_) => Err(ProtoError::Invalid(format!(
+            "`{field}` must be true or false"
+        ))),
     }
 }
 

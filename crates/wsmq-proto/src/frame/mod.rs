@@ -46,6 +46,10 @@ pub const MAX_HISTORY_LIMIT: u32 = 1000;
 /// Publications a `history` request without `limit` returns.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 
+/// Most users one `presence` reply lists (sorted by user id); the reply's `total` says how
+/// many there are in all. Keeps one reply under about a megabyte whatever the channel's size.
+pub const MAX_PRESENCE_USERS: usize = 10_000;
+
 /// Longest accepted `epoch`, in bytes. Epochs are short tokens made by the server; the cap
 /// keeps a client from making the server hold or compare large strings.
 pub const MAX_EPOCH_LEN: usize = 64;
@@ -72,6 +76,15 @@ pub struct HistoryItem {
     pub message: String,
     /// When it was published, Unix milliseconds.
     pub sent: u64,
+}
+
+/// One user present on a channel, in a `presence` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUser {
+    /// The user id.
+    pub user: String,
+    /// How many of the user's sessions (on all nodes) are subscribed to the channel.
+    pub sessions: u64,
 }
 
 /// A client-chosen correlation id, echoed in the reply: a JSON number or string.
@@ -219,14 +232,20 @@ pub enum ClientOp {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         dead: bool,
     },
-    /// Receive a channel, starting after `since` in its history (recovery after a reconnect).
-    /// On the wire: a `subscribe` to a channel with `"since":{"offset":…,"epoch":"…"}`.
+    /// Receive a channel with options: starting after `since` in its history (recovery after
+    /// a reconnect), and/or with `presence` frames. On the wire: a `subscribe` to a channel
+    /// with `"since":{"offset":…,"epoch":"…"}` and/or `"presence":true`; a channel subscribe
+    /// with neither decodes to [`ClientOp::Subscribe`].
     #[serde(rename = "subscribe")]
-    SubscribeSince {
+    SubscribeChannel {
         /// The channel.
         channel: ChannelName,
         /// The last publication the client has; it gets every one after it.
-        since: StreamPosition,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<StreamPosition>,
+        /// Whether the session also receives `presence` frames (who joined, who left).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
     },
     /// Page back through a channel's history.
     History {
@@ -237,6 +256,11 @@ pub enum ClientOp {
         /// Only publications before this offset (exclusive); `None`: up to the latest.
         #[serde(skip_serializing_if = "Option::is_none")]
         before: Option<u64>,
+    },
+    /// Who is subscribed to a channel, on all nodes.
+    Presence {
+        /// The channel.
+        channel: ChannelName,
     },
     /// Publish to a queue or channel.
     Publish(Publish),
@@ -253,8 +277,9 @@ impl ClientOp {
     /// The wire name of the op, e.g. `"subscribe"`; a bounded set, fit for a metric label.
     pub const fn name(&self) -> &'static str {
         match self {
-            ClientOp::Subscribe(_) | ClientOp::SubscribeSince { .. } => "subscribe",
+            ClientOp::Subscribe(_) | ClientOp::SubscribeChannel { .. } => "subscribe",
             ClientOp::History { .. } => "history",
+            ClientOp::Presence { .. } => "presence",
             ClientOp::Unsubscribe(_) => "unsubscribe",
             ClientOp::Ack { .. } => "ack",
             ClientOp::Nack { .. } => "nack",
@@ -369,6 +394,14 @@ pub enum ServerFrame {
         /// After `history`: the publications, oldest first.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         messages: Option<Vec<HistoryItem>>,
+        /// After `presence`: the users subscribed to the channel on all nodes, by user id, at
+        /// most [`MAX_PRESENCE_USERS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        users: Option<Vec<PresenceUser>>,
+        /// After `presence`: how many users there are in all (more than `users` holds when
+        /// the list was cut at [`MAX_PRESENCE_USERS`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
     },
     /// A request failed.
     Error {
@@ -392,6 +425,17 @@ pub enum ServerFrame {
         /// The channel's epoch now.
         epoch: String,
     },
+    /// Who joined and who left a channel the session subscribed to with `"presence":true`
+    /// since the last such frame; at most one per channel per second. A user joins with their
+    /// first session on the channel (on any node) and leaves with their last.
+    Presence {
+        /// The channel.
+        channel: ChannelName,
+        /// Users now present who were not.
+        joined: Vec<String>,
+        /// Users no longer present.
+        left: Vec<String>,
+    },
     /// Reply to `ping`.
     Pong {
         /// The ping's `ref`.
@@ -410,6 +454,8 @@ impl ServerFrame {
             epoch: None,
             recovered: None,
             messages: None,
+            users: None,
+            total: None,
         }
     }
 

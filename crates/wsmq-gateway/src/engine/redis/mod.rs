@@ -20,6 +20,7 @@
 
 mod changes;
 mod history;
+mod presence;
 mod pubsub;
 
 use std::{
@@ -47,8 +48,8 @@ use self::{
 use super::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
     DeadLettered, Engine, EngineError, HandlerSlot, Held, HistoryPage, HistoryPolicy, HistoryRange,
-    Published, QueueMessage, QueueRules, QueueStore, QueueWatch, Received, Revocation,
-    interest::Interests,
+    Membership, Presence, PresenceChanges, PresenceList, Published, QueueMessage, QueueRules,
+    QueueStore, QueueWatch, Received, Revocation, interest::Interests,
 };
 
 /// The Redis engine's counters, registered by the gateway.
@@ -173,7 +174,8 @@ impl RedisEngine {
         } else {
             channels.remove(channel);
         }
-        // Both carriers: publications with history come on their own pub/sub channel.
+        // Every carrier: publications with history and presence announcements come on pub/sub
+        // channels of their own.
         for name in PubSub::carriers(channel) {
             self.changes.toggle(name, None, wanted);
         }
@@ -418,6 +420,48 @@ impl Broker for RedisEngine {
     fn channel_listening(&self, channel: &str) -> Option<Arc<super::Listening>> {
         let wakes = self.channel_wakes.lock().expect("channel wakes poisoned");
         wakes.get(channel).map(|wake| Arc::clone(&wake.listening))
+    }
+}
+
+impl Presence for RedisEngine {
+    fn add<'a>(
+        &'a self,
+        members: &'a [Membership<'a>],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<PresenceChanges, EngineError>> {
+        self.presence_add(members, ttl).boxed()
+    }
+
+    fn remove<'a>(
+        &'a self,
+        members: &'a [Membership<'a>],
+    ) -> BoxFuture<'a, Result<PresenceChanges, EngineError>> {
+        self.presence_remove(members).boxed()
+    }
+
+    fn sweep<'a>(
+        &'a self,
+        channels: &'a [&'a str],
+        max: usize,
+    ) -> BoxFuture<'a, Result<PresenceChanges, EngineError>> {
+        self.presence_sweep(channels, max).boxed()
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<PresenceList, EngineError>> {
+        self.presence_members(channel, limit).boxed()
+    }
+
+    fn announce<'a>(
+        &'a self,
+        channel: &'a str,
+        joined: &'a [String],
+        left: &'a [String],
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        self.presence_announce(channel, joined, left).boxed()
     }
 }
 

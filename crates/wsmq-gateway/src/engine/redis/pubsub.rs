@@ -1,8 +1,8 @@
 //! The node's one Redis pub/sub connection.
 //!
 //! It subscribes to `wsmq:revoke` always, to `{ns}:rt:{q}` for each queue with a local
-//! consumer and to `wsmq:ch:{c}` and `wsmq:chh:{c}` (publications with history) for each
-//! channel with a local subscriber (the interest registries add wishes on first/last local
+//! consumer and to `wsmq:ch:{c}`, `wsmq:chh:{c}` (publications with history) and
+//! `wsmq:pres:{c}` (presence announcements) for each channel with a local subscriber (the interest registries add wishes on first/last local
 //! holder to [`Changes`], coalesced per channel; what waits goes out as one `SUBSCRIBE` and one
 //! `UNSUBSCRIBE` with many channels). Messages
 //! are dispatched into the per-queue [`QueueWake`], the node's broker handler (its channel hub)
@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use wsmq_proto::keys;
 
 use super::{
-    super::{EngineError, HandlerSlot, Listening, Revocation, interest::Interests},
+    super::{Announcement, EngineError, HandlerSlot, Listening, Revocation, interest::Interests},
     changes::Changes,
 };
 
@@ -214,9 +214,14 @@ impl PubSub {
         Ok((sink, stream))
     }
 
-    /// The pub/sub names that carry `channel`'s publications: without history and with it.
-    pub(super) fn carriers(channel: &str) -> [String; 2] {
-        [keys::channel(channel), keys::history_channel(channel)]
+    /// The pub/sub names that carry `channel`'s publications (without history and with it)
+    /// and its presence announcements.
+    pub(super) fn carriers(channel: &str) -> [String; 3] {
+        [
+            keys::channel(channel),
+            keys::history_channel(channel),
+            keys::presence_channel(channel),
+        ]
     }
 
     /// After a connection subscribed to what was wanted when it started (`queues` and
@@ -313,6 +318,11 @@ impl PubSub {
                     channel = name,
                     "history publication without a position dropped"
                 ),
+            }
+        } else if let Some(name) = keys::presence_channel_name(channel) {
+            match serde_json::from_slice::<Announcement>(msg.get_payload_bytes()) {
+                Ok(a) => self.handler.on_presence(name, &a.joined, &a.left),
+                Err(_) => debug!(channel = name, "malformed presence announcement dropped"),
             }
         } else if channel == keys::REVOKE_CHANNEL {
             let user = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();

@@ -62,6 +62,8 @@ pub(super) async fn apply(
                     })
                     .collect(),
             ),
+            users: None,
+            total: None,
         }),
         Err(err) => {
             gateway

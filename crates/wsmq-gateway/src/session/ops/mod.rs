@@ -9,6 +9,7 @@ mod auth;
 mod history;
 mod nack;
 mod ping;
+mod presence;
 mod publish;
 mod recover;
 mod subscribe;
@@ -52,7 +53,11 @@ impl Reply {
 pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
     let reference = frame.reference;
     let cost = match &frame.op {
-        ClientOp::Subscribe(_) | ClientOp::Unsubscribe(_) | ClientOp::Publish(_) => 1.0,
+        // A presence read may walk a large channel: it costs what a subscribe does.
+        ClientOp::Subscribe(_)
+        | ClientOp::Unsubscribe(_)
+        | ClientOp::Publish(_)
+        | ClientOp::Presence { .. } => 1.0,
         ClientOp::Auth { .. } => super::rate::AUTH_COST,
         _ => 0.0,
     };
@@ -68,9 +73,12 @@ pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
     }
     let reply = match frame.op {
         ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,
-        ClientOp::SubscribeSince { channel, since } => {
-            recover::apply(session, channel, Some(since), reference).await
-        }
+        ClientOp::SubscribeChannel {
+            channel,
+            since,
+            presence,
+        } => recover::apply(session, channel, since, presence, reference).await,
+        ClientOp::Presence { channel } => presence::apply(session, channel, reference).await,
         ClientOp::History {
             channel,
             limit,

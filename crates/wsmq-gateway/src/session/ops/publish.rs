@@ -34,6 +34,8 @@ pub(super) async fn apply(
             epoch: None,
             recovered: None,
             messages: None,
+            users: None,
+            total: None,
         }),
         Ok(Published::Channel { position, .. }) => Reply::Now(ServerFrame::Ok {
             reference,
@@ -42,6 +44,8 @@ pub(super) async fn apply(
             epoch: position.map(|p| p.epoch.to_string()),
             recovered: None,
             messages: None,
+            users: None,
+            total: None,
         }),
         Err(err) => Reply::failed(reference, &err),
     }

@@ -30,11 +30,13 @@ const PAGE: u64 = 1000;
 const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Subscribes with history; a channel without history is subscribed to as usual, and a
-/// `since` for it answered `"recovered":false`.
+/// `since` for it answered `"recovered":false`. With `presence`, the subscription also gets
+/// the channel's `presence` frames.
 pub(super) async fn apply(
     session: &mut Session,
     channel: ChannelName,
     since: Option<StreamPosition>,
+    presence: bool,
     reference: Option<Ref>,
 ) -> Reply {
     let policy = session.gateway.history_policy(channel.as_str());
@@ -46,7 +48,7 @@ pub(super) async fn apply(
             *recovered = since.is_some().then_some(false);
         }
         let ok = encode_server(&ok);
-        return match subscribe::channel(session, channel, ok.into()) {
+        return match subscribe::channel(session, channel, ok.into(), presence) {
             Ok(()) => Reply::Deferred,
             Err(refusal) => Reply::Now(refusal.into_frame(reference)),
         };
@@ -59,10 +61,11 @@ pub(super) async fn apply(
         out.push(OutFrame::text(frame));
     });
     let cap = session.gateway.config.limits.outbound_buffer;
-    let subscription = session
+    let mut subscription = session
         .gateway
         .hub
         .subscribe_pending(channel.as_str(), sink, cap);
+    subscribe::hold_presence(session, &channel, &mut subscription, presence);
     // Read only once the node's subscription is in effect: a publication after the read then
     // reaches the member live. Bounded: with the engine's link down, the link's return reads
     // what was missed (see `hub`).
@@ -90,6 +93,8 @@ pub(super) async fn apply(
         epoch: Some(page.epoch.to_string()),
         recovered,
         messages: None,
+        users: None,
+        total: None,
     };
     if !session.out.send(OutFrame::text(encode_server(&ok))).await {
         return Reply::Deferred;

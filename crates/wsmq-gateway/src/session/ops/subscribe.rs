@@ -16,9 +16,9 @@ pub(super) async fn apply(session: &mut Session, target: Target, reference: Opti
     let subscribed = match target {
         Target::Queue(queue) => subscribe::queue(session, queue, Some(OutFrame::text(ok))).await,
         Target::Channel(channel) if session.gateway.history_policy(channel.as_str()).is_some() => {
-            return super::recover::apply(session, channel, None, reference).await;
+            return super::recover::apply(session, channel, None, false, reference).await;
         }
-        Target::Channel(channel) => subscribe::channel(session, channel, ok.into()),
+        Target::Channel(channel) => subscribe::channel(session, channel, ok.into(), false),
     };
     match subscribed {
         Ok(()) => Reply::Deferred,
