@@ -33,8 +33,10 @@
 //! - `quota`: the per-user budget of queue creations.
 //! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
 
+mod acks;
 mod auth;
 mod clock;
+mod command;
 pub mod config;
 mod delivery;
 mod demo;
@@ -55,7 +57,9 @@ mod routes;
 pub mod server;
 mod session;
 pub mod shutdown;
+mod sse;
 mod state;
+mod streams;
 mod upgrade;
 
 use std::future::Future;

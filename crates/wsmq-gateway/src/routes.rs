@@ -3,6 +3,8 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /` or `/ws` with `Upgrade: websocket` | [`upgrade::handle`] |
+//! | `GET /sse?queue=q&channel=c` | [`sse::handle`]: a Server-Sent Events stream (public port only) |
+//! | `POST /api/ack`, `POST /api/nack` | [`acks::handle`]: acks of the caller's SSE streams, on any node (public port only) |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when the engine answers and the node is not draining, else 503 |
 //! | `GET /metrics` | Prometheus text |
@@ -14,8 +16,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Incoming,
@@ -27,12 +28,13 @@ use tracing::debug;
 use wsmq_proto::{Publish, Target, decode_publish_body};
 
 use crate::{
-    demo,
+    acks, demo,
     engine::QueueRules,
     error::GatewayError,
     http::{Body, error_response, json_response, not_found},
     metrics,
     publish::{self, Published},
+    sse,
     state::Gateway,
     upgrade,
 };
@@ -75,10 +77,17 @@ pub(crate) async fn handle(
             StatusCode::UPGRADE_REQUIRED,
             &json!({"error": "upgrade_required", "reason": "connect with a WebSocket client"}),
         ),
+        (Method::GET, "/sse") if port == Port::Public => sse::handle(req, gateway, permit).await,
+        (Method::POST, "/api/ack") if port == Port::Public => {
+            acks::handle(req, &gateway, acks::Op::Ack).await
+        }
+        (Method::POST, "/api/nack") if port == Port::Public => {
+            acks::handle(req, &gateway, acks::Op::Nack).await
+        }
         (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (Method::GET, "/readyz") => readyz(&gateway).await,
         (Method::GET, "/metrics") if port.serves_admin(&gateway) => {
-            let mut response = Response::new(Full::new(Bytes::from(gateway.metrics.render())));
+            let mut response = Response::new(Body::full(gateway.metrics.render()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),

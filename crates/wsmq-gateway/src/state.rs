@@ -24,6 +24,7 @@ use crate::{
     presence::PresenceTracker,
     quota::QueueQuota,
     shutdown::Shutdown,
+    streams::StreamRegistry,
 };
 
 /// Shared by everything on the node; cheap to clone through `Arc`.
@@ -50,6 +51,8 @@ pub(crate) struct Gateway {
     pub started: u64,
     /// Queue creations each user has left (`--queue-create-limit`).
     pub queue_quota: QueueQuota,
+    /// Open SSE streams and their queue subscriptions, for HTTP acks.
+    pub streams: StreamRegistry,
 }
 
 impl Gateway {
@@ -101,6 +104,7 @@ impl Gateway {
             shutdown: Shutdown::new(),
             auth,
             sessions: SessionRegistry::default(),
+            streams: StreamRegistry::default(),
             addr,
             started: clock::unix_secs(),
         }))

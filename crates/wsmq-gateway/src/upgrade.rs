@@ -29,6 +29,7 @@ use tokio_tungstenite::{
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
+    auth::Identity,
     http::{Body, json_response},
     outbound::Dialect,
     session,
@@ -50,7 +51,6 @@ pub(crate) async fn handle(
     gateway: Arc<Gateway>,
     permit: Arc<OwnedSemaphorePermit>,
 ) -> Response<Body> {
-    let path = req.uri().path().to_owned();
     let headers = req.headers();
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -72,48 +72,9 @@ pub(crate) async fn handle(
             &json!({"error": "bad_request", "reason": "missing sec-websocket-key"}),
         );
     };
-    if !origin_allowed(headers, &gateway.config.listen.allowed_origins) {
-        gateway.metrics.auth_failure("origin");
-        info!(path = %path, "handshake refused: origin not allowed");
-        return json_response(
-            StatusCode::FORBIDDEN,
-            &json!({"error": "forbidden", "reason": "origin"}),
-        );
-    }
-    if gateway.is_draining() {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": "unavailable", "reason": "draining"}),
-        );
-    }
-    // Read before the credential is checked: a revocation seen from here on makes the session
-    // re-check it once registered (see `state::SessionRegistry`).
-    let epoch = gateway.sessions.epoch();
-    let identity = match gateway
-        .auth
-        .authenticate(req.headers(), req.uri(), gateway.engine.cluster.as_ref())
-        .await
-    {
-        Ok(identity) => identity,
-        // A credential that could not be checked (the registry or the revocation marks did not
-        // answer) is not let in, but it is not a wrong credential either: 503, so that clients
-        // retry rather than ask their user for a new token.
-        Err(failure) if failure.reason == "unavailable" => {
-            gateway.metrics.auth_failure(failure.reason);
-            info!(path = %path, "handshake refused: credentials cannot be checked now");
-            return json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"error": "unavailable", "reason": "credentials_unchecked"}),
-            );
-        }
-        Err(failure) => {
-            gateway.metrics.auth_failure(failure.reason);
-            info!(path = %path, reason = failure.reason, "handshake refused");
-            return json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": "unauthorized", "reason": failure.reason}),
-            );
-        }
+    let (identity, epoch) = match admit(&req, &gateway).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
     };
     let dialect = if header_has_token(req.headers(), header::SEC_WEBSOCKET_PROTOCOL, SUBPROTOCOL) {
         Dialect::V1
@@ -169,6 +130,70 @@ pub(crate) async fn handle(
         );
     }
     response
+}
+
+/// Admits a client (a WebSocket handshake, or an SSE stream, which is admitted the same
+/// way): its origin, the node not draining, its credential. Returns who it is and the session
+/// registry's epoch read before the credential was checked, or the refusal to answer with.
+pub(crate) async fn admit<B>(
+    req: &Request<B>,
+    gateway: &Gateway,
+) -> Result<(Identity, u64), Response<Body>> {
+    let path = req.uri().path();
+    if !origin_allowed(req.headers(), &gateway.config.listen.allowed_origins) {
+        gateway.metrics.auth_failure("origin");
+        info!(path = %path, "handshake refused: origin not allowed");
+        return Err(json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "forbidden", "reason": "origin"}),
+        ));
+    }
+    if gateway.is_draining() {
+        return Err(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "unavailable", "reason": "draining"}),
+        ));
+    }
+    // Read before the credential is checked: a revocation seen from here on makes the session
+    // re-check it once registered (see `state::SessionRegistry`).
+    let epoch = gateway.sessions.epoch();
+    let identity = authenticate(req, gateway).await?;
+    Ok((identity, epoch))
+}
+
+/// Checks the request's credential (as the handshake does: `x-token`, `Authorization: Bearer`
+/// or `?token=`, or an access token); the refusal is the handshake's too.
+pub(crate) async fn authenticate<B>(
+    req: &Request<B>,
+    gateway: &Gateway,
+) -> Result<Identity, Response<Body>> {
+    let path = req.uri().path();
+    match gateway
+        .auth
+        .authenticate(req.headers(), req.uri(), gateway.engine.cluster.as_ref())
+        .await
+    {
+        Ok(identity) => Ok(identity),
+        // A credential that could not be checked (the registry or the revocation marks did not
+        // answer) is not let in, but it is not a wrong credential either: 503, so that clients
+        // retry rather than ask their user for a new token.
+        Err(failure) if failure.reason == "unavailable" => {
+            gateway.metrics.auth_failure(failure.reason);
+            info!(path = %path, "handshake refused: credentials cannot be checked now");
+            Err(json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "unavailable", "reason": "credentials_unchecked"}),
+            ))
+        }
+        Err(failure) => {
+            gateway.metrics.auth_failure(failure.reason);
+            info!(path = %path, reason = failure.reason, "handshake refused");
+            Err(json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "unauthorized", "reason": failure.reason}),
+            ))
+        }
+    }
 }
 
 /// Whether the request's `Origin` is allowed: always with an empty allow-list, and for

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 use tracing::{debug, warn};
-use wsmq_proto::{ErrorCode, Ref, ServerFrame, encode_server};
+use wsmq_proto::{ServerFrame, encode_server};
 
-use super::{Command, DeliveryTask, RELEASE_TIMEOUT, SETTLE_TIMEOUT, UNSETTLED_MAX};
+use super::{Command, DeliveryTask, RELEASE_TIMEOUT, ReplyTo, SETTLE_TIMEOUT, UNSETTLED_MAX};
 use crate::{
     engine::{EngineError, Held},
+    error::GatewayError,
     outbound::OutFrame,
 };
 
@@ -41,22 +42,18 @@ impl DeliveryTask {
         let mut nacks: Vec<(u64, Claimed)> = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take() {
-            let (id, boxed, delay) = match command {
-                Command::Ack { id, reference } => (id, reference, None),
+            let (id, reply, delay) = match command {
+                Command::Ack { id, reply } => (id, reply, None),
                 Command::Nack {
                     id,
                     dead: true,
-                    reference,
+                    reply,
                     ..
-                } => (id, reference, Some(None)),
+                } => (id, reply, Some(None)),
                 Command::Nack {
-                    id,
-                    delay,
-                    reference,
-                    ..
-                } => (id, reference, Some(Some(delay))),
+                    id, delay, reply, ..
+                } => (id, reply, Some(Some(delay))),
             };
-            let reference = boxed.map(|r| *r);
             // Claimed by this command: a second ack or nack of it in the same batch finds it
             // gone. A message whose earlier ack failed may be acked again.
             let holding = self.in_flight.remove(id.as_str());
@@ -76,9 +73,9 @@ impl DeliveryTask {
                     id: id.into_string(),
                     rc,
                 });
-                claimed.refs.push(reference);
+                claimed.replies.push(reply);
             } else {
-                self.reply_not_delivered(reference);
+                self.reply_not_delivered(reply);
             }
             next = self.commands.try_recv().ok();
         }
@@ -141,16 +138,16 @@ impl DeliveryTask {
     fn settle(&mut self, claimed: Claimed, result: Result<u64, EngineError>, op: &'static str) {
         match result {
             Ok(_) => {
-                for reference in claimed.refs {
-                    self.reply_claimed(ServerFrame::ok(reference));
+                for reply in claimed.replies {
+                    self.reply_claimed(reply, Ok(()));
                 }
             }
             Err(err) => {
                 let metrics = &self.gateway.metrics;
                 metrics.engine_failed(op, self.queue.as_str(), &err, false);
                 self.unsettle(claimed.held);
-                for reference in claimed.refs {
-                    self.reply_claimed(engine_error_frame(reference, &err));
+                for reply in claimed.replies {
+                    self.reply_claimed(reply, Err(GatewayError::Engine(err.clone())));
                 }
             }
         }
@@ -274,39 +271,48 @@ impl DeliveryTask {
             .extend(held.into_iter().map(|Held { id, rc }| (id, rc)));
     }
 
-    fn reply_not_delivered(&self, reference: Option<Ref>) {
-        self.reply(ServerFrame::error(
-            reference,
-            ErrorCode::NotFound,
-            format!(
-                "no message with that id is in flight on queue {}",
-                self.queue
-            ),
+    fn reply_not_delivered(&self, reply: ReplyTo) {
+        let err = GatewayError::NotFound(format!(
+            "no message with that id is in flight on queue {}",
+            self.queue
         ));
+        match reply {
+            ReplyTo::Frame(reference) => {
+                let frame = ServerFrame::error(reference.map(|r| *r), err.code(), err.to_string());
+                self.out.push(OutFrame::text(encode_server(&frame)));
+            }
+            ReplyTo::Http(tx) => {
+                let _ = tx.send(Err(err));
+            }
+        }
     }
 
-    fn reply(&self, frame: ServerFrame) {
-        self.out.push(OutFrame::text(encode_server(&frame)));
-    }
-
-    /// The reply to an ack or nack of a message delivered here: one per delivery at most, so
-    /// bounded by the credit like the deliveries themselves (a client that acks a backlog
-    /// as fast as it reads it is not slow).
-    fn reply_claimed(&self, frame: ServerFrame) {
-        self.out.push_credit(OutFrame::text(encode_server(&frame)));
+    /// The answer to an ack or nack of a message delivered here: one per delivery at most, so
+    /// a frame is bounded by the credit like the deliveries themselves (a client that acks a
+    /// backlog as fast as it reads it is not slow). An HTTP ack gets its outcome, and its
+    /// stream no frame.
+    fn reply_claimed(&self, reply: ReplyTo, outcome: Result<(), GatewayError>) {
+        match reply {
+            ReplyTo::Frame(reference) => {
+                let reference = reference.map(|r| *r);
+                let frame = match outcome {
+                    Ok(()) => ServerFrame::ok(reference),
+                    Err(err) => ServerFrame::error(reference, err.code(), err.public_message()),
+                };
+                self.out.push_credit(OutFrame::text(encode_server(&frame)));
+            }
+            ReplyTo::Http(tx) => {
+                let _ = tx.send(outcome);
+            }
+        }
     }
 }
 
-/// Messages claimed from `in_flight` by acks or nacks of one batch, and the refs to answer.
+/// Messages claimed from `in_flight` by acks or nacks of one batch, and who to answer.
 #[derive(Default)]
 struct Claimed {
     /// The messages as delivered here, in command order.
     held: Vec<Held>,
-    /// The `ref` of each command, in the same order.
-    refs: Vec<Option<Ref>>,
-}
-
-fn engine_error_frame(reference: Option<Ref>, err: &EngineError) -> ServerFrame {
-    let err = crate::error::GatewayError::Engine(err.clone());
-    ServerFrame::error(reference, err.code(), err.public_message())
+    /// Where each command's answer goes, in the same order.
+    replies: Vec<ReplyTo>,
 }

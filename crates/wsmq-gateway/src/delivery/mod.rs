@@ -42,8 +42,9 @@ use std::{collections::HashMap, pin::pin, sync::Arc, time::Duration};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
-use wsmq_proto::{MessageId, QueueName, Ref, encode_queue_message, legacy};
+use wsmq_proto::{MessageId, QueueName, encode_queue_message, legacy};
 
+pub(crate) use crate::command::{Command, ReplyTo};
 use crate::{
     engine::{QueueMessage, QueueWatch},
     mailbox,
@@ -70,42 +71,6 @@ const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(8);
 /// Most ids kept in [`DeliveryTask::unsettled`]; past that they are forgotten (their messages
 /// reappear after the vt all the same).
 const UNSETTLED_MAX: usize = 4096;
-
-/// What a session asks of one of its queue subscriptions.
-#[derive(Debug)]
-pub(crate) enum Command {
-    /// Delete a delivered message; reply `ok` (or `not_found` if it was not delivered here).
-    Ack {
-        /// The message.
-        id: MessageId,
-        /// Echoed in the reply. Boxed, as most requests carry none and commands queue up
-        /// by the window-full.
-        reference: Option<Box<Ref>>,
-    },
-    /// Give a delivered message back, visible again after `delay` seconds, or (`dead`) to the
-    /// queue's dead-letter queue at once.
-    Nack {
-        /// The message.
-        id: MessageId,
-        /// Seconds until it is visible again.
-        delay: u64,
-        /// To the dead-letter queue instead.
-        dead: bool,
-        /// Echoed in the reply.
-        reference: Option<Box<Ref>>,
-    },
-}
-
-impl Command {
-    /// The request's `ref`, for a reply made without the subscription.
-    pub(crate) fn into_reference(self) -> Option<Ref> {
-        match self {
-            Command::Ack { reference, .. } | Command::Nack { reference, .. } => {
-                reference.map(|r| *r)
-            }
-        }
-    }
-}
 
 /// The session's end of a running subscription. Dropping it (or cancelling) ends the task,
 /// which still applies the commands sent before (see the module docs).

@@ -17,7 +17,6 @@
 pub(crate) mod token;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{
     Method, Request, Response,
     body::Incoming,
@@ -94,7 +93,7 @@ pub(crate) fn warn_at_start(gateway: &Gateway) {
 
 /// A static file; revalidated on each load so a new binary's files show at once.
 fn asset(text: &'static str, content_type: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    let mut response = Response::new(Body::full(Bytes::from_static(text.as_bytes())));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

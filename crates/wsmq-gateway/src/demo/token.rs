@@ -14,8 +14,7 @@
 //! that secret for the demo audience, and it may publish only to `demo-*` queues
 //! (`auth::demo`); without it (a node with no production key), to any queue.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{
     Request, Response, StatusCode,
     body::Incoming,
@@ -90,7 +89,7 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Respons
 
 /// Answers a CORS preflight (a page sending JSON from another node's origin).
 pub(crate) fn preflight() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(

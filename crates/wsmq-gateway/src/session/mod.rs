@@ -22,6 +22,7 @@
 mod legacy;
 mod ops;
 mod rate;
+pub(crate) mod sse;
 mod subscribe;
 mod subscriptions;
 mod v1;
@@ -136,67 +137,97 @@ where
     W: Sink<Message, Error = tungstenite::Error> + Unpin,
     R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
-    let token = gateway.shutdown.token.child_token();
-    let closer = Closer::new(token.clone());
-    let (tx, rx) = mailbox::channel(gateway.config.limits.outbound_buffer);
-    let out = Outbound::new(tx, closer.clone());
-    let user = identity.user.as_str().to_owned();
-    let (registration, registered_epoch) =
-        gateway
-            .sessions
-            .register(&user, closer.clone(), identity.credential());
-    gateway.metrics.connections.inc();
-    info!("session opened");
-    let mut writer = Writer::new(sink, rx, Arc::clone(&gateway));
-    let ops = rate::OpBudget::new(gateway.config.limits.op_rate_limit);
-    let mut session = Session {
-        gateway,
-        identity,
-        dialect,
-        out,
-        closer: closer.clone(),
-        token,
-        queues: Subscriptions::new(),
-        channels: Subscriptions::new(),
-        expires_at: None,
-        grants_expire_at: None,
-        registration,
-        ops,
-    };
-    session.set_expiry(session.identity.exp);
+    let (mut session, rx, registered_epoch) = Session::open(gateway, identity, dialect);
+    let closer = session.closer.clone();
+    let mut writer = Writer::new(sink, rx, Arc::clone(&session.gateway));
     // Fused: `linger` reads on after the read loop, which may have seen the end already.
     let mut stream = stream.fuse();
     async move {
         if registered_epoch != epoch {
             let gateway = &session.gateway;
+            let user = session.identity.user.as_str();
             // Boxed: rare, and it would otherwise add to every idle session's task.
-            Box::pin(recheck(gateway, &user, &session.identity, &closer)).await;
+            Box::pin(recheck(gateway, user, &session.identity, &closer)).await;
         }
         // A session closed by its re-check gets no welcome (nor the token in it).
         if dialect == Dialect::V1 && !closer.is_closed() {
             v1::welcome(&session);
         }
         read_loop(&mut session, &mut stream, &mut writer).await;
+        session.finish(writer).await;
+        linger(&mut stream).await;
+    }
+}
+
+impl Session {
+    /// A new session of `identity`, registered with the node (so revocations reach it), and
+    /// the receiving end of its outbound queue, for its writer. Also returns the registry's
+    /// epoch at registration, which the caller compares with the one it read before checking
+    /// the credential.
+    fn open(
+        gateway: Arc<Gateway>,
+        identity: Identity,
+        dialect: Dialect,
+    ) -> (Session, mailbox::Receiver<OutFrame>, u64) {
+        let token = gateway.shutdown.token.child_token();
+        let closer = Closer::new(token.clone());
+        let (tx, rx) = mailbox::channel(gateway.config.limits.outbound_buffer);
+        let out = Outbound::new(tx, closer.clone());
+        let (registration, registered_epoch) = gateway.sessions.register(
+            identity.user.as_str(),
+            closer.clone(),
+            identity.credential(),
+        );
+        gateway.metrics.connections.inc();
+        info!("session opened");
+        let ops = rate::OpBudget::new(gateway.config.limits.op_rate_limit);
+        let mut session = Session {
+            gateway,
+            identity,
+            dialect,
+            out,
+            closer,
+            token,
+            queues: Subscriptions::new(),
+            channels: Subscriptions::new(),
+            expires_at: None,
+            grants_expire_at: None,
+            registration,
+            ops,
+        };
+        session.set_expiry(session.identity.exp);
+        (session, rx, registered_epoch)
+    }
+
+    /// Ends the session once its loop is done: ends the subscriptions (which apply the acks
+    /// already sent, then release what is still in flight), lets the writer finish and write
+    /// the close, then counts and unregisters the session.
+    async fn finish<W>(mut self, writer: Writer<W>)
+    where
+        W: Sink<Message, Error = tungstenite::Error> + Unpin,
+    {
         // Every frame the session took was handled before it read the next, so each ack or
         // nack it read is in its subscription's command channel by now; the subscriptions
         // apply those before they release what is still in flight for redelivery.
         // Cancel without choosing a code: whoever ended the session chose one already, and
         // a root cancellation (shutdown) means 1012.
-        session.token.cancel();
-        session.queues.clear();
-        session.channels.clear();
-        let gateway = Arc::clone(&session.gateway);
-        drop(session);
+        self.token.cancel();
+        self.queues.clear();
+        self.channels.clear();
+        let gateway = Arc::clone(&self.gateway);
+        let user = self.identity.user.clone();
+        let closer = self.closer.clone();
+        let registration = self.registration;
+        drop(self);
         writer.close(&closer).await;
         let code = closer.code();
         if code == CloseCode::SLOW_CONSUMER {
             gateway.metrics.slow_clients.inc();
         }
         gateway.metrics.session_closed(code.as_u16());
-        gateway.sessions.unregister(&user, registration);
+        gateway.sessions.unregister(user.as_str(), registration);
         gateway.metrics.connections.dec();
         info!(code = code.as_u16(), "session closed");
-        linger(&mut stream).await;
     }
 }
 

@@ -26,6 +26,18 @@ pub(super) enum Refusal {
 }
 
 impl Refusal {
+    /// The HTTP error that says it (an SSE stream refused before it starts).
+    pub(super) fn into_error(self) -> GatewayError {
+        match self {
+            Refusal::Forbidden(what) => GatewayError::Forbidden(format!("you may not {what}")),
+            Refusal::TooMany { limit } => {
+                GatewayError::Invalid(format!("too many subscriptions (limit {limit})"))
+            }
+            Refusal::Engine(err) => GatewayError::Engine(err),
+            Refusal::QueueBudget(message) => GatewayError::RateLimited(message),
+        }
+    }
+
     /// The v1 `error` frame that says it.
     pub(super) fn into_frame(self, reference: Option<Ref>) -> ServerFrame {
         match self {

@@ -6,7 +6,10 @@
 use wsmq_proto::{ErrorCode, MessageId, QueueName, Ref};
 
 use super::{Reply, Session};
-use crate::{delivery::Command, mailbox};
+use crate::{
+    delivery::{Command, ReplyTo},
+    mailbox,
+};
 
 /// Forwards the ack to the subscription, which replies.
 pub(super) async fn apply(
@@ -17,7 +20,7 @@ pub(super) async fn apply(
 ) -> Reply {
     let command = Command::Ack {
         id,
-        reference: reference.map(Box::new),
+        reply: ReplyTo::frame(reference),
     };
     forward(session, &queue, command).await
 }
@@ -27,7 +30,7 @@ pub(super) async fn apply(
 pub(super) async fn forward(session: &Session, queue: &QueueName, command: Command) -> Reply {
     let Some(subscription) = session.queues.get(queue) else {
         return Reply::error(
-            command.into_reference(),
+            reference_of(command),
             ErrorCode::NotFound,
             "not subscribed to that queue",
         );
@@ -35,9 +38,17 @@ pub(super) async fn forward(session: &Session, queue: &QueueName, command: Comma
     match subscription.commands.send(command).await {
         Ok(()) => Reply::Deferred,
         Err(mailbox::SendError(command)) => Reply::error(
-            command.into_reference(),
+            reference_of(command),
             ErrorCode::Unavailable,
             "subscription ended",
         ),
+    }
+}
+
+/// The `ref` a v1 command echoes (v1 commands always answer with a frame).
+fn reference_of(command: Command) -> Option<Ref> {
+    match command.into_reply() {
+        ReplyTo::Frame(reference) => reference.map(|r| *r),
+        ReplyTo::Http(_) => None,
     }
 }

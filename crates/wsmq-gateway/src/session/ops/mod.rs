@@ -11,7 +11,7 @@ mod nack;
 mod ping;
 mod presence;
 mod publish;
-mod recover;
+pub(super) mod recover;
 mod subscribe;
 mod unsubscribe;
 

@@ -5,7 +5,7 @@
 use wsmq_proto::{MessageId, QueueName, Ref};
 
 use super::{Reply, Session};
-use crate::delivery::Command;
+use crate::delivery::{Command, ReplyTo};
 
 /// Forwards the nack to the subscription, which replies.
 pub(super) async fn apply(
@@ -20,7 +20,7 @@ pub(super) async fn apply(
         id,
         delay: u64::from(delay.unwrap_or(0)),
         dead,
-        reference: reference.map(Box::new),
+        reply: ReplyTo::frame(reference),
     };
     super::ack::forward(session, &queue, command).await
 }

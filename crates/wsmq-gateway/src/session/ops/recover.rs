@@ -32,7 +32,7 @@ const LISTEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Subscribes with history; a channel without history is subscribed to as usual, and a
 /// `since` for it answered `"recovered":false`. With `presence`, the subscription also gets
 /// the channel's `presence` frames.
-pub(super) async fn apply(
+pub(in crate::session) async fn apply(
     session: &mut Session,
     channel: ChannelName,
     since: Option<StreamPosition>,

@@ -1,0 +1,388 @@
+//! Server-Sent Events: `GET /sse` streams with event ids, acks and nacks over
+//! `POST /api/ack` / `/api/nack` (also through another node), refusals, and redelivery when a
+//! stream goes away.
+
+#[macro_use]
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde_json::{Value, json};
+use support::{RECV_TIMEOUT, TestGateway, token, unique};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+/// One event of a stream.
+#[derive(Debug)]
+struct Event {
+    /// `event:` (empty: a `message` event).
+    event: String,
+    /// `id:`, if any.
+    id: Option<String>,
+    /// `data:` lines joined.
+    data: String,
+}
+
+impl Event {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("event data is JSON")
+    }
+}
+
+/// A raw SSE client over HTTP/1.0, so the body is the bytes until close (no chunking).
+struct Stream {
+    reader: BufReader<TcpStream>,
+}
+
+impl Stream {
+    /// Opens `/sse?{query}`; `Err((status, body))` when refused.
+    async fn open(
+        addr: SocketAddr,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Stream, (u16, String)> {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let mut request = format!("GET /sse?{query} HTTP/1.0\r\nhost: {addr}\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut reader = BufReader::new(tcp);
+        let mut status_line = String::new();
+        tokio::time::timeout(RECV_TIMEOUT, reader.read_line(&mut status_line))
+            .await
+            .expect("a status line in time")
+            .unwrap();
+        let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut content_type = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-type")
+            {
+                content_type = value.trim().to_owned();
+            }
+        }
+        if status != 200 {
+            let mut body = String::new();
+            let _ = tokio::time::timeout(
+                RECV_TIMEOUT,
+                tokio::io::AsyncReadExt::read_to_string(&mut reader, &mut body),
+            )
+            .await;
+            return Err((status, body));
+        }
+        assert_eq!(content_type, "text/event-stream");
+        Ok(Stream { reader })
+    }
+
+    /// The next event (comments skipped) within `wait`; `None` on timeout or end.
+    async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        tokio::time::timeout(wait, self.next()).await.ok().flatten()
+    }
+
+    /// The next comment or event line block; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Event> {
+        let mut event = Event {
+            event: String::new(),
+            id: None,
+            data: String::new(),
+        };
+        let mut seen = false;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches('\n');
+            if line.is_empty() {
+                if seen {
+                    return Some(event);
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            seen = true;
+            let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+            match field {
+                "event" => event.event = value.to_owned(),
+                "id" => event.id = Some(value.to_owned()),
+                "data" => event.data.push_str(value),
+                other => panic!("unexpected field {other}"),
+            }
+        }
+    }
+
+    /// The next `message` event, failing the test if none comes in time.
+    async fn message(&mut self) -> Event {
+        loop {
+            let event = self
+                .next_within(RECV_TIMEOUT)
+                .await
+                .expect("a message event in time");
+            if event.event.is_empty() {
+                return event;
+            }
+        }
+    }
+
+    /// Reads for `wait`; fails on any `message` event.
+    async fn expect_no_message(&mut self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        while let Some(event) = self
+            .next_within(until.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            assert!(!event.event.is_empty(), "unexpected message {event:?}");
+        }
+    }
+}
+
+fn bearer(user: &str) -> String {
+    format!("Bearer {}", token(user))
+}
+
+async fn post(gw: &TestGateway, path: &str, user: &str, body: &Value) -> (u16, Value) {
+    let auth = bearer(user);
+    let (status, body) = gw
+        .http(
+            "POST",
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            &body.to_string(),
+        )
+        .await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A stream of `user`'s own queue (named after the user), the token in the query.
+async fn own_stream(gw: &TestGateway, user: &str) -> Stream {
+    let query = format!("queue={user}&token={}", token(user));
+    Stream::open(gw.addr, &query, &[])
+        .await
+        .expect("stream opens")
+}
+
+fn window(n: usize) -> impl FnOnce(&mut wsmq_gateway::Config) {
+    move |c| c.limits.window = n
+}
+
+#[tokio::test]
+async fn queue_messages_arrive_as_events_with_their_ids() {
+    let gw = TestGateway::builder().start().await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&gw, &user).await;
+    let id = gw.queues().await.send(&user, "hello", None).await.unwrap();
+    let event = stream.message().await;
+    assert_eq!(event.id.as_deref(), Some(id.as_str()));
+    let frame = event.json();
+    assert_eq!(frame["op"], "message");
+    assert_eq!(frame["queue"], user.as_str());
+    assert_eq!(frame["id"], id.as_str());
+    assert_eq!(frame["message"], "hello");
+    assert_eq!(frame["rc"], 1);
+}
+
+#[tokio::test]
+async fn an_ack_over_post_frees_the_window() {
+    let gw = TestGateway::builder().config(window(1)).start().await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&gw, &user).await;
+    let queues = gw.queues().await;
+    queues.send(&user, "one", None).await.unwrap();
+    queues.send(&user, "two", None).await.unwrap();
+    let first = stream.message().await.json();
+    assert_eq!(first["message"], "one");
+    stream.expect_no_message(Duration::from_millis(500)).await;
+    let (status, body) = post(
+        &gw,
+        "/api/ack",
+        &user,
+        &json!({"queue": user, "id": first["id"]}),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({"ok": true})));
+    let second = stream.message().await.json();
+    assert_eq!(second["message"], "two");
+    // Acked, so deleted: a second ack of it holds nothing.
+    let (status, body) = post(
+        &gw,
+        "/api/ack",
+        &user,
+        &json!({"queue": user, "id": first["id"]}),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+}
+
+#[tokio::test]
+async fn a_nack_over_post_redelivers() {
+    let gw = TestGateway::builder().config(window(1)).start().await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&gw, &user).await;
+    gw.queues().await.send(&user, "again", None).await.unwrap();
+    let first = stream.message().await.json();
+    let (status, _) = post(
+        &gw,
+        "/api/nack",
+        &user,
+        &json!({"queue": user, "id": first["id"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let again = stream.message().await.json();
+    assert_eq!((&again["id"], &again["rc"]), (&first["id"], &json!(2)));
+}
+
+#[tokio::test]
+async fn an_id_the_caller_does_not_hold_is_404() {
+    let gw = TestGateway::builder().start().await;
+    let alice = format!("a{}", unique());
+    let mallory = format!("m{}", unique());
+    let mut stream = own_stream(&gw, &alice).await;
+    gw.queues()
+        .await
+        .send(&alice, "private", None)
+        .await
+        .unwrap();
+    let held = stream.message().await.json();
+    // Another user naming alice's message: not theirs to ack.
+    let (status, body) = post(
+        &gw,
+        "/api/ack",
+        &mallory,
+        &json!({"queue": alice, "id": held["id"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    // An id never delivered.
+    let unknown = "x".repeat(32);
+    let (status, _) = post(
+        &gw,
+        "/api/ack",
+        &alice,
+        &json!({"queue": alice, "id": unknown}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Alice's own ack still works: the message was not touched.
+    let (status, _) = post(
+        &gw,
+        "/api/ack",
+        &alice,
+        &json!({"queue": alice, "id": held["id"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_and_foreign_queues_403() {
+    let gw = TestGateway::builder().start().await;
+    let user = format!("u{}", unique());
+    let err = Stream::open(gw.addr, &format!("queue={user}&token=nonsense"), &[])
+        .await
+        .err();
+    let (status, body) = err.expect("refused");
+    assert_eq!(status, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "unauthorized"
+    );
+    let err = Stream::open(gw.addr, &format!("queue={user}"), &[])
+        .await
+        .err();
+    assert_eq!(err.expect("refused").0, 401);
+    // The header works as well as the query.
+    let auth = bearer(&user);
+    let ok = Stream::open(
+        gw.addr,
+        &format!("queue={user}"),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert!(ok.is_ok());
+    // Someone else's queue: forbidden, as a WebSocket subscribe would be.
+    let err = Stream::open(
+        gw.addr,
+        &format!("queue=other{user}&token={}", token(&user)),
+        &[],
+    )
+    .await
+    .err();
+    assert_eq!(err.expect("refused").0, 403);
+    let (status, body) = gw
+        .http(
+            "POST",
+            "/api/ack",
+            &[("authorization", "Bearer nonsense")],
+            r#"{"queue":"q","id":"x"}"#,
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test]
+async fn a_huge_ack_body_is_413() {
+    let gw = TestGateway::builder().start().await;
+    let user = format!("u{}", unique());
+    let auth = bearer(&user);
+    let big = format!(r#"{{"queue":"{user}","id":"{}"}}"#, "x".repeat(8 * 1024));
+    let (status, _) = gw
+        .http("POST", "/api/ack", &[("authorization", &auth)], &big)
+        .await;
+    assert_eq!(status, 413);
+    let (status, _) = gw
+        .http("POST", "/api/ack", &[("authorization", &auth)], "{not json")
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_dropped_stream_releases_its_messages_at_once() {
+    // A vt far longer than the test: only the release can bring the message back in time.
+    let gw = TestGateway::builder().config(window(1)).start().await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&gw, &user).await;
+    gw.queues().await.send(&user, "held", None).await.unwrap();
+    let first = stream.message().await.json();
+    drop(stream);
+    let mut again = own_stream(&gw, &user).await;
+    let event = tokio::time::timeout(Duration::from_secs(3), again.message())
+        .await
+        .expect("redelivered well before the vt");
+    let frame = event.json();
+    assert_eq!((&frame["id"], &frame["rc"]), (&first["id"], &json!(2)));
+}
+
+#[tokio::test]
+async fn idle_streams_get_keep_alive_comments() {
+    let gw = TestGateway::builder()
+        .config(|c| c.limits.ping_interval = Duration::from_millis(200))
+        .start()
+        .await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&gw, &user).await;
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.reader.read_line(&mut line))
+        .await
+        .expect("a keep-alive in time")
+        .unwrap();
+    assert_eq!(line, ": keep-alive\n");
+}
