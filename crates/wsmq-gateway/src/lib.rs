@@ -45,6 +45,7 @@ pub mod error;
 mod history;
 mod http;
 mod hub;
+mod internal;
 mod mailbox;
 mod metrics;
 mod node;

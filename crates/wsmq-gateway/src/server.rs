@@ -81,6 +81,7 @@ pub(crate) async fn run(
         None => None,
     };
     node::spawn_workers(&gateway);
+    crate::acks::relay::spawn(&gateway);
     info!(
         addr = %gateway.addr,
         node = %gateway.config.node_id,

@@ -19,12 +19,13 @@ use crate::{
     error::GatewayError,
     history,
     hub::ChannelHub,
+    internal::{self, Inbox, NodeHandler},
     metrics::Metrics,
     outbound::Closer,
     presence::PresenceTracker,
     quota::QueueQuota,
     shutdown::Shutdown,
-    streams::StreamRegistry,
+    streams::{AckRelay, StreamRegistry},
 };
 
 /// Shared by everything on the node; cheap to clone through `Arc`.
@@ -53,6 +54,12 @@ pub(crate) struct Gateway {
     pub queue_quota: QueueQuota,
     /// Open SSE streams and their queue subscriptions, for HTTP acks.
     pub streams: StreamRegistry,
+    /// The broker's handler, kept here because the broker holds it weakly.
+    pub _broker_handler: Arc<dyn BrokerHandler>,
+    /// What arrives on the node's own channels, until the relay's worker takes it.
+    pub relay_inbox: Inbox,
+    /// Ack requests this node sent to the others and waits for.
+    pub relay: AckRelay,
 }
 
 impl Gateway {
@@ -91,8 +98,14 @@ impl Gateway {
             Box::new(move |channel| history::policy(&history, channel)),
         );
         let hub = Arc::new(hub);
-        let handler: Arc<dyn BrokerHandler> = hub.clone();
+        let (handler, relay_inbox) = NodeHandler::new(Arc::clone(&hub));
+        let handler: Arc<dyn BrokerHandler> = Arc::new(handler);
         engine.broker.start(&handler);
+        // The node's own channels are always wanted (see `internal`).
+        engine.broker.subscribe(internal::ACK_REQUESTS);
+        engine
+            .broker
+            .subscribe(&internal::ack_answers(&config.node_id));
         let presence = PresenceTracker::new(Arc::clone(&engine.presence), &config.node_id);
         Ok(Arc::new(Gateway {
             presence,
@@ -105,6 +118,9 @@ impl Gateway {
             auth,
             sessions: SessionRegistry::default(),
             streams: StreamRegistry::default(),
+            _broker_handler: handler,
+            relay_inbox,
+            relay: AckRelay::default(),
             addr,
             started: clock::unix_secs(),
         }))

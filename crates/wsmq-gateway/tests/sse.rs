@@ -8,7 +8,7 @@ mod support;
 use std::{net::SocketAddr, time::Duration};
 
 use serde_json::{Value, json};
-use support::{RECV_TIMEOUT, TestGateway, token, unique};
+use support::{RECV_TIMEOUT, RedisServer, TestGateway, token, unique};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -385,4 +385,50 @@ async fn idle_streams_get_keep_alive_comments() {
         .expect("a keep-alive in time")
         .unwrap();
     assert_eq!(line, ": keep-alive\n");
+}
+
+#[tokio::test]
+async fn an_ack_through_another_node_frees_the_window() {
+    let redis = RedisServer::start();
+    let node = |name: &'static str| {
+        move |c: &mut wsmq_gateway::Config| {
+            c.node_id = format!("{name}-{}", unique());
+            c.limits.window = 1;
+        }
+    };
+    let a = TestGateway::builder()
+        .redis(&redis)
+        .config(node("a"))
+        .start()
+        .await;
+    let b = TestGateway::builder()
+        .redis(&redis)
+        .config(node("b"))
+        .start()
+        .await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&a, &user).await;
+    let queues = a.queues().await;
+    queues.send(&user, "one", None).await.unwrap();
+    queues.send(&user, "two", None).await.unwrap();
+    let first = stream.message().await.json();
+    stream.expect_no_message(Duration::from_millis(500)).await;
+    let (status, body) = post(
+        &b,
+        "/api/ack",
+        &user,
+        &json!({"queue": user, "id": first["id"]}),
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({"ok": true})));
+    let second = stream.message().await.json();
+    assert_eq!(second["message"], "two");
+    let (status, _) = post(
+        &b,
+        "/api/ack",
+        &user,
+        &json!({"queue": user, "id": first["id"]}),
+    )
+    .await;
+    assert_eq!(status, 404);
 }
