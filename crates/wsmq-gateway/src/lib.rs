@@ -12,7 +12,9 @@
 //! - `server`: the accept loops (connection limit, backoff, hyper with upgrades, drain).
 //! - `routes`: `/healthz`, `/readyz`, `/metrics`, `/api/publish`, upgrade dispatch; `demo`:
 //!   `/client/wsmq.js`, and with `--demo` the chat page and its token endpoint.
-//! - `upgrade`: WebSocket handshake: validation, auth, subprotocol, 101.
+//! - `upgrade`: WebSocket handshake: validation, auth, subprotocol, 101; `sse`: `GET /sse`,
+//!   admitted the same way; `acks`: `POST /api/ack|nack` for SSE streams, on any node
+//!   (`acks::relay` asks the other nodes).
 //! - `session`: one WebSocket session in one task, the legacy and v1 dialects, one
 //!   module per v1 op under `session::ops`, subscribing in `session::subscribe`.
 //! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats;
@@ -26,6 +28,9 @@
 //! - `hub`: the node's channel hub (encode once, fan out to local subscribers, coalesce
 //!   presence frames), the engine's broker handler; `outbound`: the frames a session sends
 //!   and the queue they wait in.
+//! - `streams`: the node's SSE streams (for HTTP acks) and the relayed acks it waits for;
+//!   `internal`: the node's own broker channels and its broker handler; `command`: the acks
+//!   and nacks a queue subscription takes, and where their answers go.
 //! - `presence`: the node's channel memberships, written to the engine in batches, refreshed
 //!   with the heartbeat, and the joins and leaves announced once a second.
 //! - [`engine`]: the four engine interfaces (queue store, broker, cluster state, presence)

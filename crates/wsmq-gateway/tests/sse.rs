@@ -432,3 +432,63 @@ async fn an_ack_through_another_node_frees_the_window() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn last_event_id_resumes_a_channel_from_its_offset() {
+    let policy = wsmq_gateway::engine::HistoryPolicy {
+        size: 100,
+        ttl: Duration::from_secs(3600),
+    };
+    let gw = TestGateway::builder()
+        .config(move |c| {
+            c.history.default = wsmq_gateway::config::HistoryRule {
+                size: policy.size,
+                ttl: policy.ttl,
+            };
+        })
+        .start()
+        .await;
+    let user = format!("u{}", unique());
+    let room = format!("room-{}", unique());
+    let mut claims = wsmq_proto::Claims::new(&user, support::now() + 600);
+    claims.wsmq = Some(wsmq_proto::Grants {
+        subscribe: vec!["room-*".into()],
+        ..Default::default()
+    });
+    let query = format!("channel={room}&token={}", support::token_with(claims));
+    let mut stream = Stream::open(gw.addr, &query, &[])
+        .await
+        .expect("stream opens");
+    let ok = stream.next_within(RECV_TIMEOUT).await.expect("ok event");
+    assert_eq!(ok.event, "ok");
+    let broker = gw.engine().await.broker;
+    broker
+        .publish_with_history(&room, "m1", policy)
+        .await
+        .unwrap();
+    let first = stream.message().await;
+    let frame = first.json();
+    assert_eq!(frame["message"], "m1");
+    let last_id = first.id.clone().expect("an id");
+    assert_eq!(last_id, format!("{}:1", frame["epoch"].as_str().unwrap()));
+    drop(stream);
+    broker
+        .publish_with_history(&room, "m2", policy)
+        .await
+        .unwrap();
+    broker
+        .publish_with_history(&room, "m3", policy)
+        .await
+        .unwrap();
+    let mut resumed = Stream::open(gw.addr, &query, &[("last-event-id", &last_id)])
+        .await
+        .expect("stream opens");
+    let ok = resumed.next_within(RECV_TIMEOUT).await.expect("ok event");
+    assert_eq!(
+        (ok.event.as_str(), &ok.json()["recovered"]),
+        ("ok", &json!(true))
+    );
+    for expected in ["m2", "m3"] {
+        assert_eq!(resumed.message().await.json()["message"], expected);
+    }
+}
