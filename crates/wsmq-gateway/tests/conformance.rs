@@ -1,14 +1,14 @@
-//! One engine conformance suite, run against the in-memory engine and against Redis: both
+//! One engine conformance suite, run against the in-memory engine, Redis and RabbitMQ: each
 //! must behave like rsmq 0.12 as far as the gateway can see.
 
 mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use support::{RedisServer, unique};
+use support::{RedisServer, amqp_options, unique};
 use wsmq_gateway::engine::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, QueueStore, memory::MemoryEngine,
-    redis::RedisEngine,
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, QueueStore, amqp::AmqpEngine,
+    memory::MemoryEngine, redis::RedisEngine,
 };
 
 /// A node's side of the broker: every publication handed over, in order.
@@ -204,6 +204,19 @@ fn now_ms() -> u64 {
 #[tokio::test]
 async fn memory_engine_conforms() {
     conformance(MemoryEngine::new().engine()).await;
+}
+
+#[tokio::test]
+async fn amqp_engine_conforms() {
+    let engine = AmqpEngine::connect(amqp_options(), None).await.unwrap();
+    conformance(engine.engine()).await;
+    // Without a Redis beside it there is no access-token registry: nothing is registered.
+    assert!(
+        !engine
+            .is_access_token_registered("u1", "00ff")
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

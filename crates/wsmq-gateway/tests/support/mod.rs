@@ -483,3 +483,22 @@ impl RedisServer {
         self.0.url().to_owned()
     }
 }
+
+/// The RabbitMQ of this test process: `WSMQ_TEST_AMQP_URL` when set, else one
+/// `rabbitmq-server` node started on first use (own node name, ports and data folder) and
+/// stopped by PID when the process exits. Tests keep apart by unique names.
+pub fn rabbit() -> &'static wsmq_testkit::TestRabbit {
+    wsmq_testkit::TestRabbit::shared("WSMQ_TEST_AMQP_URL")
+}
+
+/// AMQP engine options with names of their own (queue prefix and direct exchange), so tests
+/// sharing a broker never see each other's messages.
+pub fn amqp_options() -> wsmq_gateway::engine::amqp::AmqpOptions {
+    let id = unique();
+    wsmq_gateway::engine::amqp::AmqpOptions {
+        url: rabbit().url().parse().expect("a valid AMQP URL"),
+        queue_prefix: format!("t{id}."),
+        exchange: format!("wsmq.direct.t{id}"),
+        prefetch: 64,
+    }
+}

@@ -1,0 +1,327 @@
+//! What one node keeps about the messages RabbitMQ handed it: the deliveries its queue
+//! consumers buffered ([`QueueWake`]), the messages handed out to subscribers until they are
+//! acked, rejected or their vt passes ([`InFlight`]), and how a delivery becomes a
+//! [`QueueMessage`] (id, `rc`, send time).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use lapin::{
+    Acker, BasicProperties,
+    message::Delivery,
+    types::{AMQPValue, FieldTable},
+};
+use md5::{Digest, Md5};
+use tokio::{sync::Notify, time::Instant};
+
+use crate::engine::{Listening, QueueMessage};
+
+/// One queue with local consumers: its wake-up, its consumer on the broker, and the deliveries
+/// that consumer pushed which no subscriber has taken yet.
+#[derive(Default)]
+pub(super) struct QueueWake {
+    /// Woken when a delivery arrives or a held message goes back to the queue.
+    pub(super) notify: Arc<Notify>,
+    /// Whether the consumer is registered (its `consume-ok` came back), for `wait_listening`.
+    pub(super) listening: Arc<Listening>,
+    /// The same, readable here: while it holds, receives take from `buffer` instead of
+    /// `basic.get` (which would compete with our own consumer).
+    pub(super) consuming: AtomicBool,
+    /// Set once the last local subscriber left: what still arrives is rejected back.
+    pub(super) cancelled: AtomicBool,
+    /// The consumer's tag on the link it runs on, while it runs.
+    pub(super) tag: Mutex<Option<(u64, String)>>,
+    /// Pushed deliveries, oldest first, with the link generation they came on.
+    pub(super) buffer: Mutex<VecDeque<(u64, Delivery)>>,
+}
+
+impl QueueWake {
+    /// Takes up to `max` buffered deliveries of link `generation` (older ones are dead: the
+    /// broker requeued them when that link went away).
+    pub(super) fn take(&self, generation: u64, max: usize) -> Vec<Delivery> {
+        let mut buffer = self.buffer.lock().expect("buffer poisoned");
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            match buffer.pop_front() {
+                Some((g, delivery)) if g == generation => taken.push(delivery),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        taken
+    }
+
+    /// Marks the consumer on or off.
+    pub(super) fn set_consuming(&self, on: bool) {
+        self.consuming.store(on, Ordering::SeqCst);
+        self.listening.set(on);
+    }
+
+    /// Whether receives should take from the buffer.
+    pub(super) fn is_consuming(&self) -> bool {
+        self.consuming.load(Ordering::SeqCst)
+    }
+}
+
+/// A message handed to a subscriber and not yet settled.
+pub(super) struct Held {
+    /// Acks or rejects it on the channel it came on.
+    pub(super) acker: Acker,
+    /// When it goes back to the queue unless settled: the vt, or a nack's delay.
+    pub(super) deadline: Instant,
+    /// The link it came on: after a reconnect the broker has requeued it already.
+    pub(super) generation: u64,
+}
+
+/// Messages in flight on this node: queue → id → the deliveries holding that id (usually
+/// one; two messages with equal content and no `message-id` share a derived id, and either
+/// may settle it since they cannot be told apart).
+#[derive(Default)]
+pub(super) struct InFlight {
+    queues: Mutex<HashMap<String, HashMap<String, VecDeque<Held>>>>,
+}
+
+impl InFlight {
+    /// Records a handed-out message.
+    pub(super) fn hold(&self, queue: &str, id: String, held: Held) {
+        let mut queues = self.queues.lock().expect("in-flight poisoned");
+        let ids = queues.entry(queue.to_owned()).or_default();
+        ids.entry(id).or_default().push_back(held);
+    }
+
+    /// Removes one delivery per id (those of link `generation` only), to settle them.
+    pub(super) fn take(&self, queue: &str, ids: &[String], generation: u64) -> Vec<Held> {
+        let mut queues = self.queues.lock().expect("in-flight poisoned");
+        let Some(held) = queues.get_mut(queue) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for id in ids {
+            if let Some(list) = held.get_mut(id) {
+                list.retain(|h| h.generation == generation);
+                if let Some(h) = list.pop_front() {
+                    taken.push(h);
+                }
+                if list.is_empty() {
+                    held.remove(id);
+                }
+            }
+        }
+        if held.is_empty() {
+            queues.remove(queue);
+        }
+        taken
+    }
+
+    /// Moves the deadline of one delivery per id to `deadline` (a nack with a delay keeps
+    /// the message here until then); returns how many were found.
+    pub(super) fn postpone(
+        &self,
+        queue: &str,
+        ids: &[String],
+        generation: u64,
+        deadline: Instant,
+    ) -> u64 {
+        let mut queues = self.queues.lock().expect("in-flight poisoned");
+        let Some(held) = queues.get_mut(queue) else {
+            return 0;
+        };
+        let mut found = 0;
+        for id in ids {
+            if let Some(h) = held
+                .get_mut(id)
+                .and_then(|list| list.iter_mut().find(|h| h.generation == generation))
+            {
+                h.deadline = deadline;
+                found += 1;
+            }
+        }
+        found
+    }
+
+    /// Removes what is due at `now` (and what belongs to an older link), returning the due
+    /// ones by queue, and the next deadline after `now`.
+    pub(super) fn expire(
+        &self,
+        now: Instant,
+        generation: u64,
+    ) -> (Vec<(String, Held)>, Option<Instant>) {
+        let mut queues = self.queues.lock().expect("in-flight poisoned");
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (queue, ids) in queues.iter_mut() {
+            for list in ids.values_mut() {
+                let mut keep = VecDeque::with_capacity(list.len());
+                for h in list.drain(..) {
+                    if h.generation != generation {
+                        continue;
+                    }
+                    if h.deadline <= now {
+                        due.push((queue.clone(), h));
+                    } else {
+                        next = Some(next.map_or(h.deadline, |n| n.min(h.deadline)));
+                        keep.push_back(h);
+                    }
+                }
+                *list = keep;
+            }
+            ids.retain(|_, list| !list.is_empty());
+        }
+        queues.retain(|_, ids| !ids.is_empty());
+        (due, next)
+    }
+
+    /// The earliest deadline of the queue's held messages.
+    pub(super) fn next_deadline(&self, queue: &str) -> Option<Instant> {
+        let queues = self.queues.lock().expect("in-flight poisoned");
+        queues
+            .get(queue)?
+            .values()
+            .flat_map(|list| list.iter().map(|h| h.deadline))
+            .min()
+    }
+
+    /// Forgets everything (the link went away: the broker requeued it all).
+    pub(super) fn clear(&self) {
+        self.queues.lock().expect("in-flight poisoned").clear();
+    }
+}
+
+/// The message a subscriber sees for `delivery`, received at `now_ms`.
+pub(super) fn to_message(delivery: &Delivery, now_ms: u64) -> QueueMessage {
+    let properties = &delivery.properties;
+    let id = message_id(properties, &delivery.data);
+    let sent = wsmq_rsmq::message_sent_ms(&id)
+        .filter(|_| is_gateway_id(properties))
+        .or_else(|| properties.timestamp().map(|secs| secs.saturating_mul(1000)))
+        .unwrap_or(now_ms);
+    QueueMessage {
+        body: String::from_utf8_lossy(&delivery.data).into_owned(),
+        rc: delivery_count(properties.headers().as_ref()) + 1,
+        sent,
+        id,
+    }
+}
+
+/// The id a subscriber acks: the publisher's `message-id` when it is a valid wsmq id (32
+/// characters of `[A-Za-z0-9:]`, what this gateway and rsmq make); a digest of it when it is
+/// something else; and without one, a digest of the message's content, so the id stays the
+/// same across redeliveries.
+pub(super) fn message_id(properties: &BasicProperties, body: &[u8]) -> String {
+    if let Some(id) = properties.message_id() {
+        let id = id.as_str();
+        if is_wsmq_id(id) {
+            return id.to_owned();
+        }
+        return digest(&[b"message-id\0", id.as_bytes()]);
+    }
+    let timestamp = properties.timestamp().unwrap_or_default().to_be_bytes();
+    let field = |v: &Option<lapin::types::ShortString>| {
+        v.as_ref()
+            .map_or(Vec::new(), |s| s.as_str().as_bytes().to_vec())
+    };
+    digest(&[
+        b"content\0",
+        &timestamp,
+        &field(properties.correlation_id()),
+        b"\0",
+        &field(properties.app_id()),
+        b"\0",
+        &field(properties.kind()),
+        b"\0",
+        body,
+    ])
+}
+
+/// Whether the message carries an id this gateway (or rsmq) made, whose first characters
+/// are its send time.
+fn is_gateway_id(properties: &BasicProperties) -> bool {
+    properties
+        .message_id()
+        .as_ref()
+        .is_some_and(|id| is_wsmq_id(id.as_str()))
+}
+
+/// `^[A-Za-z0-9:]{32}$`.
+fn is_wsmq_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b':')
+}
+
+/// 32 lowercase hex characters of the MD5 of the parts.
+fn digest(parts: &[&[u8]]) -> String {
+    let mut md5 = Md5::new();
+    for part in parts {
+        md5.update(part);
+    }
+    hex(&md5.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The quorum queue's `x-delivery-count` header: earlier deliveries of this message (absent
+/// on the first).
+fn delivery_count(headers: Option<&FieldTable>) -> u64 {
+    let Some(value) = headers.and_then(|h| h.inner().get("x-delivery-count")) else {
+        return 0;
+    };
+    match value {
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).unwrap_or(0),
+        AMQPValue::ShortShortUInt(n) => u64::from(*n),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).unwrap_or(0),
+        AMQPValue::ShortUInt(n) => u64::from(*n),
+        AMQPValue::LongInt(n) => u64::try_from(*n).unwrap_or(0),
+        AMQPValue::LongUInt(n) => u64::from(*n),
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_come_from_the_message_id_or_a_stable_digest() {
+        let own = "ab12cd34ef56gh78ij90kl12mn34op56";
+        let props = BasicProperties::default().with_message_id(own.into());
+        assert_eq!(message_id(&props, b"x"), own);
+        // A foreign message-id is digested, the same way each time.
+        let props = BasicProperties::default().with_message_id("order-17".into());
+        let id = message_id(&props, b"x");
+        assert!(is_wsmq_id(&id) && id != "order-17");
+        assert_eq!(
+            id,
+            message_id(&props, b"y"),
+            "the body does not matter then"
+        );
+        // Without one, the content decides: stable, and different for different bodies.
+        let none = BasicProperties::default();
+        let a = message_id(&none, b"hello");
+        assert!(is_wsmq_id(&a));
+        assert_eq!(a, message_id(&none, b"hello"));
+        assert_ne!(a, message_id(&none, b"hello!"));
+        let stamped = BasicProperties::default().with_timestamp(1_700_000_000);
+        assert_ne!(a, message_id(&stamped, b"hello"));
+    }
+
+    #[test]
+    fn rc_counts_the_quorum_queue_deliveries() {
+        assert_eq!(delivery_count(None), 0);
+        let mut headers = FieldTable::default();
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(2));
+        assert_eq!(delivery_count(Some(&headers)), 2);
+        headers.insert("x-delivery-count".into(), AMQPValue::LongInt(-1));
+        assert_eq!(delivery_count(Some(&headers)), 0);
+    }
+}

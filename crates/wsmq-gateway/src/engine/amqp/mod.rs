@@ -1,0 +1,1260 @@
+//! The RabbitMQ engine: queues, channels and cluster messages over AMQP 0-9-1 (lapin).
+//!
+//! # Topology
+//!
+//! - Queue `q` is the durable quorum queue `{prefix}q`, bound to the durable direct exchange
+//!   `--amqp-exchange` (default `wsmq.direct`) with binding key `q`, so a publisher reaches
+//!   user `q` with `basic.publish(exchange, "q", body)`.
+//! - Channels: topic exchange `wsmq.channels`, routing key = channel name; each node has one
+//!   exclusive auto-delete queue, bound once per channel with local subscribers.
+//! - Control: topic exchange `wsmq.control`; the node queue is bound with `revoke` (body: a
+//!   user id), and heartbeats are published as `heartbeat.{node}` / `gone.{node}`.
+//! - Delayed sends: headers exchange `wsmq.delay` routes a message with header
+//!   `wsmq-delay: N` to the queue `{prefix}wsmq.delay.N` (per-queue TTL N s, dead-lettered to
+//!   the direct exchange under its original routing key, so it lands in `q` when due).
+//!
+//! # From a push consumer to the gateway's pull
+//!
+//! [`QueueStore::receive`] is a pull: "give me up to `max`". While a queue has local
+//! subscribers ([`QueueStore::watch_queue`] is held), the node runs ONE consumer on it with
+//! prefetch = the window (`basic.qos` per consumer, all consumers on one channel): the broker
+//! pushes up to that many unacked messages, the consumer buffers them and wakes the queue's
+//! subscribers, and `receive` takes from the buffer. Without local subscribers (the CLI, a
+//! test, a first receive before the consumer is up) `receive` uses `basic.get`. A message
+//! handed out stays unacked on the broker until `ack` (`basic.ack`), `release`/a nack
+//! (`basic.reject` with requeue) or its vt, after which the node rejects it back itself; a
+//! nack with a delay keeps it unacked here until the delay passed. A dead node's or closed
+//! connection's unacked messages are requeued by the broker. `rc` is the quorum queue's
+//! `x-delivery-count` + 1.
+//!
+//! # When the broker goes away
+//!
+//! A supervisor task owns the connection: when it breaks, calls fail with
+//! [`EngineError::Unavailable`] (and `/readyz` is 503) while it reconnects with backoff;
+//! then it declares the topology again, rebinds the node queue and restarts the consumers of
+//! the queues that still have local subscribers. What was in flight was requeued by the
+//! broker and is delivered again.
+
+mod local;
+mod url;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::{
+    StreamExt,
+    future::{BoxFuture, FutureExt},
+};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, Event, ExchangeKind,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
+        BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
+        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    },
+    protocol::{AMQPErrorKind, AMQPSoftError},
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use tokio::{
+    sync::{Notify, broadcast, mpsc},
+    time::Instant,
+};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{info, warn};
+use wsmq_proto::NodeHeartbeat;
+
+use self::local::{Held, InFlight, QueueWake, to_message};
+pub use self::url::AmqpUrl;
+use super::{
+    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueStore, QueueWatch,
+    Received, interest::Interests, redis::RedisEngine,
+};
+use crate::clock;
+
+/// The topic exchange of channels.
+pub const CHANNELS_EXCHANGE: &str = "wsmq.channels";
+/// The topic exchange of revocations and heartbeats.
+pub const CONTROL_EXCHANGE: &str = "wsmq.control";
+/// The headers exchange that routes delayed sends to their delay queue.
+pub const DELAY_EXCHANGE: &str = "wsmq.delay";
+/// Routing key of a revocation on [`CONTROL_EXCHANGE`] (body: the user id).
+pub const REVOKE_KEY: &str = "revoke";
+
+/// The header that routes a delayed send (`x-` headers are not matched by RabbitMQ).
+const DELAY_HEADER: &str = "wsmq-delay";
+/// How long a delay queue outlives its last use (its messages have all expired by then).
+const DELAY_QUEUE_SPARE: Duration = Duration::from_secs(60);
+/// Reconnection backoff.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The reaper looks at least this often, even without a deadline in sight.
+const REAP_IDLE: Duration = Duration::from_secs(1);
+
+/// How the engine reaches RabbitMQ and names things there.
+#[derive(Debug, Clone)]
+pub struct AmqpOptions {
+    /// The broker.
+    pub url: AmqpUrl,
+    /// Put before every queue name on the broker (`--amqp-queue-prefix`).
+    pub queue_prefix: String,
+    /// The durable direct exchange of user queues (`--amqp-exchange`).
+    pub exchange: String,
+    /// Prefetch of each queue consumer: the subscription window.
+    pub prefetch: u16,
+}
+
+/// Queues, channels and cluster messages in RabbitMQ; the access-token registry (and a copy of
+/// the heartbeats) in Redis when one is given beside it.
+pub struct AmqpEngine {
+    /// Names and limits.
+    options: AmqpOptions,
+    /// The current connection; `None` while the broker is unreachable.
+    link: RwLock<Option<Arc<Link>>>,
+    /// Queues with local subscribers → their consumer and buffer.
+    queues: Arc<Interests<Arc<QueueWake>>>,
+    /// Messages handed out and not settled.
+    in_flight: InFlight,
+    /// Queue → when the delayed sends this node made become due (for `next_visible`).
+    delayed: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Queues known to exist on the current link (`basic.get` on a missing queue would close
+    /// the channel, so an unknown one is checked first).
+    known: Mutex<HashSet<String>>,
+    /// Channels the node wants (bound again after a reconnect).
+    channels: Mutex<HashSet<String>>,
+    /// Requests to the supervisor, which owns the node queue and the consumers.
+    commands: mpsc::UnboundedSender<Command>,
+    /// The node's hub.
+    handler: Arc<HandlerSlot>,
+    /// Revoked user ids, from the control exchange (and Redis, when given).
+    revocations: broadcast::Sender<String>,
+    /// The Redis beside, for the access-token registry.
+    redis: Option<Arc<RedisEngine>>,
+    /// Wakes the reaper when a deadline was set.
+    reaper: Arc<Notify>,
+    /// Last id timestamp, µs: ids of this node strictly increase.
+    last_id_us: AtomicU64,
+    /// Whether the last call reached the broker (its flips are logged once).
+    reachable: AtomicBool,
+    /// Stops the supervisor and the reaper with the engine.
+    _stop: DropGuard,
+}
+
+/// One connection and its channels.
+struct Link {
+    /// Counts connections: what came on an older one is dead.
+    generation: u64,
+    conn: Connection,
+    /// Publishes, in confirm mode.
+    publish: Channel,
+    /// The consumers of user queues (prefetch per consumer).
+    consume: Channel,
+    /// `basic.get` of receives without a local consumer.
+    get: Channel,
+    /// Declarations and checks; an error closes it, and it is replaced.
+    ops: tokio::sync::Mutex<Channel>,
+    /// The node's exclusive queue (channels and control).
+    node_queue: ShortString,
+}
+
+/// Work for the supervisor, in the order it was asked for.
+enum Command {
+    /// Start the consumer of a queue that got its first local subscriber.
+    Consume(String, Arc<QueueWake>),
+    /// Stop it: the last local subscriber left.
+    Cancel(Arc<QueueWake>),
+    /// Bind or unbind a channel on the node queue.
+    Channel(String, bool),
+}
+
+impl AmqpEngine {
+    /// Connects, declares the exchanges and the node queue, and starts the supervisor; with
+    /// `redis`, access tokens are checked there and its revocations count too.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Unavailable`] when the broker cannot be reached, `Invalid` when it
+    /// refuses the topology (an exchange of another type under the same name).
+    pub async fn connect(
+        options: AmqpOptions,
+        redis: Option<Arc<RedisEngine>>,
+    ) -> Result<Arc<AmqpEngine>, EngineError> {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let queue_commands = commands.clone();
+        let queues = Interests::new(Box::new(
+            move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
+                let wake = Arc::clone(wake);
+                let command = if first {
+                    Command::Consume(queue.to_owned(), wake)
+                } else {
+                    Command::Cancel(wake)
+                };
+                let _ = queue_commands.send(command);
+            },
+        ));
+        let stop = CancellationToken::new();
+        let engine = Arc::new(AmqpEngine {
+            options,
+            link: RwLock::new(None),
+            queues,
+            in_flight: InFlight::default(),
+            delayed: Mutex::default(),
+            known: Mutex::default(),
+            channels: Mutex::default(),
+            commands,
+            handler: Arc::new(HandlerSlot::default()),
+            revocations: broadcast::channel(256).0,
+            redis,
+            reaper: Arc::new(Notify::new()),
+            last_id_us: AtomicU64::new(0),
+            reachable: AtomicBool::new(true),
+            _stop: stop.clone().drop_guard(),
+        });
+        let link = engine.open_link(1).await?;
+        info!(url = %engine.options.url, exchange = %engine.options.exchange, "amqp engine connected");
+        if let Some(redis) = &engine.redis {
+            let mut from_redis = redis.revocations();
+            let to = engine.revocations.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        user = from_redis.recv() => match user {
+                            Ok(user) => { let _ = to.send(user); }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        },
+                    }
+                }
+            });
+        }
+        tokio::spawn(supervise(
+            Arc::downgrade(&engine),
+            link,
+            command_rx,
+            stop.clone(),
+        ));
+        tokio::spawn(reap(
+            Arc::downgrade(&engine),
+            Arc::clone(&engine.reaper),
+            stop,
+        ));
+        Ok(engine)
+    }
+
+    /// This engine as the gateway holds it.
+    pub fn engine(self: &Arc<Self>) -> Engine {
+        Engine::whole("amqp", Arc::clone(self))
+    }
+
+    /// The broker-side name of queue `q`.
+    fn queue_name(&self, queue: &str) -> ShortString {
+        format!("{}{queue}", self.options.queue_prefix).into()
+    }
+
+    /// The current link, or `Unavailable`.
+    fn link(&self) -> Result<Arc<Link>, EngineError> {
+        self.link
+            .read()
+            .expect("link poisoned")
+            .clone()
+            .ok_or_else(|| EngineError::Unavailable("rabbitmq unreachable; reconnecting".into()))
+    }
+
+    /// Connects and sets up everything the node needs on a fresh connection: exchanges, the
+    /// node queue with its bindings and consumer, the consumers of watched queues.
+    async fn open_link(self: &Arc<Self>, generation: u64) -> Result<Arc<Link>, EngineError> {
+        let conn = Connection::connect(
+            self.options.url.expose(),
+            ConnectionProperties::default().with_connection_name("wsmq-gateway".into()),
+        )
+        .await
+        .map_err(map_err)?;
+        let setup = async {
+            let publish = conn.create_channel().await?;
+            publish
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let consume = conn.create_channel().await?;
+            // Per consumer (global: false): each queue's consumer gets the window.
+            consume
+                .basic_qos(self.options.prefetch, BasicQosOptions { global: false })
+                .await?;
+            let get = conn.create_channel().await?;
+            let ops = conn.create_channel().await?;
+            let durable = ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            let none = FieldTable::default;
+            ops.exchange_declare(
+                self.options.exchange.as_str().into(),
+                ExchangeKind::Direct,
+                durable,
+                none(),
+            )
+            .await?;
+            ops.exchange_declare(
+                CHANNELS_EXCHANGE.into(),
+                ExchangeKind::Topic,
+                durable,
+                none(),
+            )
+            .await?;
+            ops.exchange_declare(
+                CONTROL_EXCHANGE.into(),
+                ExchangeKind::Topic,
+                durable,
+                none(),
+            )
+            .await?;
+            ops.exchange_declare(
+                DELAY_EXCHANGE.into(),
+                ExchangeKind::Headers,
+                durable,
+                none(),
+            )
+            .await?;
+            let node = conn.create_channel().await?;
+            let node_queue = node
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions {
+                        exclusive: true,
+                        auto_delete: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    none(),
+                )
+                .await?
+                .name()
+                .clone();
+            node.queue_bind(
+                node_queue.clone(),
+                CONTROL_EXCHANGE.into(),
+                REVOKE_KEY.into(),
+                QueueBindOptions::default(),
+                none(),
+            )
+            .await?;
+            let wanted: Vec<String> = self
+                .channels
+                .lock()
+                .expect("channels poisoned")
+                .iter()
+                .cloned()
+                .collect();
+            for channel in wanted {
+                node.queue_bind(
+                    node_queue.clone(),
+                    CHANNELS_EXCHANGE.into(),
+                    channel.into(),
+                    QueueBindOptions::default(),
+                    none(),
+                )
+                .await?;
+            }
+            let consumer = node
+                .basic_consume(
+                    node_queue.clone(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        exclusive: true,
+                        ..BasicConsumeOptions::default()
+                    },
+                    none(),
+                )
+                .await?;
+            Ok::<_, lapin::Error>((publish, consume, get, ops, node, node_queue, consumer))
+        };
+        let (publish, consume, get, ops, _node, node_queue, node_consumer) = match setup.await {
+            Ok(parts) => parts,
+            Err(err) => {
+                let _ = conn.close(200, "setup failed".into()).await;
+                return Err(map_err(err));
+            }
+        };
+        let link = Arc::new(Link {
+            generation,
+            conn,
+            publish,
+            consume,
+            get,
+            ops: tokio::sync::Mutex::new(ops),
+            node_queue,
+        });
+        tokio::spawn(node_deliveries(
+            Arc::downgrade(self),
+            node_consumer,
+            Arc::clone(&self.handler),
+            self.revocations.clone(),
+        ));
+        // Fresh link: what was known, declared or held belongs to the old one.
+        self.known.lock().expect("known poisoned").clear();
+        self.in_flight.clear();
+        *self.link.write().expect("link poisoned") = Some(Arc::clone(&link));
+        for (queue, wake) in self.queues.entries() {
+            if let Err(err) = self.start_consumer(&link, &queue, &wake).await {
+                warn!(queue, cause = %err, "cannot consume the queue after connecting; receives poll it");
+            }
+        }
+        Ok(link)
+    }
+
+    /// Declares the queue (durable, quorum) and binds it to the direct exchange.
+    async fn declare_queue(&self, link: &Link, queue: &str) -> Result<(), EngineError> {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        let name = self.queue_name(queue);
+        let result = self
+            .with_ops(link, |ops| {
+                let name = name.clone();
+                let exchange: ShortString = self.options.exchange.as_str().into();
+                let key: ShortString = queue.into();
+                async move {
+                    let durable = QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    };
+                    ops.queue_declare(name.clone(), durable, arguments).await?;
+                    ops.queue_bind(
+                        name,
+                        exchange,
+                        key,
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                }
+                .boxed()
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                self.known
+                    .lock()
+                    .expect("known poisoned")
+                    .insert(queue.to_owned());
+                Ok(())
+            }
+            Err(EngineError::Invalid(why)) => Err(EngineError::Invalid(format!(
+                "queue {name} exists on the broker with other arguments (wsmq needs a durable \
+                 quorum queue): {why}"
+            ))),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Checks the queue exists (a passive declare) unless already known on this link.
+    async fn check_queue(&self, link: &Link, queue: &str) -> Result<(), EngineError> {
+        if self.known.lock().expect("known poisoned").contains(queue) {
+            return Ok(());
+        }
+        let name = self.queue_name(queue);
+        self.with_ops(link, |ops| {
+            async move {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                ops.queue_declare(name, passive, FieldTable::default())
+                    .await
+                    .map(drop)
+            }
+            .boxed()
+        })
+        .await?;
+        self.known
+            .lock()
+            .expect("known poisoned")
+            .insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Runs `op` on the ops channel, one at a time; a channel error closes that channel, so
+    /// it is replaced before the next op.
+    async fn with_ops<T>(
+        &self,
+        link: &Link,
+        op: impl FnOnce(Channel) -> BoxFuture<'static, lapin::Result<T>>,
+    ) -> Result<T, EngineError> {
+        let mut ops = link.ops.lock().await;
+        if !ops.status().connected() {
+            *ops = self.track(link.conn.create_channel().await.map_err(map_err))?;
+        }
+        let result = op(ops.clone()).await.map_err(map_err);
+        if result.is_err()
+            && !ops.status().connected()
+            && let Ok(fresh) = link.conn.create_channel().await
+        {
+            *ops = fresh;
+        }
+        self.track(result)
+    }
+
+    /// Starts the queue's consumer on the link unless it runs; deliveries go to `wake`.
+    async fn start_consumer(
+        &self,
+        link: &Arc<Link>,
+        queue: &str,
+        wake: &Arc<QueueWake>,
+    ) -> Result<(), EngineError> {
+        if wake.cancelled.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if let Some((generation, _)) = &*wake.tag.lock().expect("tag poisoned")
+            && *generation == link.generation
+        {
+            return Ok(());
+        }
+        // A consume on a missing queue would close the shared consumer channel.
+        self.declare_queue(link, queue).await?;
+        let tag = format!("wsmq.{queue}");
+        let consumer = link
+            .consume
+            .basic_consume(
+                self.queue_name(queue),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(map_err)?;
+        *wake.tag.lock().expect("tag poisoned") = Some((link.generation, tag));
+        wake.set_consuming(true);
+        let wake = Arc::clone(wake);
+        let generation = link.generation;
+        tokio::spawn(async move {
+            let mut consumer = consumer;
+            while let Some(delivery) = consumer.next().await {
+                let Ok(delivery) = delivery else { break };
+                if wake.cancelled.load(Ordering::SeqCst) {
+                    requeue(&delivery).await;
+                    continue;
+                }
+                wake.buffer
+                    .lock()
+                    .expect("buffer poisoned")
+                    .push_back((generation, delivery));
+                wake.notify.notify_waiters();
+            }
+            // Cancelled (by us or the broker), or the channel went away.
+            let mut tag = wake.tag.lock().expect("tag poisoned");
+            if tag.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *tag = None;
+                wake.set_consuming(false);
+            }
+        });
+        Ok(())
+    }
+
+    /// Stops the queue's consumer and gives back what it buffered.
+    async fn stop_consumer(&self, link: Option<&Arc<Link>>, wake: &Arc<QueueWake>) {
+        wake.cancelled.store(true, Ordering::SeqCst);
+        let tag = wake.tag.lock().expect("tag poisoned").take();
+        wake.set_consuming(false);
+        if let (Some(link), Some((generation, tag))) = (link, tag)
+            && generation == link.generation
+        {
+            let _ = link
+                .consume
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await;
+        }
+        let buffered: Vec<(u64, Delivery)> = wake
+            .buffer
+            .lock()
+            .expect("buffer poisoned")
+            .drain(..)
+            .collect();
+        for (_, delivery) in buffered {
+            requeue(&delivery).await;
+        }
+    }
+
+    /// Publishes with a confirm; `Ok(false)` when the broker returned it as unroutable.
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<bool, EngineError> {
+        let link = self.link()?;
+        let options = BasicPublishOptions {
+            mandatory,
+            ..BasicPublishOptions::default()
+        };
+        let published = async {
+            link.publish
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    options,
+                    body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = self.track(published.await.map_err(map_err))?;
+        if confirmation.is_nack() {
+            return Err(EngineError::Unavailable(
+                "the broker refused the message (a queue at its length limit, or out of \
+                 resources)"
+                    .into(),
+            ));
+        }
+        Ok(confirmation.take_message().is_none())
+    }
+
+    /// A fresh rsmq-style id; strictly increasing on this node.
+    fn next_id(&self) -> String {
+        let us = clock::unix_millis() * 1000;
+        let prev = self
+            .last_id_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(last.max(us.saturating_sub(1)) + 1)
+            })
+            .unwrap_or(us);
+        wsmq_rsmq::new_message_id(prev.max(us.saturating_sub(1)) + 1)
+    }
+
+    /// Declares the delay queue of `secs`, before every delayed send: publishing does not
+    /// count as use for `x-expires`, a declaration does, so the queue outlives each of its
+    /// messages by [`DELAY_QUEUE_SPARE`] and goes away once unused.
+    async fn ensure_delay_queue(&self, link: &Link, secs: u64) -> Result<(), EngineError> {
+        let name = self.queue_name(&format!("{DELAY_EXCHANGE}.{secs}"));
+        let ttl_ms = secs.saturating_mul(1000);
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+        );
+        arguments.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(
+                i64::try_from(ttl_ms + DELAY_QUEUE_SPARE.as_millis() as u64).unwrap_or(i64::MAX),
+            ),
+        );
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.options.exchange.as_str().into()),
+        );
+        let mut binding = FieldTable::default();
+        binding.insert("x-match".into(), AMQPValue::LongString("all".into()));
+        binding.insert(
+            DELAY_HEADER.into(),
+            AMQPValue::LongString(secs.to_string().into()),
+        );
+        self.with_ops(link, |ops| {
+            async move {
+                let durable = QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                };
+                ops.queue_declare(name.clone(), durable, arguments).await?;
+                ops.queue_bind(
+                    name,
+                    DELAY_EXCHANGE.into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    binding,
+                )
+                .await
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// When the queue's next hidden message (held here, or a delayed send of this node)
+    /// becomes visible.
+    fn next_visible(&self, queue: &str, now: Instant) -> Option<Duration> {
+        let held = self.in_flight.next_deadline(queue);
+        let delayed = {
+            let mut delayed = self.delayed.lock().expect("delayed poisoned");
+            let due = delayed.get_mut(queue).and_then(|list| {
+                list.retain(|at| *at > now);
+                list.iter().min().copied()
+            });
+            if due.is_none() {
+                delayed.remove(queue);
+            }
+            due
+        };
+        [held, delayed]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Rejects (with requeue) what is due, and wakes the local subscribers of those queues.
+    async fn expire_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let generation = match self.link() {
+            Ok(link) => link.generation,
+            Err(_) => return None,
+        };
+        let (due, next) = self.in_flight.expire(now, generation);
+        let mut woken = HashSet::new();
+        for (queue, held) in due {
+            let _ = held
+                .acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await;
+            woken.insert(queue);
+        }
+        for queue in woken {
+            if let Some(wake) = self.queues.get(&queue) {
+                wake.notify.notify_waiters();
+            }
+        }
+        next
+    }
+
+    /// Notes whether the broker was reached: an outage is logged once, and so is the return.
+    fn track<T>(&self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        let unreachable = result.as_ref().err().filter(|e| e.is_unavailable());
+        let reachable = unreachable.is_none();
+        if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            match unreachable {
+                Some(err) => warn!(
+                    cause = %err,
+                    "rabbitmq unreachable: engine calls fail with `unavailable` until it answers again"
+                ),
+                None => info!("rabbitmq reachable again"),
+            }
+        }
+        result
+    }
+}
+
+impl QueueStore for AmqpEngine {
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            let link = self.track(self.link())?;
+            self.declare_queue(&link, queue).await
+        }
+        .boxed()
+    }
+
+    fn receive<'a>(
+        &'a self,
+        queue: &'a str,
+        max: usize,
+        vt: Option<u64>,
+    ) -> BoxFuture<'a, Result<Received, EngineError>> {
+        async move {
+            let link = self.track(self.link())?;
+            let wake = self.queues.get(queue).filter(|w| w.is_consuming());
+            let mut taken = match &wake {
+                Some(wake) => wake.take(link.generation, max),
+                None => Vec::new(),
+            };
+            if wake.is_none() {
+                self.check_queue(&link, queue).await?;
+                while taken.len() < max {
+                    let got = link
+                        .get
+                        .basic_get(self.queue_name(queue), BasicGetOptions::default())
+                        .await
+                        .map_err(map_err);
+                    match self.track(got) {
+                        Ok(Some(message)) => taken.push(message.delivery),
+                        Ok(None) => break,
+                        Err(EngineError::QueueNotFound) => {
+                            self.known.lock().expect("known poisoned").remove(queue);
+                            return Err(EngineError::QueueNotFound);
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+            let now = Instant::now();
+            let deadline = now + Duration::from_secs(vt.unwrap_or(wsmq_rsmq::DEFAULT_VT));
+            let now_ms = clock::unix_millis();
+            let messages: Vec<_> = taken
+                .into_iter()
+                .map(|delivery| {
+                    let message = to_message(&delivery, now_ms);
+                    let held = Held {
+                        acker: delivery.acker,
+                        deadline,
+                        generation: link.generation,
+                    };
+                    self.in_flight.hold(queue, message.id.clone(), held);
+                    message
+                })
+                .collect();
+            if !messages.is_empty() {
+                self.reaper.notify_one();
+            }
+            Ok(Received {
+                messages,
+                next_visible: self.next_visible(queue, now),
+            })
+        }
+        .boxed()
+    }
+
+    fn ack<'a>(
+        &'a self,
+        queue: &'a str,
+        ids: &'a [String],
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        async move {
+            let link = self.track(self.link())?;
+            let mut acked = 0;
+            for held in self.in_flight.take(queue, ids, link.generation) {
+                if held.acker.ack(BasicAckOptions::default()).await.is_ok() {
+                    acked += 1;
+                }
+            }
+            Ok(acked)
+        }
+        .boxed()
+    }
+
+    fn release<'a>(
+        &'a self,
+        queue: &'a str,
+        ids: &'a [String],
+        delay_secs: u64,
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        async move {
+            let link = self.track(self.link())?;
+            if delay_secs > 0 {
+                // AMQP has no "requeue later": the node keeps the message unacked until then.
+                let deadline = Instant::now() + Duration::from_secs(delay_secs);
+                let found = self
+                    .in_flight
+                    .postpone(queue, ids, link.generation, deadline);
+                self.reaper.notify_one();
+                return Ok(found);
+            }
+            let mut released = 0;
+            for held in self.in_flight.take(queue, ids, link.generation) {
+                let rejected = held
+                    .acker
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await;
+                if rejected.is_ok() {
+                    released += 1;
+                }
+            }
+            if released > 0
+                && let Some(wake) = self.queues.get(queue)
+            {
+                wake.notify.notify_waiters();
+            }
+            Ok(released)
+        }
+        .boxed()
+    }
+
+    fn send<'a>(
+        &'a self,
+        queue: &'a str,
+        body: &'a str,
+        delay: Option<u64>,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        async move {
+            let max = usize::try_from(wsmq_rsmq::DEFAULT_MAXSIZE).unwrap_or(usize::MAX);
+            if wsmq_rsmq::message_length(body) > max {
+                return Err(EngineError::TooLarge);
+            }
+            let link = self.track(self.link())?;
+            let id = self.next_id();
+            let properties = BasicProperties::default()
+                .with_message_id(id.as_str().into())
+                .with_delivery_mode(2)
+                .with_timestamp(clock::unix_millis() / 1000);
+            match delay.filter(|d| *d > 0) {
+                None => {
+                    let routed = self
+                        .publish_confirmed(
+                            &self.options.exchange,
+                            queue,
+                            body.as_bytes(),
+                            properties,
+                            true,
+                        )
+                        .await?;
+                    if !routed {
+                        return Err(EngineError::QueueNotFound);
+                    }
+                }
+                Some(secs) => {
+                    // The delay queue accepts anything: check the target first.
+                    self.check_queue(&link, queue).await?;
+                    self.ensure_delay_queue(&link, secs).await?;
+                    let mut headers = FieldTable::default();
+                    headers.insert(
+                        DELAY_HEADER.into(),
+                        AMQPValue::LongString(secs.to_string().into()),
+                    );
+                    let routed = self
+                        .publish_confirmed(
+                            DELAY_EXCHANGE,
+                            queue,
+                            body.as_bytes(),
+                            properties.with_headers(headers),
+                            true,
+                        )
+                        .await?;
+                    if !routed {
+                        return Err(EngineError::Unavailable(format!(
+                            "the delay queue of {secs} s is gone; try again"
+                        )));
+                    }
+                    let due = Instant::now() + Duration::from_secs(secs);
+                    let mut delayed = self.delayed.lock().expect("delayed poisoned");
+                    delayed.entry(queue.to_owned()).or_default().push(due);
+                }
+            }
+            Ok(id)
+        }
+        .boxed()
+    }
+
+    fn watch_queue(&self, queue: &str) -> QueueWatch {
+        let (wake, guard) = self.queues.join(queue, || Arc::new(QueueWake::default()));
+        QueueWatch {
+            notify: Arc::clone(&wake.notify),
+            listening: Some(Arc::clone(&wake.listening)),
+            _guard: guard,
+        }
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        async move {
+            let link = self.link()?;
+            if link.conn.status().connected() && link.publish.status().connected() {
+                Ok(())
+            } else {
+                Err(EngineError::Unavailable("rabbitmq connection lost".into()))
+            }
+        }
+        .boxed()
+    }
+}
+
+impl Broker for AmqpEngine {
+    fn start(&self, handler: &Arc<dyn BrokerHandler>) {
+        self.handler.set(handler);
+    }
+
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EngineError>> {
+        async move {
+            // Mandatory: a publication no node queue is bound for comes back, which is how
+            // "no node listens" is told from "some did" (AMQP does not count receivers).
+            let routed = self
+                .publish_confirmed(
+                    CHANNELS_EXCHANGE,
+                    channel,
+                    body.as_bytes(),
+                    BasicProperties::default(),
+                    true,
+                )
+                .await?;
+            Ok(u64::from(routed))
+        }
+        .boxed()
+    }
+
+    fn subscribe(&self, channel: &str) {
+        self.want_channel(channel, true);
+    }
+
+    fn unsubscribe(&self, channel: &str) {
+        self.want_channel(channel, false);
+    }
+}
+
+impl AmqpEngine {
+    /// Records the node's interest (what a reconnect binds) and has the supervisor bind or
+    /// unbind; the lock is held while sending so commands for one channel keep their order.
+    fn want_channel(&self, channel: &str, wanted: bool) {
+        let mut channels = self.channels.lock().expect("channels poisoned");
+        if wanted {
+            channels.insert(channel.to_owned());
+        } else {
+            channels.remove(channel);
+        }
+        let _ = self
+            .commands
+            .send(Command::Channel(channel.to_owned(), wanted));
+    }
+
+    /// Applies one command on the current link.
+    async fn apply(&self, link: &Arc<Link>, command: Command) -> Result<(), EngineError> {
+        match command {
+            Command::Consume(queue, wake) => self.start_consumer(link, &queue, &wake).await,
+            Command::Cancel(wake) => {
+                self.stop_consumer(Some(link), &wake).await;
+                Ok(())
+            }
+            Command::Channel(channel, wanted) => {
+                let still = self
+                    .channels
+                    .lock()
+                    .expect("channels poisoned")
+                    .contains(&channel);
+                if still != wanted {
+                    return Ok(()); // a later command undoes this one
+                }
+                let node_queue = link.node_queue.clone();
+                self.with_ops(link, |ops| {
+                    async move {
+                        if wanted {
+                            ops.queue_bind(
+                                node_queue,
+                                CHANNELS_EXCHANGE.into(),
+                                channel.into(),
+                                QueueBindOptions::default(),
+                                FieldTable::default(),
+                            )
+                            .await
+                        } else {
+                            ops.queue_unbind(
+                                node_queue,
+                                CHANNELS_EXCHANGE.into(),
+                                channel.into(),
+                                FieldTable::default(),
+                            )
+                            .await
+                        }
+                    }
+                    .boxed()
+                })
+                .await
+            }
+        }
+    }
+}
+
+impl ClusterState for AmqpEngine {
+    fn is_access_token_registered<'a>(
+        &'a self,
+        user: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            match &self.redis {
+                Some(redis) => redis.is_access_token_registered(user, token).await,
+                // Refused at start when configured; without a registry nothing is registered.
+                None => Ok(false),
+            }
+        }
+        .boxed()
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<String> {
+        self.revocations.subscribe()
+    }
+
+    fn write_heartbeat<'a>(
+        &'a self,
+        heartbeat: &'a NodeHeartbeat,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            let json =
+                serde_json::to_vec(heartbeat).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let key = format!("heartbeat.{}", heartbeat.id);
+            let properties = BasicProperties::default().with_expiration(
+                wsmq_proto::keys::NODE_TTL_SECS
+                    .saturating_mul(1000)
+                    .to_string()
+                    .into(),
+            );
+            self.publish_confirmed(CONTROL_EXCHANGE, &key, &json, properties, false)
+                .await?;
+            if let Some(redis) = &self.redis {
+                redis.write_heartbeat(heartbeat).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn remove_heartbeat<'a>(&'a self, node_id: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        async move {
+            let key = format!("gone.{node_id}");
+            self.publish_confirmed(
+                CONTROL_EXCHANGE,
+                &key,
+                b"",
+                BasicProperties::default(),
+                false,
+            )
+            .await?;
+            if let Some(redis) = &self.redis {
+                redis.remove_heartbeat(node_id).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Owns the connection: applies commands, and on a lost connection reconnects with backoff.
+async fn supervise(
+    engine: Weak<AmqpEngine>,
+    first: Arc<Link>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    stop: CancellationToken,
+) {
+    let mut link = Some(first);
+    let mut generation = 1;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let current = match link.take() {
+            Some(current) => current,
+            None => {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                let Some(this) = engine.upgrade() else { return };
+                generation += 1;
+                match this.open_link(generation).await {
+                    Ok(fresh) => {
+                        let _ = this.track(Ok(()));
+                        info!(generation, "rabbitmq connection restored");
+                        backoff = BACKOFF_MIN;
+                        fresh
+                    }
+                    Err(err) => {
+                        let _ = this.track(Err::<(), _>(err));
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut events = current.conn.events_listener();
+        let lost = loop {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = current.conn.close(200, "gateway stopping".into()).await;
+                    return;
+                }
+                event = events.next() => match event {
+                    // A channel's error (a passive declare of a missing queue) is reported
+                    // here too; only the connection's ends the link.
+                    Some(Event::Error(err)) if !err.is_amqp_soft_error() => break map_err(err),
+                    Some(_) => {}
+                    None => break EngineError::Unavailable("connection closed".into()),
+                },
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    let Some(this) = engine.upgrade() else { return };
+                    if let Err(err) = this.apply(&current, command).await {
+                        warn!(cause = %err, "rabbitmq command failed");
+                    }
+                    if !current.conn.status().connected() {
+                        break EngineError::Unavailable("connection closed".into());
+                    }
+                }
+            }
+        };
+        let Some(this) = engine.upgrade() else { return };
+        *this.link.write().expect("link poisoned") = None;
+        let _ = this.track(Err::<(), _>(lost));
+        this.in_flight.clear();
+        for (_, wake) in this.queues.entries() {
+            wake.buffer.lock().expect("buffer poisoned").clear();
+            *wake.tag.lock().expect("tag poisoned") = None;
+            wake.set_consuming(false);
+        }
+        drop(this);
+        let _ = current.conn.close(200, "reconnecting".into()).await;
+    }
+}
+
+/// Rejects back what passed its deadline, sleeping until the next one.
+async fn reap(engine: Weak<AmqpEngine>, wake: Arc<Notify>, stop: CancellationToken) {
+    loop {
+        let Some(this) = engine.upgrade() else { return };
+        let next = this.expire_due().await;
+        drop(this);
+        let wait = next.map_or(REAP_IDLE, |at| {
+            at.saturating_duration_since(Instant::now()).min(REAP_IDLE)
+        });
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
+        }
+    }
+}
+
+/// Hands what arrives on the node queue to the hub (channels) or the revocation listeners.
+async fn node_deliveries(
+    engine: Weak<AmqpEngine>,
+    mut consumer: lapin::Consumer,
+    handler: Arc<HandlerSlot>,
+    revocations: broadcast::Sender<String>,
+) {
+    while let Some(delivery) = consumer.next().await {
+        let Ok(delivery) = delivery else { break };
+        if engine.strong_count() == 0 {
+            return;
+        }
+        let body = String::from_utf8_lossy(&delivery.data);
+        match delivery.exchange.as_str() {
+            CHANNELS_EXCHANGE => handler.on_publication(delivery.routing_key.as_str(), &body),
+            CONTROL_EXCHANGE if delivery.routing_key.as_str() == REVOKE_KEY => {
+                let _ = revocations.send(body.into_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Gives a delivery back to its queue (at once).
+async fn requeue(delivery: &Delivery) {
+    let _ = delivery
+        .acker
+        .reject(BasicRejectOptions { requeue: true })
+        .await;
+}
+
+/// lapin errors as engine errors: a missing queue is `QueueNotFound`, a refused declaration
+/// `Invalid`, anything about the connection `Unavailable`.
+fn map_err(err: lapin::Error) -> EngineError {
+    if let lapin::ErrorKind::ProtocolError(amqp) = err.kind() {
+        match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => return EngineError::QueueNotFound,
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
+                return EngineError::Invalid(amqp.get_message().to_string());
+            }
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                return EngineError::Invalid(format!(
+                    "the broker refused access: {}",
+                    amqp.get_message()
+                ));
+            }
+            _ => {}
+        }
+    }
+    EngineError::Unavailable(err.to_string())
+}
