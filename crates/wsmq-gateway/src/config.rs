@@ -12,7 +12,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rand::{Rng, distr::Alphanumeric};
 use serde::Deserialize;
 
-use crate::error::GatewayError;
+use crate::{
+    engine::amqp::{AmqpConfig, AmqpUrlArg},
+    error::GatewayError,
+};
 
 /// `wsmq-gateway`: WebSocket delivery of rsmq queues and pub/sub channels.
 #[derive(Debug, Parser)]
@@ -54,6 +57,18 @@ pub struct ServeArgs {
     /// Redis URL; without it an in-memory engine runs (single node, not durable).
     #[arg(long, env = "WSMQ_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// RabbitMQ URL, amqp://user:pass@host:5672/vhost: queues and channels on RabbitMQ; a
+    /// --redis-url beside it serves only the access-token registry (docs/amqp.md)
+    /// [default: none].
+    #[arg(long, env = "WSMQ_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<AmqpUrlArg>,
+    /// Put before every queue name on RabbitMQ [default: none].
+    #[arg(long, env = "WSMQ_AMQP_QUEUE_PREFIX")]
+    pub amqp_queue_prefix: Option<String>,
+    /// Durable direct exchange the user queues are bound to on RabbitMQ
+    /// [default: wsmq.direct].
+    #[arg(long, env = "WSMQ_AMQP_EXCHANGE")]
+    pub amqp_exchange: Option<String>,
     /// rsmq namespace [default: rsmq].
     #[arg(long, env = "WSMQ_RSMQ_NS")]
     pub rsmq_ns: Option<String>,
@@ -249,8 +264,11 @@ pub struct Limits {
 /// Which engine, and how it is read.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Redis URL, or `None` for the in-memory engine.
+    /// Redis URL, or `None` for the in-memory engine. With `amqp`, only the access-token
+    /// registry (and a copy of the heartbeats) lives there.
     pub redis_url: Option<String>,
+    /// RabbitMQ, which then holds queues and channels.
+    pub amqp: Option<AmqpConfig>,
     /// rsmq namespace.
     pub rsmq_ns: String,
     /// Poll fallback period.
@@ -407,8 +425,21 @@ impl EngineConfig {
         if poll_interval < Duration::from_millis(10) {
             return bad("--poll-interval must be at least 10ms");
         }
+        let amqp = AmqpConfig::from_args(
+            args.amqp_url.as_ref(),
+            args.amqp_queue_prefix.as_deref(),
+            args.amqp_exchange.as_deref(),
+        )
+        .map_err(GatewayError::Config)?;
+        if amqp.is_some() && args.redis_url.is_none() && args.access_token_secret.is_some() {
+            return bad(
+                "--access-token-secret with --amqp-url needs --redis-url beside it: RabbitMQ \
+                 has no place for the access-token registry",
+            );
+        }
         Ok(EngineConfig {
             redis_url: args.redis_url.clone(),
+            amqp,
             rsmq_ns,
             poll_interval,
         })
@@ -444,6 +475,9 @@ impl ServeArgs {
             config: self.config,
             listen: self.listen.or(file.listen),
             redis_url: self.redis_url.or(file.redis_url),
+            amqp_url: self.amqp_url.or(file.amqp_url),
+            amqp_queue_prefix: self.amqp_queue_prefix.or(file.amqp_queue_prefix),
+            amqp_exchange: self.amqp_exchange.or(file.amqp_exchange),
             rsmq_ns: self.rsmq_ns.or(file.rsmq_ns),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
@@ -648,6 +682,10 @@ mod tests {
             ("ping_interval", secs(default::PING_INTERVAL)),
             ("handshake_timeout", secs(default::HANDSHAKE_TIMEOUT)),
             ("rate_limit", default::RATE_LIMIT.to_string()),
+            (
+                "amqp_exchange",
+                crate::engine::amqp::DEFAULT_EXCHANGE.to_owned(),
+            ),
         ];
         let cli = Cli::command();
         let serve = cli.find_subcommand("serve").expect("serve subcommand");
@@ -669,6 +707,34 @@ mod tests {
         assert_eq!(config.engine.poll_interval, default::POLL_INTERVAL);
         assert_eq!(config.limits.outbound_buffer, default::OUTBOUND_BUFFER);
         assert_eq!(config.auth.own_queue, default::OWN_QUEUE);
+    }
+
+    #[test]
+    fn amqp_flags_select_rabbitmq_and_keep_the_password_out_of_sight() {
+        let url = "amqp://app:hunter2-pw@rabbit:5672/prod";
+        let config = parse(&["--amqp-url", url, "--amqp-queue-prefix", "chat."]).unwrap();
+        let amqp = config.engine.amqp.as_ref().expect("amqp selected");
+        assert_eq!(amqp.url.expose(), url);
+        assert_eq!(
+            (amqp.queue_prefix.as_str(), amqp.exchange.as_str()),
+            ("chat.", "wsmq.direct")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let err = parse(&["--amqp-url", "amqps://app:hunter2-pw@rabbit"]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // Access tokens need a registry: Redis beside RabbitMQ, or a refusal at start.
+        let err =
+            parse(&["--amqp-url", url, "--access-token-secret", "s3cret-s3cret"]).unwrap_err();
+        assert!(err.to_string().contains("--redis-url"), "{err}");
+        let both = [
+            "--amqp-url",
+            url,
+            "--access-token-secret",
+            "s3cret-s3cret",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ];
+        assert!(parse(&both).is_ok());
     }
 
     #[test]

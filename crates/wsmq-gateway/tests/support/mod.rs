@@ -70,6 +70,8 @@ pub struct TestGateway {
     pub ns: String,
     /// The Redis URL, when that is the engine.
     pub redis_url: Option<String>,
+    /// The RabbitMQ options, when that is the engine.
+    pub amqp: Option<wsmq_gateway::engine::amqp::AmqpOptions>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), GatewayError>>>,
 }
@@ -78,6 +80,7 @@ pub struct TestGateway {
 pub struct Builder {
     config: Config,
     redis: Option<String>,
+    amqp: Option<wsmq_gateway::engine::amqp::AmqpOptions>,
 }
 
 impl TestGateway {
@@ -85,6 +88,7 @@ impl TestGateway {
         Builder {
             config: Config::for_tests(SECRET),
             redis: None,
+            amqp: None,
         }
     }
 
@@ -96,6 +100,12 @@ impl TestGateway {
     /// An engine on the same data as the gateway, to publish and inspect from the test: the
     /// gateway's own in-memory engine, or a second Redis engine on the same namespace.
     pub async fn engine(&self) -> Engine {
+        if let Some(options) = &self.amqp {
+            return wsmq_gateway::engine::amqp::AmqpEngine::connect(options.clone(), None)
+                .await
+                .expect("amqp engine connects")
+                .engine();
+        }
         match (&self.memory, &self.redis_url) {
             (Some(memory), _) => memory.engine(),
             (None, Some(url)) => {
@@ -246,6 +256,13 @@ impl Builder {
         self
     }
 
+    /// Uses the RabbitMQ engine with these options (see [`amqp_options`]); a Redis given
+    /// too serves the access-token registry.
+    pub fn amqp(mut self, options: wsmq_gateway::engine::amqp::AmqpOptions) -> Builder {
+        self.amqp = Some(options);
+        self
+    }
+
     /// Starts the gateway on `127.0.0.1:0`.
     pub async fn start(self) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -257,7 +274,23 @@ impl Builder {
         let mut config = self.config;
         let ns = format!("t{}", unique());
         let redis_url = self.redis.clone();
+        let amqp = self.amqp.clone();
+        if let Some(options) = self.amqp {
+            config.engine.amqp = Some(wsmq_gateway::engine::amqp::AmqpConfig {
+                url: options.url,
+                queue_prefix: options.queue_prefix,
+                exchange: options.exchange,
+            });
+        }
         let (memory, task) = match self.redis {
+            _ if amqp.is_some() => {
+                config.engine.redis_url = self.redis;
+                config.engine.rsmq_ns = ns.clone();
+                (
+                    None,
+                    tokio::spawn(wsmq_gateway::run(listener, config, shutdown)),
+                )
+            }
             Some(url) => {
                 config.engine.redis_url = Some(url);
                 config.engine.rsmq_ns = ns.clone();
@@ -288,6 +321,7 @@ impl Builder {
             memory,
             ns,
             redis_url,
+            amqp,
             shutdown: Some(tx),
             task: Some(task),
         }

@@ -34,6 +34,9 @@ pub(super) struct QueueWake {
     pub(super) consuming: AtomicBool,
     /// Set once the last local subscriber left: what still arrives is rejected back.
     pub(super) cancelled: AtomicBool,
+    /// Set once the consumer is cancelled on the broker (or there was none): a release of the
+    /// queue's last messages waits for it, so the broker does not push them straight back.
+    pub(super) stopped: Flag,
     /// The consumer's tag on the link it runs on, while it runs.
     pub(super) tag: Mutex<Option<(u64, String)>>,
     /// Pushed deliveries, oldest first, with the link generation they came on.
@@ -65,6 +68,35 @@ impl QueueWake {
     /// Whether receives should take from the buffer.
     pub(super) fn is_consuming(&self) -> bool {
         self.consuming.load(Ordering::SeqCst)
+    }
+}
+
+/// A flag that can be awaited.
+#[derive(Default)]
+pub(super) struct Flag {
+    on: AtomicBool,
+    turned_on: Notify,
+}
+
+impl Flag {
+    /// Turns it on, waking the waiters.
+    pub(super) fn set(&self) {
+        self.on.store(true, Ordering::SeqCst);
+        self.turned_on.notify_waiters();
+    }
+
+    /// Resolves once it is on.
+    pub(super) async fn wait(&self) {
+        loop {
+            // Registered before the check, so a `set` in between is not missed.
+            let turned_on = self.turned_on.notified();
+            tokio::pin!(turned_on);
+            turned_on.as_mut().enable();
+            if self.on.load(Ordering::SeqCst) {
+                return;
+            }
+            turned_on.await;
+        }
     }
 }
 

@@ -35,6 +35,7 @@
 //! the queues that still have local subscribers. What was in flight was requeued by the
 //! broker and is delivered again.
 
+mod config;
 mod local;
 mod url;
 
@@ -71,7 +72,10 @@ use tracing::{info, warn};
 use wsmq_proto::NodeHeartbeat;
 
 use self::local::{Held, InFlight, QueueWake, to_message};
-pub use self::url::AmqpUrl;
+pub use self::{
+    config::{AmqpConfig, DEFAULT_EXCHANGE},
+    url::{AmqpUrl, AmqpUrlArg},
+};
 use super::{
     Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueStore, QueueWatch,
     Received, interest::Interests, redis::RedisEngine,
@@ -94,6 +98,8 @@ const DELAY_QUEUE_SPARE: Duration = Duration::from_secs(60);
 /// Reconnection backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a release waits for the cancel of the queue's consumer.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 /// The reaper looks at least this often, even without a deadline in sight.
 const REAP_IDLE: Duration = Duration::from_secs(1);
 
@@ -119,6 +125,8 @@ pub struct AmqpEngine {
     link: RwLock<Option<Arc<Link>>>,
     /// Queues with local subscribers → their consumer and buffer.
     queues: Arc<Interests<Arc<QueueWake>>>,
+    /// Queues whose last local subscriber left and whose consumer is being cancelled.
+    stopping: Arc<Mutex<HashMap<String, Arc<QueueWake>>>>,
     /// Messages handed out and not settled.
     in_flight: InFlight,
     /// Queue → when the delayed sends this node made become due (for `next_visible`).
@@ -168,7 +176,7 @@ enum Command {
     /// Start the consumer of a queue that got its first local subscriber.
     Consume(String, Arc<QueueWake>),
     /// Stop it: the last local subscriber left.
-    Cancel(Arc<QueueWake>),
+    Cancel(String, Arc<QueueWake>),
     /// Bind or unbind a channel on the node queue.
     Channel(String, bool),
 }
@@ -187,13 +195,20 @@ impl AmqpEngine {
     ) -> Result<Arc<AmqpEngine>, EngineError> {
         let (commands, command_rx) = mpsc::unbounded_channel();
         let queue_commands = commands.clone();
+        let stopping: Arc<Mutex<HashMap<String, Arc<QueueWake>>>> = Arc::default();
+        let stopping_now = Arc::clone(&stopping);
         let queues = Interests::new(Box::new(
             move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
-                let wake = Arc::clone(wake);
                 let command = if first {
-                    Command::Consume(queue.to_owned(), wake)
+                    Command::Consume(queue.to_owned(), Arc::clone(wake))
                 } else {
-                    Command::Cancel(wake)
+                    // From now on deliveries go back; releases wait for the cancel.
+                    wake.cancelled.store(true, Ordering::SeqCst);
+                    stopping_now
+                        .lock()
+                        .expect("stopping poisoned")
+                        .insert(queue.to_owned(), Arc::clone(wake));
+                    Command::Cancel(queue.to_owned(), Arc::clone(wake))
                 };
                 let _ = queue_commands.send(command);
             },
@@ -203,6 +218,7 @@ impl AmqpEngine {
             options,
             link: RwLock::new(None),
             queues,
+            stopping,
             in_flight: InFlight::default(),
             delayed: Mutex::default(),
             known: Mutex::default(),
@@ -583,6 +599,29 @@ impl AmqpEngine {
         }
     }
 
+    /// The queue's consumer is cancelled: releases may go ahead.
+    fn stopped(&self, queue: &str, wake: &Arc<QueueWake>) {
+        wake.stopped.set();
+        let mut stopping = self.stopping.lock().expect("stopping poisoned");
+        if stopping.get(queue).is_some_and(|w| Arc::ptr_eq(w, wake)) {
+            stopping.remove(queue);
+        }
+    }
+
+    /// Waits (a little) until the queue's consumer, if it is being cancelled, is: a message
+    /// rejected before that would be pushed straight back to it and counted as delivered.
+    async fn wait_stopped(&self, queue: &str) {
+        let wake = self
+            .stopping
+            .lock()
+            .expect("stopping poisoned")
+            .get(queue)
+            .cloned();
+        if let Some(wake) = wake {
+            let _ = tokio::time::timeout(STOP_WAIT, wake.stopped.wait()).await;
+        }
+    }
+
     /// Publishes with a confirm; `Ok(false)` when the broker returned it as unroutable.
     async fn publish_confirmed(
         &self,
@@ -846,6 +885,7 @@ impl QueueStore for AmqpEngine {
                 self.reaper.notify_one();
                 return Ok(found);
             }
+            self.wait_stopped(queue).await;
             let mut released = 0;
             for held in self.in_flight.take(queue, ids, link.generation) {
                 let rejected = held
@@ -1008,8 +1048,9 @@ impl AmqpEngine {
     async fn apply(&self, link: &Arc<Link>, command: Command) -> Result<(), EngineError> {
         match command {
             Command::Consume(queue, wake) => self.start_consumer(link, &queue, &wake).await,
-            Command::Cancel(wake) => {
+            Command::Cancel(queue, wake) => {
                 self.stop_consumer(Some(link), &wake).await;
+                self.stopped(&queue, &wake);
                 Ok(())
             }
             Command::Channel(channel, wanted) => {

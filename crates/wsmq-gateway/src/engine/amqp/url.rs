@@ -1,5 +1,6 @@
 //! [`AmqpUrl`]: the broker's URL, which carries a password, shown only with the password
-//! replaced (in `Debug`, `Display`, logs and errors).
+//! replaced (in `Debug`, `Display`, logs and errors); and [`AmqpUrlArg`], the same as given on
+//! the command line, before validation.
 
 use std::{fmt, str::FromStr};
 
@@ -83,6 +84,38 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// `--amqp-url` as given: parsing never fails here, so that clap (whose errors quote the
+/// value) never shows it; [`AmqpUrlArg::validate`] says what is wrong with the password
+/// redacted. `Debug` redacts too.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct AmqpUrlArg(String);
+
+impl AmqpUrlArg {
+    /// The validated URL.
+    ///
+    /// # Errors
+    ///
+    /// A one-line reason, without the password.
+    pub fn validate(&self) -> Result<AmqpUrl, String> {
+        self.0.parse()
+    }
+}
+
+impl FromStr for AmqpUrlArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<AmqpUrlArg, Self::Err> {
+        Ok(AmqpUrlArg(url.to_owned()))
+    }
+}
+
+impl fmt::Debug for AmqpUrlArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AmqpUrlArg({})", redact(&self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +128,8 @@ mod tests {
             assert!(shown.contains("amqp://app:***@rabbit:5672/prod"), "{shown}");
         }
         assert_eq!(url.expose(), "amqp://app:s3cr%40t@rabbit:5672/prod");
+        let arg: AmqpUrlArg = "amqp://app:s3cr%40t@rabbit/prod".parse().unwrap();
+        assert!(!format!("{arg:?}").contains("s3cr"));
         let plain: AmqpUrl = "amqp://rabbit".parse().unwrap();
         assert_eq!(plain.to_string(), "amqp://rabbit");
     }

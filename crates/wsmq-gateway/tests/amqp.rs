@@ -1,0 +1,430 @@
+//! The gateway on RabbitMQ (`--amqp-url`): both dialects, publishers that speak plain AMQP,
+//! two nodes on one broker, revocations on the control exchange, access tokens with a Redis
+//! beside, and a broker that kills the gateway's connection.
+//!
+//! Every test names its own queue prefix and direct exchange ([`support::amqp_options`]), so
+//! they share the broker of the test process (`WSMQ_TEST_AMQP_URL`, or a `rabbitmq-server`
+//! node started on first use).
+
+mod support;
+
+use std::{path::PathBuf, time::Duration};
+
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use serde_json::{Value, json};
+use support::{RedisServer, TestGateway, access_token, amqp_options, rabbit, unique};
+use wsmq_gateway::engine::{
+    QueueStore,
+    amqp::{AmqpOptions, CONTROL_EXCHANGE, REVOKE_KEY},
+};
+
+/// Publishes `body` as a plain AMQP publisher would (no `message-id`), with a confirm.
+async fn publish_raw(exchange: &str, routing_key: &str, body: &str) {
+    let conn = Connection::connect(rabbit().url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+/// Starts a gateway on RabbitMQ with these options.
+async fn gateway(options: &AmqpOptions) -> TestGateway {
+    TestGateway::builder().amqp(options.clone()).start().await
+}
+
+/// What is left in the queue once no gateway holds anything: a gateway that is shut down
+/// closes its connection, and RabbitMQ requeues whatever it had not acked.
+async fn left_in_queue(options: &AmqpOptions, queue: &str) -> Vec<String> {
+    let engine = wsmq_gateway::engine::amqp::AmqpEngine::connect(options.clone(), None)
+        .await
+        .unwrap();
+    let got = engine.receive(queue, 100, Some(30)).await.unwrap();
+    got.messages.into_iter().map(|m| m.body).collect()
+}
+
+#[tokio::test]
+async fn v1_subscribe_publish_nack_ack_on_rabbitmq_leaves_nothing_behind() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let (mut c, _) = gw.v1(&user).await;
+    let ok = c
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    assert_eq!(ok, json!({"op": "ok", "ref": 1}));
+    let sent = c
+        .request(json!({"op": "publish", "queue": user, "message": "m1", "ref": 2}))
+        .await;
+    assert_eq!(sent["op"], "ok", "{sent}");
+    let id = sent["id"].as_str().unwrap().to_owned();
+    let msg = c.recv_json().await;
+    assert_eq!(
+        (
+            msg["id"].as_str(),
+            msg["message"].as_str(),
+            msg["rc"].as_u64()
+        ),
+        (Some(id.as_str()), Some("m1"), Some(1))
+    );
+    assert!(msg["sent"].as_u64().unwrap() > 1_600_000_000_000);
+    // nack → requeued → delivered again, rc from x-delivery-count.
+    let r = c
+        .request(json!({"op": "nack", "queue": user, "id": id, "ref": 3}))
+        .await;
+    assert_eq!(r, json!({"op": "ok", "ref": 3}));
+    let again = c.recv_json().await;
+    assert_eq!(
+        (again["id"].as_str(), again["rc"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
+    let r = c
+        .request(json!({"op": "ack", "queue": user, "id": id, "ref": 4}))
+        .await;
+    assert_eq!(r, json!({"op": "ok", "ref": 4}));
+    c.close().await;
+    gw.shutdown().await.unwrap();
+    assert!(left_in_queue(&options, &user).await.is_empty());
+}
+
+#[tokio::test]
+async fn messages_sent_while_offline_wait_and_legacy_deletes_them_once_written() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let queues = gw.queues().await;
+    queues.ensure_queue(&user).await.unwrap();
+    for i in 0..3 {
+        queues
+            .send(&user, &format!("offline {i}"), None)
+            .await
+            .unwrap();
+    }
+    let mut c = gw.legacy(&user).await;
+    c.send_text(&format!("/subscribe/{user}")).await;
+    for i in 0..3 {
+        let frame = c.recv_json().await;
+        assert_eq!(frame, json!({"message": format!("offline {i}")}));
+    }
+    c.close().await;
+    gw.shutdown().await.unwrap();
+    assert!(left_in_queue(&options, &user).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_closed_session_hands_its_unacked_messages_to_the_next_one() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let (mut first, _) = gw.v1(&user).await;
+    first
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    gw.queues().await.send(&user, "held", None).await.unwrap();
+    let msg = first.recv_json().await;
+    assert_eq!(
+        (msg["message"].as_str(), msg["rc"].as_u64()),
+        (Some("held"), Some(1))
+    );
+    first.close().await;
+    let (mut second, _) = gw.v1(&user).await;
+    second
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    let again = second.recv_json().await;
+    assert_eq!(
+        (
+            again["id"].as_str(),
+            again["message"].as_str(),
+            again["rc"].as_u64()
+        ),
+        (msg["id"].as_str(), Some("held"), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn a_plain_amqp_publisher_reaches_the_user_and_its_id_is_stable() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let (mut c, _) = gw.v1(&user).await;
+    c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    // As the Node chat publishes: the direct exchange, the user as routing key, no id.
+    publish_raw(&options.exchange, &user, "from amqp").await;
+    let msg = c.recv_json().await;
+    assert_eq!(
+        (msg["message"].as_str(), msg["rc"].as_u64()),
+        (Some("from amqp"), Some(1))
+    );
+    let id = msg["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    c.request(json!({"op": "nack", "queue": user, "id": id, "ref": 2}))
+        .await;
+    let again = c.recv_json().await;
+    assert_eq!(
+        (again["id"].as_str(), again["rc"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
+    let r = c
+        .request(json!({"op": "ack", "queue": user, "id": id, "ref": 3}))
+        .await;
+    assert_eq!(r["op"], "ok");
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_broker_share_queues_and_channels() {
+    let options = amqp_options();
+    let a = gateway(&options).await;
+    let b = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let channel = format!("room{}", unique());
+    // Channel subscribers need a grant; the queue is the user's own.
+    let grant = |user: &str| {
+        let mut claims = wsmq_proto::Claims::new(user, support::now() + 3600);
+        claims.wsmq = Some(wsmq_proto::Grants {
+            subscribe: vec!["room*".into()],
+            publish: vec!["channel:room*".into(), format!("queue:{user}")],
+            ..Default::default()
+        });
+        support::token_with(claims)
+    };
+    let mut on_b = b
+        .connect("/ws", &[("x-token", &grant(&user))], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    assert_eq!(on_b.recv_json().await["op"], "welcome");
+    let mut on_a = a
+        .connect("/ws", &[("x-token", &grant(&user))], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    assert_eq!(on_a.recv_json().await["op"], "welcome");
+    let r = on_b
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    let r = on_b
+        .request(json!({"op": "subscribe", "channel": channel, "ref": 2}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    // The binding of node B's queue is made asynchronously.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = on_a
+        .request(json!({"op": "publish", "queue": user, "message": "via a", "ref": 3}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    let r = on_a
+        .request(json!({"op": "publish", "channel": channel, "message": "hello b", "ref": 4}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    let mut got: Vec<Value> = vec![on_b.recv_json().await, on_b.recv_json().await];
+    got.sort_by_key(|m| m.get("channel").is_some());
+    assert_eq!(
+        (got[0]["queue"].as_str(), got[0]["message"].as_str()),
+        (Some(user.as_str()), Some("via a"))
+    );
+    assert_eq!(
+        (got[1]["channel"].as_str(), got[1]["message"].as_str()),
+        (Some(channel.as_str()), Some("hello b"))
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_on_the_control_exchange_closes_the_users_sessions() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let (mut c, _) = gw.v1(&user).await;
+    // The node queue is bound to `revoke` before the engine reports connected.
+    publish_raw(CONTROL_EXCHANGE, REVOKE_KEY, &user).await;
+    assert_eq!(c.close_code().await, Some(4003));
+}
+
+#[tokio::test]
+async fn access_tokens_need_the_redis_beside_rabbitmq() {
+    let user = format!("at{}", unique());
+    let at = access_token(&user);
+    // RabbitMQ alone has no registry: nothing is registered, the token is refused.
+    let alone = gateway(&amqp_options()).await;
+    let refused = alone
+        .connect("/ws", &[("x-access-token", &at)], Some("wsmq.v1"))
+        .await;
+    assert_eq!(refused.err().map(|(status, _)| status), Some(401));
+    // With Redis beside it, the registry the CLI writes is read there.
+    let redis = RedisServer::start();
+    let gw = TestGateway::builder()
+        .amqp(amqp_options())
+        .redis(&redis)
+        .start()
+        .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg(wsmq_proto::keys::access_tokens(&user))
+        .arg(at.to_ascii_lowercase())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut c = gw
+        .connect("/ws", &[("x-access-token", &at)], Some("wsmq.v1"))
+        .await
+        .expect("a registered access token is accepted");
+    let welcome = c.recv_json().await;
+    assert_eq!(welcome["user"].as_str(), Some(user.as_str()));
+}
+
+#[tokio::test]
+async fn a_killed_connection_keeps_sessions_open_and_redelivers() {
+    if std::env::var_os("WSMQ_TEST_AMQP_URL").is_some() {
+        eprintln!("skipped: needs a rabbitmq-server node of its own to close its connections");
+        return;
+    }
+    // A node of its own: `close_all_connections` must not break the other tests' links.
+    let server = tokio::task::spawn_blocking(wsmq_testkit::RabbitServer::start)
+        .await
+        .unwrap()
+        .expect("rabbitmq-server starts");
+    let options = AmqpOptions {
+        url: server.url().parse().unwrap(),
+        ..amqp_options()
+    };
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let (mut c, _) = gw.v1(&user).await;
+    c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    gw.queues().await.send(&user, "before", None).await.unwrap();
+    let before = c.recv_json().await;
+    assert_eq!(before["rc"], 1);
+    let (status, _) = gw.http("GET", "/readyz", &[], "").await;
+    assert_eq!(status, 200);
+    let ctl = tokio::task::spawn_blocking(move || {
+        server
+            .ctl(&["close_all_connections", "wsmq test: broker fault"])
+            .map(|_| server)
+    });
+    let mut saw_503 = false;
+    let mut ready_again = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::time::Instant::now() < deadline {
+        let (status, _) = gw.http("GET", "/readyz", &[], "").await;
+        saw_503 |= status == 503;
+        if saw_503 && status == 200 {
+            ready_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _server = ctl
+        .await
+        .unwrap()
+        .expect("rabbitmqctl close_all_connections");
+    assert!(
+        saw_503,
+        "/readyz never said 503 while the connection was down"
+    );
+    assert!(ready_again, "/readyz did not come back within 20 s");
+    // The session stayed open; the unacked message comes back with rc 2, and new ones flow.
+    let again = c.recv_json().await;
+    assert_eq!(
+        (again["message"].as_str(), again["rc"].as_u64()),
+        (Some("before"), Some(2))
+    );
+    let r = c
+        .request(json!({"op": "ack", "queue": user, "id": again["id"], "ref": 2}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    gw.queues().await.send(&user, "after", None).await.unwrap();
+    let after = c.recv_json().await;
+    assert_eq!(
+        (after["message"].as_str(), after["rc"].as_u64()),
+        (Some("after"), Some(1))
+    );
+}
+
+/// The Node chat's publisher: npm amqplib, `channel.publish('wsmq.direct', userId, body)`.
+#[tokio::test]
+#[ignore = "needs node and npm amqplib (interop/): run `cargo xtask e2e amqp`"]
+async fn the_node_chats_amqplib_publisher_reaches_the_users_socket() {
+    let dir = std::env::var_os("WSMQ_NODE_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("node_modules/amqplib/package.json").is_file(),
+        "npm amqplib is not installed in {}: run `cargo xtask e2e amqp` or `npm ci` there",
+        dir.display()
+    );
+    // The chat's own exchange name, so the publisher is exactly the chat's.
+    let options = AmqpOptions {
+        exchange: "wsmq.direct".into(),
+        ..amqp_options()
+    };
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    // Offline first: the queue exists (a first session created it), the user is gone.
+    let (mut c, _) = gw.v1(&user).await;
+    c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    c.close().await;
+    let publish = |bodies: Vec<String>| {
+        let mut command = tokio::process::Command::new("node");
+        command
+            .arg("amqp-publish.js")
+            .arg(rabbit().url())
+            .arg("wsmq.direct")
+            .arg(&user)
+            .args(bodies)
+            .current_dir(&dir)
+            .kill_on_drop(true);
+        command
+    };
+    let out = publish(vec!["while offline".into()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (mut c, _) = gw.v1(&user).await;
+    c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    let msg = c.recv_json().await;
+    assert_eq!(msg["message"], "while offline");
+    c.request(json!({"op": "ack", "queue": user, "id": msg["id"], "ref": 2}))
+        .await;
+    let bodies: Vec<String> = (0..20).map(|i| format!("live {i}")).collect();
+    let out = publish(bodies.clone()).output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for body in bodies {
+        let msg = c.recv_json().await;
+        assert_eq!(msg["message"].as_str(), Some(body.as_str()));
+        c.request(json!({"op": "ack", "queue": user, "id": msg["id"], "ref": 3}))
+            .await;
+    }
+}
