@@ -98,6 +98,8 @@ const DELAY_QUEUE_SPARE: Duration = Duration::from_secs(60);
 /// Reconnection backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the supervisor checks that the connection's channels are all open.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
 /// How long a release waits for the cancel of the queue's consumer.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 /// The reaper looks at least this often, even without a deadline in sight.
@@ -134,6 +136,9 @@ pub struct AmqpEngine {
     /// Queues known to exist on the current link (`basic.get` on a missing queue would close
     /// the channel, so an unknown one is checked first).
     known: Mutex<HashSet<String>>,
+    /// Queues declared and bound on the current link: `ensure_queue` (run before every
+    /// publish) costs no round trip for them.
+    declared: Mutex<HashSet<String>>,
     /// Channels the node wants (bound again after a reconnect).
     channels: Mutex<HashSet<String>>,
     /// Requests to the supervisor, which owns the node queue and the consumers.
@@ -167,8 +172,21 @@ struct Link {
     get: Channel,
     /// Declarations and checks; an error closes it, and it is replaced.
     ops: tokio::sync::Mutex<Channel>,
+    /// The node queue's consumer (kept here: a channel closes when its last handle goes).
+    node: Channel,
     /// The node's exclusive queue (channels and control).
     node_queue: ShortString,
+}
+
+impl Link {
+    /// Whether the connection and every channel the node shares are open.
+    fn is_whole(&self) -> bool {
+        self.conn.status().connected()
+            && self.publish.status().connected()
+            && self.consume.status().connected()
+            && self.get.status().connected()
+            && self.node.status().connected()
+    }
 }
 
 /// Work for the supervisor, in the order it was asked for.
@@ -222,6 +240,7 @@ impl AmqpEngine {
             in_flight: InFlight::default(),
             delayed: Mutex::default(),
             known: Mutex::default(),
+            declared: Mutex::default(),
             channels: Mutex::default(),
             commands,
             handler: Arc::new(HandlerSlot::default()),
@@ -391,7 +410,7 @@ impl AmqpEngine {
                 .await?;
             Ok::<_, lapin::Error>((publish, consume, get, ops, node, node_queue, consumer))
         };
-        let (publish, consume, get, ops, _node, node_queue, node_consumer) = match setup.await {
+        let (publish, consume, get, ops, node, node_queue, node_consumer) = match setup.await {
             Ok(parts) => parts,
             Err(err) => {
                 let _ = conn.close(200, "setup failed".into()).await;
@@ -405,6 +424,7 @@ impl AmqpEngine {
             consume,
             get,
             ops: tokio::sync::Mutex::new(ops),
+            node,
             node_queue,
         });
         tokio::spawn(node_deliveries(
@@ -415,6 +435,7 @@ impl AmqpEngine {
         ));
         // Fresh link: what was known, declared or held belongs to the old one.
         self.known.lock().expect("known poisoned").clear();
+        self.declared.lock().expect("declared poisoned").clear();
         self.in_flight.clear();
         *self.link.write().expect("link poisoned") = Some(Arc::clone(&link));
         for (queue, wake) in self.queues.entries() {
@@ -462,6 +483,10 @@ impl AmqpEngine {
                     .lock()
                     .expect("known poisoned")
                     .insert(queue.to_owned());
+                self.declared
+                    .lock()
+                    .expect("declared poisoned")
+                    .insert(queue.to_owned());
                 Ok(())
             }
             Err(EngineError::Invalid(why)) => Err(EngineError::Invalid(format!(
@@ -470,6 +495,15 @@ impl AmqpEngine {
             ))),
             Err(err) => Err(err),
         }
+    }
+
+    /// Forgets that the queue exists (it was deleted on the broker).
+    fn forget_queue(&self, queue: &str) {
+        self.known.lock().expect("known poisoned").remove(queue);
+        self.declared
+            .lock()
+            .expect("declared poisoned")
+            .remove(queue);
     }
 
     /// Checks the queue exists (a passive declare) unless already known on this link.
@@ -786,6 +820,14 @@ impl QueueStore for AmqpEngine {
     fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         async move {
             let link = self.track(self.link())?;
+            if self
+                .declared
+                .lock()
+                .expect("declared poisoned")
+                .contains(queue)
+            {
+                return Ok(());
+            }
             self.declare_queue(&link, queue).await
         }
         .boxed()
@@ -816,7 +858,7 @@ impl QueueStore for AmqpEngine {
                         Ok(Some(message)) => taken.push(message.delivery),
                         Ok(None) => break,
                         Err(EngineError::QueueNotFound) => {
-                            self.known.lock().expect("known poisoned").remove(queue);
+                            self.forget_queue(queue);
                             return Err(EngineError::QueueNotFound);
                         }
                         Err(err) => return Err(err),
@@ -935,6 +977,8 @@ impl QueueStore for AmqpEngine {
                         )
                         .await?;
                     if !routed {
+                        // Deleted behind our back: the next ensure_queue declares it again.
+                        self.forget_queue(queue);
                         return Err(EngineError::QueueNotFound);
                     }
                 }
@@ -983,7 +1027,7 @@ impl QueueStore for AmqpEngine {
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
         async move {
             let link = self.link()?;
-            if link.conn.status().connected() && link.publish.status().connected() {
+            if link.is_whole() {
                 Ok(())
             } else {
                 Err(EngineError::Unavailable("rabbitmq connection lost".into()))
@@ -1192,8 +1236,16 @@ async fn supervise(
             }
         };
         let mut events = current.conn.events_listener();
+        let mut health = tokio::time::interval(HEALTH_EVERY);
         let lost = loop {
             tokio::select! {
+                // A channel the node shares (publishes, consumers, gets) closed by a channel
+                // error takes its consumers or confirms with it: start the link afresh.
+                _ = health.tick() => {
+                    if !current.is_whole() {
+                        break EngineError::Unavailable("a channel of the connection closed".into());
+                    }
+                }
                 () = stop.cancelled() => {
                     let _ = current.conn.close(200, "gateway stopping".into()).await;
                     return;
