@@ -155,6 +155,23 @@ impl Output {
         )
     }
 
+    /// `queue stats` with `--amqp-url`: what RabbitMQ reports of the queue.
+    pub(crate) fn amqp_queue_counts(
+        &self,
+        queue: &str,
+        ready: u32,
+        consumers: u32,
+    ) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                writeln!(w, "{:<16}{queue}", "queue:")?;
+                writeln!(w, "{:<16}{ready}", "ready:")?;
+                writeln!(w, "{:<16}{consumers}", "consumers:")
+            },
+            || json!({ "queue": queue, "ready": ready, "consumers": consumers }),
+        )
+    }
+
     /// `queue create` / `queue delete`: `done` is the past participle, e.g. "created".
     pub(crate) fn queue_done(&self, queue: &str, done: &str) -> anyhow::Result<()> {
         self.emit(

@@ -289,6 +289,62 @@ impl AmqpEngine {
         Engine::whole("amqp", Arc::clone(self))
     }
 
+    /// How many messages are ready in the queue (not counting those delivered and unacked)
+    /// and how many consumers it has, from a passive declare.
+    ///
+    /// # Errors
+    ///
+    /// `QueueNotFound`, or `Unavailable`.
+    pub async fn queue_counts(&self, queue: &str) -> Result<(u32, u32), EngineError> {
+        let link = self.track(self.link())?;
+        let name = self.queue_name(queue);
+        self.with_ops(&link, |ops| {
+            async move {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                let declared = ops
+                    .queue_declare(name, passive, FieldTable::default())
+                    .await?;
+                Ok((declared.message_count(), declared.consumer_count()))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Deletes the queue and its messages; returns how many messages went with it.
+    ///
+    /// # Errors
+    ///
+    /// `QueueNotFound` (RabbitMQ itself deletes a missing queue without complaint), or
+    /// `Unavailable`.
+    pub async fn delete_queue(&self, queue: &str) -> Result<u32, EngineError> {
+        self.queue_counts(queue).await?;
+        let link = self.track(self.link())?;
+        let name = self.queue_name(queue);
+        let deleted = self
+            .with_ops(&link, |ops| {
+                async move {
+                    ops.queue_delete(name, lapin::options::QueueDeleteOptions::default())
+                        .await
+                }
+                .boxed()
+            })
+            .await?;
+        self.forget_queue(queue);
+        Ok(deleted)
+    }
+
+    /// Closes the connection now (a short-lived user such as the CLI; the gateway's engine
+    /// closes it when dropped).
+    pub async fn close(&self) {
+        if let Ok(link) = self.link() {
+            let _ = link.conn.close(200, "bye".into()).await;
+        }
+    }
+
     /// The broker-side name of queue `q`.
     fn queue_name(&self, queue: &str) -> ShortString {
         format!("{}{queue}", self.options.queue_prefix).into()
@@ -311,7 +367,12 @@ impl AmqpEngine {
             ConnectionProperties::default().with_connection_name("wsmq-gateway".into()),
         )
         .await
-        .map_err(map_err)?;
+        .map_err(|err| {
+            EngineError::Unavailable(format!(
+                "cannot connect to RabbitMQ at {}: {err}",
+                self.options.url
+            ))
+        })?;
         let setup = async {
             let publish = conn.create_channel().await?;
             publish
