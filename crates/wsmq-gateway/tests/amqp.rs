@@ -428,3 +428,93 @@ async fn the_node_chats_amqplib_publisher_reaches_the_users_socket() {
             .await;
     }
 }
+
+#[tokio::test]
+async fn a_restarted_broker_loses_nothing_and_redelivers_nothing_acked() {
+    if std::env::var_os("WSMQ_TEST_AMQP_URL").is_some() {
+        eprintln!("skipped: needs a rabbitmq-server node of its own to restart");
+        return;
+    }
+    let server = tokio::task::spawn_blocking(wsmq_testkit::RabbitServer::start)
+        .await
+        .unwrap()
+        .expect("rabbitmq-server starts");
+    let options = AmqpOptions {
+        url: server.url().parse().unwrap(),
+        ..amqp_options()
+    };
+    // Window 1: the second message waits in the queue while the first is in flight.
+    let gw = TestGateway::builder()
+        .amqp(options.clone())
+        .config(|c| c.limits.window = 1)
+        .start()
+        .await;
+    let user = format!("u{}", unique());
+    let (mut c, _) = gw.v1(&user).await;
+    c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    let queues = gw.queues().await;
+    queues.send(&user, "acked", None).await.unwrap();
+    let acked = c.recv_json().await;
+    let r = c
+        .request(json!({"op": "ack", "queue": user, "id": acked["id"], "ref": 2}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    queues.send(&user, "in flight", None).await.unwrap();
+    queues.send(&user, "waiting", None).await.unwrap();
+    drop(queues);
+    let in_flight = c.recv_json().await;
+    assert_eq!(in_flight["message"], "in flight");
+
+    let mut server = server;
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop().expect("rabbitmq stops");
+        server
+    })
+    .await
+    .unwrap();
+    let (status, _) = gw.http("GET", "/readyz", &[], "").await;
+    assert_eq!(status, 503, "/readyz while the broker is down");
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart().expect("rabbitmq restarts");
+        server
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = gw.http("GET", "/readyz", &[], "").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz not 200 within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The session stayed open, and the client may still ack what it holds: RabbitMQ
+    // requeued it with the old connection, and the node acks it when it comes back instead
+    // of delivering it again.
+    let r = c
+        .request(json!({"op": "ack", "queue": user, "id": in_flight["id"], "ref": 3}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    let waiting = c.recv_json().await;
+    assert_eq!(
+        (waiting["message"].as_str(), waiting["rc"].as_u64()),
+        (Some("waiting"), Some(1))
+    );
+    let r = c
+        .request(json!({"op": "ack", "queue": user, "id": waiting["id"], "ref": 4}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    c.expect_silence(Duration::from_millis(500)).await;
+    c.close().await;
+    gw.shutdown().await.unwrap();
+    assert!(
+        left_in_queue(&options, &user).await.is_empty(),
+        "the acked message came back"
+    );
+    drop(server);
+}

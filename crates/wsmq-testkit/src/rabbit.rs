@@ -49,6 +49,8 @@ pub struct RabbitServer {
     pid: u32,
     /// The AMQP port on 127.0.0.1.
     port: u16,
+    /// The Erlang distribution port (for rabbitmqctl).
+    dist_port: u16,
     /// `wsmq{port}@localhost`.
     node: String,
     /// Config, plugin list, mnesia and logs.
@@ -85,50 +87,18 @@ impl RabbitServer {
             path: dir.clone(),
             err,
         })?;
-        let log = fs::File::create(dir.join("server.log")).map_err(|err| Error::Dir {
-            path: dir.clone(),
-            err,
-        })?;
-        let stderr = log.try_clone().map_err(|err| Error::Dir {
-            path: dir.clone(),
-            err,
-        })?;
-        let mut command = Command::new(script("rabbitmq-server"));
-        command
-            .current_dir(&dir)
-            .env("RUNNING_UNDER_SYSTEMD", "1")
-            .env("RABBITMQ_NODENAME", &node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
-            .env("RABBITMQ_CONF_ENV_FILE", dir.join("rabbitmq-env.conf"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("RABBITMQ_PLUGINS_EXPAND_DIR", dir.join("plugins-expand"))
-            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.join("log"))
-            .env("RABBITMQ_PID_FILE", dir.join("pid"))
-            .env("RABBITMQ_LOGS", "-")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr);
-        let child = command.spawn().map_err(|err| match err.kind() {
-            io::ErrorKind::NotFound => Error::RabbitNotInstalled,
-            _ => Error::Spawn(err),
-        })?;
         let mut server = RabbitServer {
-            pid: child.id(),
-            child: Some(child),
+            child: None,
+            pid: 0,
             port,
+            dist_port,
             node,
             dir,
         };
         // On failure, dropping `server` kills the node and removes the folder.
-        server.wait_ready()?;
+        server.spawn()?;
         Ok(server)
     }
-
     /// `amqp://guest:guest@127.0.0.1:{port}/%2f`.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
@@ -198,6 +168,67 @@ impl RabbitServer {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Starts the node again after [`stop`](Self::stop): same name, ports and data, so
+    /// durable queues and their persistent messages are back.
+    ///
+    /// # Errors
+    ///
+    /// When it is running, or does not come back within 90 s.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Err(Error::AlreadyRunning);
+        }
+        self.spawn()
+    }
+
+    /// Spawns the Erlang VM with this node's settings and waits for its AMQP port.
+    fn spawn(&mut self) -> Result<(), Error> {
+        let log = fs::File::create(self.dir.join("server.log")).map_err(|err| Error::Dir {
+            path: self.dir.clone(),
+            err,
+        })?;
+        let stderr = log.try_clone().map_err(|err| Error::Dir {
+            path: self.dir.clone(),
+            err,
+        })?;
+        let mut command = Command::new(script("rabbitmq-server"));
+        command
+            .current_dir(&self.dir)
+            .env("RUNNING_UNDER_SYSTEMD", "1")
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq.conf"))
+            .env(
+                "RABBITMQ_ADVANCED_CONFIG_FILE",
+                self.dir.join("advanced.config"),
+            )
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                self.dir.join("enabled_plugins"),
+            )
+            .env(
+                "RABBITMQ_PLUGINS_EXPAND_DIR",
+                self.dir.join("plugins-expand"),
+            )
+            .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            .env("RABBITMQ_PID_FILE", self.dir.join("pid"))
+            .env("RABBITMQ_LOGS", "-")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        let child = command.spawn().map_err(|err| match err.kind() {
+            io::ErrorKind::NotFound => Error::RabbitNotInstalled,
+            _ => Error::Spawn(err),
+        })?;
+        self.pid = child.id();
+        self.child = Some(child);
+        self.wait_ready()
     }
 
     /// Polls until the AMQP port answers the protocol header, the node exits, or the timeout.

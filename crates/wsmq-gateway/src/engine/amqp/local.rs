@@ -126,18 +126,28 @@ impl InFlight {
         ids.entry(id).or_default().push_back(held);
     }
 
-    /// Removes one delivery per id (those of link `generation` only), to settle them.
-    pub(super) fn take(&self, queue: &str, ids: &[String], generation: u64) -> Vec<Held> {
+    /// Removes one delivery per id (those of link `generation` only), to settle them; also
+    /// returns the ids held only on an older link (the broker requeued those when it went).
+    pub(super) fn take(
+        &self,
+        queue: &str,
+        ids: &[String],
+        generation: u64,
+    ) -> (Vec<Held>, Vec<String>) {
         let mut queues = self.queues.lock().expect("in-flight poisoned");
         let Some(held) = queues.get_mut(queue) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let mut taken = Vec::new();
+        let mut stale = Vec::new();
         for id in ids {
             if let Some(list) = held.get_mut(id) {
+                let before = list.len();
                 list.retain(|h| h.generation == generation);
-                if let Some(h) = list.pop_front() {
-                    taken.push(h);
+                match list.pop_front() {
+                    Some(h) => taken.push(h),
+                    None if before > 0 => stale.push(id.clone()),
+                    None => {}
                 }
                 if list.is_empty() {
                     held.remove(id);
@@ -147,7 +157,7 @@ impl InFlight {
         if held.is_empty() {
             queues.remove(queue);
         }
-        taken
+        (taken, stale)
     }
 
     /// Moves the deadline of one delivery per id to `deadline` (a nack with a delay keeps
@@ -191,6 +201,8 @@ impl InFlight {
                 let mut keep = VecDeque::with_capacity(list.len());
                 for h in list.drain(..) {
                     if h.generation != generation {
+                        // Kept: an ack of it must still be recognised as a late ack.
+                        keep.push_back(h);
                         continue;
                     }
                     if h.deadline <= now {
@@ -208,19 +220,66 @@ impl InFlight {
         (due, next)
     }
 
-    /// The earliest deadline of the queue's held messages.
-    pub(super) fn next_deadline(&self, queue: &str) -> Option<Instant> {
+    /// The earliest deadline of the queue's messages held on link `generation`.
+    pub(super) fn next_deadline(&self, queue: &str, generation: u64) -> Option<Instant> {
         let queues = self.queues.lock().expect("in-flight poisoned");
         queues
             .get(queue)?
             .values()
-            .flat_map(|list| list.iter().map(|h| h.deadline))
+            .flat_map(|list| list.iter())
+            .filter(|h| h.generation == generation)
+            .map(|h| h.deadline)
             .min()
     }
 
-    /// Forgets everything (the link went away: the broker requeued it all).
-    pub(super) fn clear(&self) {
-        self.queues.lock().expect("in-flight poisoned").clear();
+    /// Forgets what is held on links older than `generation` and past its deadline: by then
+    /// the subscriber's ack, if it comes, is too late to matter.
+    pub(super) fn forget_stale(&self, generation: u64, now: Instant) {
+        let mut queues = self.queues.lock().expect("in-flight poisoned");
+        for ids in queues.values_mut() {
+            for list in ids.values_mut() {
+                list.retain(|h| h.generation == generation || h.deadline > now);
+            }
+            ids.retain(|_, list| !list.is_empty());
+        }
+        queues.retain(|_, ids| !ids.is_empty());
+    }
+}
+
+/// Acks that came after the link their message was delivered on went away: RabbitMQ requeued
+/// those messages, so when one comes back to this node it is acked on sight instead of being
+/// delivered again. queue → id → until when the ack is remembered.
+#[derive(Default)]
+pub(super) struct LateAcks {
+    queues: Mutex<HashMap<String, HashMap<String, Instant>>>,
+}
+
+impl LateAcks {
+    /// Remembers that `ids` of `queue` were acked, until `until`.
+    pub(super) fn remember(&self, queue: &str, ids: Vec<String>, until: Instant) {
+        let mut queues = self.queues.lock().expect("late acks poisoned");
+        let now = Instant::now();
+        for acks in queues.values_mut() {
+            acks.retain(|_, at| *at > now);
+        }
+        queues.retain(|_, acks| !acks.is_empty());
+        let acks = queues.entry(queue.to_owned()).or_default();
+        for id in ids {
+            acks.insert(id, until);
+        }
+    }
+
+    /// Whether the message `id` of `queue` was acked late (forgetting it: it is settled now).
+    pub(super) fn take(&self, queue: &str, id: &str) -> bool {
+        let mut queues = self.queues.lock().expect("late acks poisoned");
+        let Some(acks) = queues.get_mut(queue) else {
+            return false;
+        };
+        let found = acks.remove(id).is_some_and(|until| until > Instant::now());
+        if acks.is_empty() {
+            queues.remove(queue);
+        }
+        found
     }
 }
 

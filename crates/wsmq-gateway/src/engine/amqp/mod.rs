@@ -71,7 +71,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 use wsmq_proto::NodeHeartbeat;
 
-use self::local::{Held, InFlight, QueueWake, to_message};
+use self::local::{Held, InFlight, LateAcks, QueueWake, to_message};
 pub use self::{
     config::{AmqpConfig, DEFAULT_EXCHANGE},
     url::{AmqpUrl, AmqpUrlArg},
@@ -100,6 +100,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the supervisor checks that the connection's channels are all open.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
+/// How long an ack that came after its link went away is remembered, to ack the message when
+/// it comes back (RabbitMQ requeued it) instead of delivering it again.
+const LATE_ACK_MEMORY: Duration = Duration::from_secs(300);
 /// How long a release waits for the cancel of the queue's consumer.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 /// The reaper looks at least this often, even without a deadline in sight.
@@ -131,6 +134,8 @@ pub struct AmqpEngine {
     stopping: Arc<Mutex<HashMap<String, Arc<QueueWake>>>>,
     /// Messages handed out and not settled.
     in_flight: InFlight,
+    /// Acks of messages whose link went away, applied when they come back.
+    late_acks: LateAcks,
     /// Queue → when the delayed sends this node made become due (for `next_visible`).
     delayed: Mutex<HashMap<String, Vec<Instant>>>,
     /// Queues known to exist on the current link (`basic.get` on a missing queue would close
@@ -238,6 +243,7 @@ impl AmqpEngine {
             queues,
             stopping,
             in_flight: InFlight::default(),
+            late_acks: LateAcks::default(),
             delayed: Mutex::default(),
             known: Mutex::default(),
             declared: Mutex::default(),
@@ -497,7 +503,6 @@ impl AmqpEngine {
         // Fresh link: what was known, declared or held belongs to the old one.
         self.known.lock().expect("known poisoned").clear();
         self.declared.lock().expect("declared poisoned").clear();
-        self.in_flight.clear();
         *self.link.write().expect("link poisoned") = Some(Arc::clone(&link));
         for (queue, wake) in self.queues.entries() {
             if let Err(err) = self.start_consumer(&link, &queue, &wake).await {
@@ -816,8 +821,8 @@ impl AmqpEngine {
 
     /// When the queue's next hidden message (held here, or a delayed send of this node)
     /// becomes visible.
-    fn next_visible(&self, queue: &str, now: Instant) -> Option<Duration> {
-        let held = self.in_flight.next_deadline(queue);
+    fn next_visible(&self, queue: &str, generation: u64, now: Instant) -> Option<Duration> {
+        let held = self.in_flight.next_deadline(queue, generation);
         let delayed = {
             let mut delayed = self.delayed.lock().expect("delayed poisoned");
             let due = delayed.get_mut(queue).and_then(|list| {
@@ -843,6 +848,7 @@ impl AmqpEngine {
             Ok(link) => link.generation,
             Err(_) => return None,
         };
+        self.in_flight.forget_stale(generation, now);
         let (due, next) = self.in_flight.expire(now, generation);
         let mut woken = HashSet::new();
         for (queue, held) in due {
@@ -929,25 +935,27 @@ impl QueueStore for AmqpEngine {
             let now = Instant::now();
             let deadline = now + Duration::from_secs(vt.unwrap_or(wsmq_rsmq::DEFAULT_VT));
             let now_ms = clock::unix_millis();
-            let messages: Vec<_> = taken
-                .into_iter()
-                .map(|delivery| {
-                    let message = to_message(&delivery, now_ms);
-                    let held = Held {
-                        acker: delivery.acker,
-                        deadline,
-                        generation: link.generation,
-                    };
-                    self.in_flight.hold(queue, message.id.clone(), held);
-                    message
-                })
-                .collect();
+            let mut messages = Vec::with_capacity(taken.len());
+            for delivery in taken {
+                let message = to_message(&delivery, now_ms);
+                if self.late_acks.take(queue, &message.id) {
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                    continue;
+                }
+                let held = Held {
+                    acker: delivery.acker,
+                    deadline,
+                    generation: link.generation,
+                };
+                self.in_flight.hold(queue, message.id.clone(), held);
+                messages.push(message);
+            }
             if !messages.is_empty() {
                 self.reaper.notify_one();
             }
             Ok(Received {
                 messages,
-                next_visible: self.next_visible(queue, now),
+                next_visible: self.next_visible(queue, link.generation, now),
             })
         }
         .boxed()
@@ -960,8 +968,13 @@ impl QueueStore for AmqpEngine {
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
             let link = self.track(self.link())?;
-            let mut acked = 0;
-            for held in self.in_flight.take(queue, ids, link.generation) {
+            let (held, stale) = self.in_flight.take(queue, ids, link.generation);
+            let mut acked = stale.len() as u64;
+            if !stale.is_empty() {
+                let until = Instant::now() + LATE_ACK_MEMORY;
+                self.late_acks.remember(queue, stale, until);
+            }
+            for held in held {
                 if held.acker.ack(BasicAckOptions::default()).await.is_ok() {
                     acked += 1;
                 }
@@ -990,7 +1003,8 @@ impl QueueStore for AmqpEngine {
             }
             self.wait_stopped(queue).await;
             let mut released = 0;
-            for held in self.in_flight.take(queue, ids, link.generation) {
+            // Those of an older link are back in the queue already.
+            for held in self.in_flight.take(queue, ids, link.generation).0 {
                 let rejected = held
                     .acker
                     .reject(BasicRejectOptions { requeue: true })
@@ -1333,7 +1347,6 @@ async fn supervise(
         let Some(this) = engine.upgrade() else { return };
         *this.link.write().expect("link poisoned") = None;
         let _ = this.track(Err::<(), _>(lost));
-        this.in_flight.clear();
         for (_, wake) in this.queues.entries() {
             wake.buffer.lock().expect("buffer poisoned").clear();
             *wake.tag.lock().expect("tag poisoned") = None;
