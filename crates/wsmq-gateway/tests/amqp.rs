@@ -518,3 +518,48 @@ async fn a_restarted_broker_loses_nothing_and_redelivers_nothing_acked() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn a_queue_at_its_length_limit_refuses_publishes_with_a_clear_error() {
+    let Some(server) = rabbit().server() else {
+        eprintln!("skipped: setting a policy needs rabbitmqctl on the test's own node");
+        return;
+    };
+    let options = amqp_options();
+    // An operator's policy on this test's queues: at most 2 messages, then refuse.
+    let pattern = format!("^{}", options.queue_prefix.replace('.', "\\."));
+    let policy = format!("limit-{}", options.queue_prefix.trim_end_matches('.'));
+    tokio::task::spawn_blocking(move || {
+        server.ctl(&[
+            "set_policy",
+            &policy,
+            &pattern,
+            r#"{"max-length":2,"overflow":"reject-publish"}"#,
+            "--apply-to",
+            "queues",
+        ])
+    })
+    .await
+    .unwrap()
+    .expect("rabbitmqctl set_policy");
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let (mut c, _) = gw.v1(&user).await;
+    let mut refused = None;
+    for i in 0..6 {
+        let r = c
+            .request(json!({"op": "publish", "queue": user, "message": format!("m{i}"), "ref": i}))
+            .await;
+        if r["op"] == "error" {
+            refused = Some((i, r));
+            break;
+        }
+    }
+    let (at, r) = refused.expect("a publish past the length limit is refused");
+    assert!(at >= 2, "refused too early: {r}");
+    assert_eq!(r["code"], "invalid", "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("length limit"),
+        "{r}"
+    );
+}

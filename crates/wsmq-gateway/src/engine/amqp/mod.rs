@@ -750,11 +750,12 @@ impl AmqpEngine {
         };
         let confirmation = self.track(published.await.map_err(map_err))?;
         if confirmation.is_nack() {
-            return Err(EngineError::Unavailable(
-                "the broker refused the message (a queue at its length limit, or out of \
-                 resources)"
-                    .into(),
-            ));
+            // `invalid` rather than `unavailable`: the client sees why (an `unavailable`
+            // says only that the engine is), and retrying at once would not help.
+            return Err(EngineError::Invalid(format!(
+                "RabbitMQ refused the message for '{routing_key}': the queue is at its length \
+                 limit (overflow reject-publish), or the broker is short of resources"
+            )));
         }
         Ok(confirmation.take_message().is_none())
     }
