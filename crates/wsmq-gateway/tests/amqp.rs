@@ -563,3 +563,85 @@ async fn a_queue_at_its_length_limit_refuses_publishes_with_a_clear_error() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn kill_9_of_the_node_holding_1000_unacked_messages_loses_none() {
+    use std::collections::HashSet;
+
+    use support::{process::Process, v1_at};
+
+    const MESSAGES: usize = 1000;
+    let options = amqp_options();
+    let url = options.url.expose().to_owned();
+    let args = [
+        "--amqp-url",
+        url.as_str(),
+        "--amqp-queue-prefix",
+        options.queue_prefix.as_str(),
+        "--amqp-exchange",
+        options.exchange.as_str(),
+        "--window",
+        "1000",
+    ];
+    let mut a = Process::start(&args).await;
+    let b = Process::start(&args).await;
+    let user = format!("u{}", unique());
+    let (mut on_a, _) = v1_at(a.public, &user).await;
+    let r = on_a
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    let engine = wsmq_gateway::engine::amqp::AmqpEngine::connect(options.clone(), None)
+        .await
+        .unwrap();
+    let mut sent = HashSet::new();
+    for i in 0..MESSAGES {
+        sent.insert(engine.send(&user, &format!("m{i}"), None).await.unwrap());
+    }
+    // Node A hands all of them out; the client acks none.
+    let mut held = HashSet::new();
+    for _ in 0..MESSAGES {
+        let msg = on_a.recv_json().await;
+        assert_eq!(msg["rc"], 1, "{msg}");
+        held.insert(msg["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(held, sent);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    drop(on_a);
+    // RabbitMQ requeues what node A held the moment its connection drops; node B delivers
+    // every one of them again.
+    let (mut on_b, _) = v1_at(b.public, &user).await;
+    let r = on_b
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    let mut again = HashSet::new();
+    let mut delivered = 0;
+    while again.len() < MESSAGES {
+        let msg = on_b.recv_json().await;
+        if msg["op"] == "ok" {
+            continue; // an ack's answer
+        }
+        assert_eq!(
+            (&msg["op"], &msg["rc"]),
+            (&json!("message"), &json!(2)),
+            "{msg}"
+        );
+        let id = msg["id"].as_str().unwrap().to_owned();
+        on_b.send_json(json!({"op": "ack", "queue": user, "id": id}))
+            .await;
+        again.insert(id);
+        delivered += 1;
+    }
+    assert_eq!(again, sent, "every message came back");
+    assert_eq!(delivered, MESSAGES, "none twice");
+    // All acked: nothing is ready in the queue, and nothing but ack answers arrives.
+    let quiet = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Some(text) = on_b.next_text(quiet - tokio::time::Instant::now()).await {
+        let frame: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame["op"], "ok", "nothing delivered twice: {frame}");
+    }
+    let (ready, _) = engine.queue_counts(&user).await.unwrap();
+    assert_eq!(ready, 0);
+}

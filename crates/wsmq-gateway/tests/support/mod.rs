@@ -426,6 +426,27 @@ impl Client {
     }
 }
 
+/// Opens a v1 session on the gateway at `addr` (say, a [`process::Process`]) and reads the
+/// welcome.
+pub async fn v1_at(addr: SocketAddr, user: &str) -> (Client, Value) {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("x-token", HeaderValue::from_str(&token(user)).unwrap());
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wsmq.v1"),
+    );
+    let (ws, _) = connect_async(request).await.expect("v1 handshake succeeds");
+    let mut client = Client {
+        ws,
+        protocol: Some("wsmq.v1".to_owned()),
+        pending: Default::default(),
+    };
+    let welcome = client.recv_json().await;
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
 /// An HS256 JWT for `user`, valid for an hour.
 pub fn token(user: &str) -> String {
     token_with(Claims::new(user, now() + 3600))
