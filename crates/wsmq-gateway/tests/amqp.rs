@@ -47,6 +47,18 @@ async fn publish_raw(exchange: &str, routing_key: &str, body: &str) {
     conn.close(200, "done".into()).await.unwrap();
 }
 
+/// A JWT for `user` that may subscribe and publish to the channels `room*` and publish to
+/// its own queue.
+fn room_token(user: &str) -> String {
+    let mut claims = wsmq_proto::Claims::new(user, support::now() + 3600);
+    claims.wsmq = Some(wsmq_proto::Grants {
+        subscribe: vec!["room*".into()],
+        publish: vec!["channel:room*".into(), format!("queue:{user}")],
+        ..Default::default()
+    });
+    support::token_with(claims)
+}
+
 /// Starts a gateway on RabbitMQ with these options.
 async fn gateway(options: &AmqpOptions) -> TestGateway {
     TestGateway::builder().amqp(options.clone()).start().await
@@ -199,15 +211,7 @@ async fn two_nodes_on_one_broker_share_queues_and_channels() {
     let user = format!("u{}", unique());
     let channel = format!("room{}", unique());
     // Channel subscribers need a grant; the queue is the user's own.
-    let grant = |user: &str| {
-        let mut claims = wsmq_proto::Claims::new(user, support::now() + 3600);
-        claims.wsmq = Some(wsmq_proto::Grants {
-            subscribe: vec!["room*".into()],
-            publish: vec!["channel:room*".into(), format!("queue:{user}")],
-            ..Default::default()
-        });
-        support::token_with(claims)
-    };
+    let grant = room_token;
     let mut on_b = b
         .connect("/ws", &[("x-token", &grant(&user))], Some("wsmq.v1"))
         .await
@@ -312,6 +316,20 @@ async fn a_killed_connection_keeps_sessions_open_and_redelivers() {
     let (mut c, _) = gw.v1(&user).await;
     c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
         .await;
+    let room = format!("room{}", unique());
+    let mut listener = gw
+        .connect(
+            "/ws",
+            &[("x-token", &room_token("listener"))],
+            Some("wsmq.v1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listener.recv_json().await["op"], "welcome");
+    let r = listener
+        .request(json!({"op": "subscribe", "channel": room, "ref": 1}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
     gw.queues().await.send(&user, "before", None).await.unwrap();
     let before = c.recv_json().await;
     assert_eq!(before["rc"], 1);
@@ -358,6 +376,52 @@ async fn a_killed_connection_keeps_sessions_open_and_redelivers() {
     assert_eq!(
         (after["message"].as_str(), after["rc"].as_u64()),
         (Some("after"), Some(1))
+    );
+    // The node queue and its channel bindings were made again on the new connection.
+    let receivers = gw
+        .engine()
+        .await
+        .broker
+        .publish(&room, "still here")
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "the node listens to the channel again");
+    let got = listener.recv_json().await;
+    assert_eq!(
+        (got["channel"].as_str(), got["message"].as_str()),
+        (Some(room.as_str()), Some("still here"))
+    );
+}
+
+#[tokio::test]
+async fn the_http_publish_api_declares_the_queue_and_waits_for_the_confirm() {
+    const KEY: &str = "api-key-0123456789";
+    let options = amqp_options();
+    let gw = TestGateway::builder()
+        .amqp(options.clone())
+        .config(|c| c.auth.api_key = Some(wsmq_gateway::config::Secret::new(KEY)))
+        .start()
+        .await;
+    let user = format!("u{}", unique());
+    let auth = format!("apikey {KEY}");
+    let body = json!({"queue": user, "message": "from the api"}).to_string();
+    let (status, reply) = gw
+        .http("POST", "/api/publish", &[("authorization", &auth)], &body)
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = serde_json::from_str::<Value>(&reply).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Answered after the confirm: the message is in the queue, under that id.
+    let engine = wsmq_gateway::engine::amqp::AmqpEngine::connect(options, None)
+        .await
+        .unwrap();
+    assert_eq!(engine.queue_counts(&user).await.unwrap(), (1, 0));
+    let got = engine.receive(&user, 10, Some(30)).await.unwrap().messages;
+    assert_eq!(
+        (got[0].id.as_str(), got[0].body.as_str()),
+        (id.as_str(), "from the api")
     );
 }
 

@@ -24,11 +24,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Error, free_port};
+use crate::Error;
 
 /// How long a start waits for the AMQP port to answer: a node boots in 3 to 20 s depending on
 /// the machine's load.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Tries of [`RabbitServer::start`] when the node exits during its boot.
+const START_ATTEMPTS: u32 = 3;
 
 /// How long [`RabbitServer::stop`] waits for the node to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,8 +70,20 @@ impl RabbitServer {
     /// folder cannot be made, or the node exits or does not open its port within 90 s (the
     /// error then carries the end of its log).
     pub fn start() -> Result<RabbitServer, Error> {
-        let port = free_port().map_err(Error::FreePort)?;
-        let dist_port = free_port().map_err(Error::FreePort)?;
+        // A node that exits at once has usually lost a race for one of its ports (or for a
+        // busy epmd) with another test process: try again on fresh ports.
+        let mut attempt = 1;
+        loop {
+            match RabbitServer::start_once() {
+                Err(Error::RabbitExited { .. }) if attempt < START_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// One try of [`start`](Self::start).
+    fn start_once() -> Result<RabbitServer, Error> {
+        let (port, dist_port) = two_free_ports()?;
         let node = format!("wsmq{port}@localhost");
         let dir = std::env::temp_dir().join(format!("wsmq-rabbit-{}-{port}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -263,7 +278,7 @@ impl RabbitServer {
     fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     /// Starts a watchdog that stops this node by PID (and removes its folder) once the
@@ -344,6 +359,15 @@ impl TestRabbit {
     pub fn server(&self) -> Option<&RabbitServer> {
         self.server.as_ref()
     }
+}
+
+/// Two distinct free loopback ports (both held while picked, so they cannot be the same).
+fn two_free_ports() -> Result<(u16, u16), Error> {
+    let bind = || std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(Error::FreePort);
+    let (a, b) = (bind()?, bind()?);
+    let port =
+        |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).map_err(Error::FreePort);
+    Ok((port(&a)?, port(&b)?))
 }
 
 /// `rabbitmqctl -n node args…`.

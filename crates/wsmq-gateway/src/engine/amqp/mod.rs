@@ -1081,8 +1081,14 @@ impl QueueStore for AmqpEngine {
                             "the delay queue of {secs} s is gone; try again"
                         )));
                     }
-                    let due = Instant::now() + Duration::from_secs(secs);
+                    let now = Instant::now();
                     let mut delayed = self.delayed.lock().expect("delayed poisoned");
+                    // Queues this node sends to but never receives from are pruned here.
+                    for due in delayed.values_mut() {
+                        due.retain(|at| *at > now);
+                    }
+                    delayed.retain(|_, due| !due.is_empty());
+                    let due = now + Duration::from_secs(secs);
                     delayed.entry(queue.to_owned()).or_default().push(due);
                 }
             }
