@@ -81,6 +81,10 @@ async function signIn(host, others, user) {
 
 const nodeOf = (page) => page.textContent('#node');
 
+// The nodes run with --demo-secret (beside the cluster's --jwt-secret), so demo user `alice`
+// is `demo-alice`; the page adds the prefix to names typed in the DM box.
+const USER_PREFIX = 'demo-';
+
 async function openDm(page, user) {
   await page.fill('#dm-to', user);
   await page.press('#dm-to', 'Enter');
@@ -114,8 +118,8 @@ test('two users chat across two nodes, offline delivery, delivered marks and fai
   await t.test('a direct message each way, each marked delivered', async () => {
     await openDm(alice, 'bob');
     await say(alice, 'Hi Bob! I am on node A.');
-    await bob.waitForSelector('#dms li[data-conv="dm:alice"]');
-    await openConv(bob, 'dm:alice');
+    await bob.waitForSelector(`#dms li[data-conv="dm:${USER_PREFIX}alice"]`);
+    await openConv(bob, `dm:${USER_PREFIX}alice`);
     await message(bob, 'Hi Bob! I am on node A.').waitFor();
     await message(alice, 'Hi Bob!').and(alice.locator('[data-status="delivered"]')).waitFor();
 
@@ -139,7 +143,7 @@ test('two users chat across two nodes, offline delivery, delivered marks and fai
 
   await t.test('a message to bob while his page is closed waits for him', async () => {
     await bob.close();
-    await openConv(alice, 'dm:bob');
+    await openConv(alice, `dm:${USER_PREFIX}bob`);
     await say(alice, 'Are you there? This waits in your queue.');
     const waiting = message(alice, 'Are you there?');
     await waiting.and(alice.locator('[data-status="sent"]')).waitFor();
@@ -148,8 +152,8 @@ test('two users chat across two nodes, offline delivery, delivered marks and fai
     assert.equal(await waiting.getAttribute('data-status'), 'sent');
 
     bob = await signIn(B, [A], 'bob');
-    await bob.waitForSelector('#dms li[data-conv="dm:alice"]');
-    await openConv(bob, 'dm:alice');
+    await bob.waitForSelector(`#dms li[data-conv="dm:${USER_PREFIX}alice"]`);
+    await openConv(bob, `dm:${USER_PREFIX}alice`);
     await message(bob, 'Are you there? This waits in your queue.').waitFor();
     await waiting.and(alice.locator('[data-status="delivered"]')).waitFor();
     await say(bob, 'Back now: your message was waiting for me.');

@@ -143,3 +143,68 @@ test('publish settles with the reply; requests in flight reject with disconnecte
   await assert.rejects(lost, { code: 'disconnected' });
   client.close();
 });
+
+test('a channel with history resubscribes with since its last offset; not recovered emits reset', async () => {
+  FakeWebSocket.opened = [];
+  const client = new WsmqClient({ url: ['ws://a/ws', 'ws://b/ws'], token: token(hourFromNow()), minDelay: 10 });
+  const got = [];
+  const resets = [];
+  client.addEventListener('reset', (e) => resets.push(e.detail));
+  client.subscribeChannel('room', (m) => got.push(m));
+  last().welcome('a');
+  let ws = last();
+  let [sub] = ws.sent;
+  assert.equal(sub.since, undefined);
+  ws.onmessage({ data: JSON.stringify({ op: 'ok', ref: sub.ref, offset: 4, epoch: 'E' }) });
+  await sleep(0);
+  for (const offset of [5, 6]) {
+    ws.onmessage({ data: JSON.stringify({ op: 'message', channel: 'room', message: `m${offset}`, offset, epoch: 'E' }) });
+  }
+  assert.deepEqual(got.map((m) => [m.offset, m.epoch, m.message]), [[5, 'E', 'm5'], [6, 'E', 'm6']]);
+
+  // The node dies: on the other one, recover from offset 6.
+  ws.serverClose(1006);
+  await sleep(50);
+  last().welcome('b');
+  ws = last();
+  [sub] = ws.sent;
+  assert.deepEqual(sub.since, { offset: 6, epoch: 'E' });
+  ws.onmessage({ data: JSON.stringify({ op: 'ok', ref: sub.ref, offset: 9, epoch: 'E', recovered: true }) });
+  await sleep(0);
+  ws.onmessage({ data: JSON.stringify({ op: 'message', channel: 'room', message: 'm7', offset: 7, epoch: 'E' }) });
+  assert.deepEqual(resets, []);
+
+  // Again, but the history is gone: reset, and live from the new position.
+  ws.serverClose(1006);
+  await sleep(50);
+  last().welcome('a');
+  ws = last();
+  [sub] = ws.sent;
+  assert.deepEqual(sub.since, { offset: 7, epoch: 'E' });
+  ws.onmessage({ data: JSON.stringify({ op: 'ok', ref: sub.ref, offset: 2, epoch: 'F', recovered: false }) });
+  await sleep(0);
+  assert.deepEqual(resets, [{ channel: 'room', offset: 2, epoch: 'F' }]);
+
+  // A reset frame from the server moves the position too.
+  ws.onmessage({ data: JSON.stringify({ op: 'reset', channel: 'room', offset: 10, epoch: 'F' }) });
+  assert.deepEqual(resets.at(-1), { channel: 'room', offset: 10, epoch: 'F' });
+  ws.serverClose(1006);
+  await sleep(50);
+  last().welcome('b');
+  assert.deepEqual(last().sent[0].since, { offset: 10, epoch: 'F' });
+  client.close();
+});
+
+test('history resolves with the epoch and the messages', async () => {
+  FakeWebSocket.opened = [];
+  const client = new WsmqClient({ url: 'ws://a/ws', token: token(hourFromNow()), minDelay: 10 });
+  last().welcome();
+  const ws = last();
+  const page = client.history('room', { limit: 2, before: 9 });
+  const [req] = ws.sent;
+  assert.deepEqual([req.op, req.channel, req.limit, req.before], ['history', 'room', 2, 9]);
+  const messages = [{ offset: 7, message: 'a', sent: 1 }, { offset: 8, message: 'b', sent: 2 }];
+  ws.onmessage({ data: JSON.stringify({ op: 'ok', ref: req.ref, offset: 12, epoch: 'E', messages }) });
+  assert.deepEqual(await page, { epoch: 'E', offset: 12, messages });
+  client.close();
+});

@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let slow = encode_server(&ServerFrame::Message(MessageFrame::Channel {
         channel,
         message: text.to_owned(),
+        offset: None,
+        epoch: None,
     }));
     assert_eq!(fast, slow);
 

@@ -112,8 +112,38 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCmd),
 
+    /// Read channels' history
+    #[command(subcommand)]
+    Channel(ChannelCmd),
+
     /// List the live gateway nodes (from their heartbeats in Redis)
     Nodes,
+}
+
+/// Channel commands.
+#[derive(Debug, Subcommand)]
+pub enum ChannelCmd {
+    /// Print the latest publications a channel with history keeps, oldest first
+    ///
+    /// Reads the channel's stream as the gateways wrote it (with --history-size or
+    /// [[history]]); nothing is changed. Prints the epoch and the latest offset too.
+    ///
+    /// Examples:
+    ///
+    ///   wsmq-cli channel history room-1
+    ///   wsmq-cli --json channel history room-1 --limit 500 --before 1200
+    #[command(verbatim_doc_comment)]
+    History {
+        /// The channel
+        #[arg(value_name = "CHANNEL")]
+        channel: String,
+        /// Most publications printed, 1 to 1000
+        #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
+        limit: u32,
+        /// Only publications before this offset (exclusive)
+        #[arg(long, value_name = "OFFSET")]
+        before: Option<u64>,
+    },
 }
 
 /// Send a message, or one message per line of a file, to a queue
@@ -247,11 +277,13 @@ pub enum QueueCmd {
         attrs: QueueAttrArgs,
     },
 
-    /// Change a queue's attributes (at least one of --vt, --delay, --maxsize)
+    /// Change a queue's attributes (at least one of them)
     ///
-    /// Example:
+    /// Examples:
     ///
     ///   wsmq-cli queue set alice --vt 120
+    ///   wsmq-cli queue set jobs --max-receives 5 --dead-letter jobs-dead --ttl 3600
+    ///   wsmq-cli queue set jobs --max-receives 0 --no-dead-letter
     #[command(verbatim_doc_comment)]
     Set {
         /// The queue
@@ -268,6 +300,33 @@ pub enum QueueCmd {
         /// The queue
         #[arg(value_name = "QUEUE")]
         queue: String,
+    },
+
+    /// Move messages from a dead-letter queue back to a queue, ids and bodies kept
+    ///
+    /// Moves the visible messages of QUEUE (oldest first; those being received stay) to the
+    /// queue given by --to, where they are visible at once and start with a receive count of
+    /// 0. Each batch of up to 1000 is one atomic step, so an interrupted redrive leaves
+    /// every message in exactly one of the two queues. A progress bar is drawn when stderr
+    /// is a terminal. A message older than the target's --ttl is dead again at its next
+    /// receive there: its age comes from its id, which is kept.
+    ///
+    /// Example:
+    ///
+    ///   wsmq-cli queue redrive jobs-dead --to jobs --count 100
+    #[command(verbatim_doc_comment)]
+    Redrive {
+        /// The queue to move messages from (usually a dead-letter queue)
+        #[arg(value_name = "QUEUE")]
+        queue: String,
+
+        /// The queue to move them to
+        #[arg(long, value_name = "QUEUE")]
+        to: String,
+
+        /// Move at most N messages (default: all)
+        #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
 }
 
@@ -286,6 +345,27 @@ pub struct QueueAttrArgs {
     /// default 65536)
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub maxsize: Option<i64>,
+
+    /// Receives after which a message is dead: the next receive moves it to the dead-letter
+    /// queue, or deletes it when there is none (0..1000000; default 0, no limit)
+    // Text, so that a negative or non-numeric value gets the same one-line error as a value
+    // out of range, from the command.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_receives: Option<String>,
+
+    /// Seconds after its send at which a message is dead, never delivered (0..9999999;
+    /// default 0, never)
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub ttl: Option<String>,
+
+    /// Where dead messages go: a queue (created on first use), not the queue itself
+    /// (default: none, dead messages are deleted)
+    #[arg(long, value_name = "QUEUE", conflicts_with = "no_dead_letter")]
+    pub dead_letter: Option<String>,
+
+    /// Remove the dead-letter queue setting (dead messages are deleted)
+    #[arg(long)]
+    pub no_dead_letter: bool,
 }
 
 /// Token administration.
@@ -294,10 +374,12 @@ pub enum TokenCmd {
     // The help is the doc of `IssueArgs`.
     Issue(IssueArgs),
 
-    /// Revoke all access tokens of a user and close the user's sessions on every node
+    /// Revoke all tokens of a user and close the user's sessions on every node
     ///
-    /// JWTs already issued stay valid until they expire, but the sessions open now are closed
-    /// (4003), so a revoked user has to log in again.
+    /// Removes the user's access tokens and sets the user's revocation mark: from now on the
+    /// gateways refuse every JWT of the user issued until now (the ones `token issue` printed,
+    /// the ones gateways handed to access-token sessions, and any without `iat`), and the
+    /// sessions open now are closed (4003). Tokens issued afterwards work.
     ///
     /// Example:
     ///
@@ -312,7 +394,8 @@ pub enum TokenCmd {
 
 /// Issue a JWT and an access token for a user, and register the access token
 ///
-/// The JWT (HS256, sub = the user) lets the user open sessions until it expires. The access
+/// The JWT (HS256, sub = the user, iat from Redis' clock) lets the user open sessions until
+/// it expires or the user is revoked. The access
 /// token (the tokens2 format) does not expire: it is accepted as long as it is registered in
 /// Redis, until `token revoke`. Grants give access beyond the user's own queue; publish
 /// patterns name `queue:NAME` or `channel:NAME`.
@@ -331,9 +414,17 @@ pub struct IssueArgs {
     #[arg(long, value_name = "USER")]
     pub user: String,
 
-    /// How long the JWT is valid, e.g. 90s, 15m, 12h, 7d
+    /// How long the JWT is valid, e.g. 90s, 15m, 12h, 7d (at most 30d)
     #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+
+    /// The JWT's `iss`: the gateways' --jwt-issuer, when they require one
+    #[arg(long, env = "WSMQ_JWT_ISSUER", value_name = "ISSUER")]
+    pub issuer: Option<String>,
+
+    /// The JWT's `aud`: the gateways' --jwt-audience, when they require one
+    #[arg(long, env = "WSMQ_JWT_AUDIENCE", value_name = "AUDIENCE")]
+    pub audience: Option<String>,
 
     /// Grant consuming the queues matching GLOB (repeatable)
     #[arg(long, value_name = "GLOB")]

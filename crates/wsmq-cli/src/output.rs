@@ -55,16 +55,36 @@ impl Output {
         )
     }
 
-    /// `send --file`: the ids in line order, then a count on stderr.
-    pub(crate) fn sent_many(&self, queue: &str, ids: &[String]) -> anyhow::Result<()> {
+    /// `send --file`, text output: the ids of one batch, one per line, as soon as it is sent
+    /// (so they are out even when a later batch fails). Nothing for `--json`, which prints
+    /// them all at the end ([`Output::sent_many`]).
+    pub(crate) fn sent_batch(&self, ids: &[String]) -> anyhow::Result<()> {
+        if self.json {
+            return Ok(());
+        }
         self.emit(
             |w| ids.iter().try_for_each(|id| writeln!(w, "{id}")),
-            || json!(ids),
-        )?;
-        self.note(format!(
-            "sent {} to queue '{queue}'",
-            plural(ids.len() as u64, "message")
-        ));
+            || json!(null),
+        )
+    }
+
+    /// `send --file` at the end: for `--json` the array of ids in line order (also after a
+    /// failure, of what was sent); then, when `complete`, a count on stderr.
+    pub(crate) fn sent_many(
+        &self,
+        queue: &str,
+        ids: &[String],
+        complete: bool,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            self.emit(|_| Ok(()), || json!(ids))?;
+        }
+        if complete {
+            self.note(format!(
+                "sent {} to queue '{queue}'",
+                plural(ids.len() as u64, "message")
+            ));
+        }
         Ok(())
     }
 
@@ -103,6 +123,44 @@ impl Output {
         )
     }
 
+    /// `channel history`: the epoch, the latest offset and the publications, oldest first.
+    pub(crate) fn history(
+        &self,
+        channel: &str,
+        epoch: &str,
+        offset: u64,
+        entries: &[(u64, u64, String)],
+    ) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                writeln!(
+                    w,
+                    "channel '{channel}': epoch {epoch}, latest offset {offset}"
+                )?;
+                let rows: Vec<Vec<String>> = entries
+                    .iter()
+                    .map(|(offset, sent, message)| {
+                        vec![
+                            offset.to_string(),
+                            time_millis(*sent),
+                            escape_controls(message).into_owned(),
+                        ]
+                    })
+                    .collect();
+                table(w, &["OFFSET", "SENT", "MESSAGE"], &rows)
+            },
+            || {
+                let messages: Vec<Value> = entries
+                    .iter()
+                    .map(|(offset, sent, message)| {
+                        json!({"offset": offset, "sent": sent, "message": message})
+                    })
+                    .collect();
+                json!({"channel": channel, "epoch": epoch, "offset": offset, "messages": messages})
+            },
+        )
+    }
+
     /// `queue list`: the names, sorted.
     pub(crate) fn queues(&self, ns: &str, names: &[String]) -> anyhow::Result<()> {
         if names.is_empty() && !self.json {
@@ -132,6 +190,20 @@ impl Output {
                     ("vt", format!("{} s", a.vt)),
                     ("delay", format!("{} s", a.delay)),
                     ("maxsize", maxsize),
+                    ("max receives", or_off(a.maxreceives, "no limit")),
+                    (
+                        "ttl",
+                        if a.ttl == 0 {
+                            "none".to_owned()
+                        } else {
+                            format!("{} s", a.ttl)
+                        },
+                    ),
+                    (
+                        "dead-letter",
+                        a.deadletter.clone().unwrap_or_else(|| "none".to_owned()),
+                    ),
+                    ("total dead", a.totaldead.to_string()),
                     ("created", time_secs(a.created)),
                     ("modified", time_secs(a.modified)),
                 ];
@@ -150,6 +222,10 @@ impl Output {
                     "modified": a.modified,
                     "msgs": a.msgs,
                     "hiddenmsgs": a.hiddenmsgs,
+                    "maxreceives": a.maxreceives,
+                    "ttl": a.ttl,
+                    "deadletter": a.deadletter,
+                    "totaldead": a.totaldead,
                 })
             },
         )
@@ -169,6 +245,25 @@ impl Output {
                 writeln!(w, "{:<16}{consumers}", "consumers:")
             },
             || json!({ "queue": queue, "ready": ready, "consumers": consumers }),
+        )
+    }
+
+    /// `queue redrive`: how many moved, and how many are left in the source.
+    pub(crate) fn redriven(
+        &self,
+        from: &str,
+        to: &str,
+        moved: u64,
+        left: u64,
+    ) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                writeln!(
+                    w,
+                    "moved {moved} messages from '{from}' to '{to}' ({left} left in '{from}')"
+                )
+            },
+            || json!({ "from": from, "to": to, "moved": moved, "left": left }),
         )
     }
 
@@ -205,15 +300,42 @@ impl Output {
         )
     }
 
-    /// `token revoke`: how many access tokens went away and how many nodes were told.
-    pub(crate) fn revoked(&self, user: &str, removed: u64, notified: u64) -> anyhow::Result<()> {
+    /// `token revoke`: how many access tokens went away, until when JWTs are revoked (the
+    /// mark, Unix seconds) and how many nodes were told.
+    pub(crate) fn revoked(
+        &self,
+        user: &str,
+        removed: u64,
+        mark: u64,
+        notified: u64,
+    ) -> anyhow::Result<()> {
+        if removed == 0 {
+            // Often a mistyped user id: the mark still revokes the user's JWTs, but say so.
+            self.note(format!(
+                "warning: user '{}' had no registered access tokens (its JWTs are revoked \
+                 all the same); check the user id",
+                user.escape_debug()
+            ));
+        }
         self.emit(
             |w| {
                 let tokens = plural(removed, "access token");
                 let nodes = plural(notified, "node");
-                writeln!(w, "revoked {tokens} of user '{user}'; {nodes} notified")
+                let until = time_secs(mark);
+                writeln!(
+                    w,
+                    "revoked {tokens} of user '{user}' and every JWT of the user issued until \
+                     {until}; {nodes} notified"
+                )
             },
-            || json!({ "user": user, "revoked": removed, "nodes_notified": notified }),
+            || {
+                json!({
+                    "user": user,
+                    "revoked": removed,
+                    "jwts_issued_until": mark,
+                    "nodes_notified": notified,
+                })
+            },
         )
     }
 
@@ -349,6 +471,15 @@ fn escape_controls(body: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// A setting where 0 means off: the number, or `off` in words.
+fn or_off(value: u64, off: &str) -> String {
+    if value == 0 {
+        off.to_owned()
+    } else {
+        value.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,46 @@ fn send_queue_and_publish_work_on_rabbitmq() {
     assert_eq!(gone, "error: queue 'jobs' not found");
 }
 
+/// `queue create` with --max-receives, --ttl and --dead-letter makes them the quorum queue's
+/// arguments (docs/amqp.md) and declares the dead-letter queue; an existing queue is not
+/// declared again, as on Redis.
+#[test]
+fn queue_create_takes_the_dead_letter_rules_on_rabbitmq() {
+    let broker = Broker::new("clidl");
+    let created = broker
+        .cli(&[
+            "queue",
+            "create",
+            "jobs",
+            "--max-receives",
+            "3",
+            "--ttl",
+            "60",
+            "--dead-letter",
+            "jobs-dead",
+        ])
+        .run()
+        .ok();
+    assert_eq!(created.stdout.trim(), "created queue 'jobs'");
+    let dead = broker
+        .cli(&["--json", "queue", "stats", "jobs-dead"])
+        .run()
+        .json();
+    assert_eq!(dead["ready"], 0, "{dead}");
+    let again = broker.cli(&["queue", "create", "jobs"]).run().error();
+    assert_eq!(again, "error: queue 'jobs' already exists");
+    let bad = broker
+        .cli(&["queue", "create", "other", "--max-receives", "-1"])
+        .run()
+        .error();
+    assert!(bad.contains("--max-receives"), "{bad}");
+    let selfish = broker
+        .cli(&["queue", "create", "other", "--dead-letter", "other"])
+        .run()
+        .error();
+    assert!(selfish.contains("--dead-letter"), "{selfish}");
+}
+
 #[test]
 fn commands_that_need_redis_say_so_and_passwords_stay_hidden() {
     let broker = Broker::new("cliref");

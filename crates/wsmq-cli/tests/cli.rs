@@ -264,6 +264,72 @@ fn publish_rejects_an_invalid_channel_name() {
     );
 }
 
+#[test]
+fn channel_history_prints_the_latest_publications_oldest_first() {
+    let redis = TestRedis::start();
+    let channel = redis.unique("room");
+    let mut conn = redis.conn();
+    // The layout the gateways write (wsmq_proto::keys).
+    for (offset, body) in [(3, "three"), (4, "four"), (5, "five\nlines")] {
+        let _: String = redis::cmd("XADD")
+            .arg(format!("wsmq:hist:{{{channel}}}"))
+            .arg(format!("{offset}-0"))
+            .arg("m")
+            .arg(body)
+            .arg("t")
+            .arg(1_700_000_000_000u64 + offset)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let _: () = redis::cmd("HSET")
+        .arg(format!("wsmq:hist:{{{channel}}}:pos"))
+        .arg("epoch")
+        .arg("Ep0ch")
+        .arg("offset")
+        .arg(5)
+        .query(&mut conn)
+        .unwrap();
+
+    let out = redis
+        .cli(&["--json", "channel", "history", &channel, "--limit", "2"])
+        .json();
+    assert_eq!(
+        out,
+        json!({"channel": channel, "epoch": "Ep0ch", "offset": 5, "messages": [
+            {"offset": 4, "sent": 1_700_000_000_004u64, "message": "four"},
+            {"offset": 5, "sent": 1_700_000_000_005u64, "message": "five\nlines"},
+        ]})
+    );
+    let out = redis
+        .cli(&["--json", "channel", "history", &channel, "--before", "4"])
+        .json();
+    assert_eq!(
+        out["messages"],
+        json!([{"offset": 3, "sent": 1_700_000_000_003u64, "message": "three"}])
+    );
+    let run = redis.cli(&["channel", "history", &channel]).ok();
+    assert!(
+        run.stdout.contains("epoch Ep0ch, latest offset 5"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains("five\\nlines"),
+        "one line per message: {run:?}"
+    );
+    assert_eq!(run.stdout.lines().count(), 5, "{run:?}");
+
+    let line = redis
+        .cli(&["channel", "history", &redis.unique("none")])
+        .error();
+    assert!(line.contains("has no history"), "{line}");
+    let line = redis
+        .cli(&["channel", "history", &channel, "--limit", "1001"])
+        .error();
+    assert!(line.contains("--limit must be from 1 to 1000"), "{line}");
+    let line = redis.cli(&["channel", "history", "a/b"]).error();
+    assert!(line.starts_with("error: invalid channel name"), "{line}");
+}
+
 // ---- queue ----
 
 #[test]
@@ -346,7 +412,8 @@ fn queue_errors_are_one_line() {
     );
     assert_eq!(
         redis.cli(&["queue", "set", "q"]).error(),
-        "error: nothing to change: give --vt, --delay or --maxsize"
+        "error: nothing to change: give --vt, --delay, --maxsize, --max-receives, --ttl, \
+         --dead-letter or --no-dead-letter"
     );
     assert_eq!(
         redis.cli(&["queue", "set", "q", "--maxsize", "10"]).error(),
@@ -354,6 +421,178 @@ fn queue_errors_are_one_line() {
     );
     assert_eq!(
         redis.cli(&["queue", "delete", "missing"]).error(),
+        "error: queue 'missing' not found"
+    );
+}
+
+#[test]
+fn queue_rules_are_set_shown_and_cleared() {
+    let redis = TestRedis::start();
+    let created = redis
+        .cli(&[
+            "--json",
+            "queue",
+            "create",
+            "jobs",
+            "--max-receives",
+            "3",
+            "--dead-letter",
+            "jobs-dead",
+            "--ttl",
+            "3600",
+        ])
+        .json();
+    assert_eq!(created, json!({ "queue": "jobs", "created": true }));
+    let stats = redis.cli(&["--json", "queue", "stats", "jobs"]).json();
+    assert_eq!(
+        (
+            &stats["maxreceives"],
+            &stats["ttl"],
+            &stats["deadletter"],
+            &stats["totaldead"]
+        ),
+        (&json!(3), &json!(3600), &json!("jobs-dead"), &json!(0))
+    );
+    let text = redis.cli(&["queue", "stats", "jobs"]).ok().stdout;
+    for row in [
+        "max receives:   3",
+        "ttl:            3600 s",
+        "dead-letter:    jobs-dead",
+        "total dead:     0",
+    ] {
+        assert!(text.contains(row), "{row:?} in {text}");
+    }
+
+    let cleared = redis
+        .cli(&[
+            "--json",
+            "queue",
+            "set",
+            "jobs",
+            "--max-receives",
+            "0",
+            "--ttl",
+            "0",
+            "--no-dead-letter",
+        ])
+        .json();
+    assert_eq!(
+        (
+            &cleared["maxreceives"],
+            &cleared["ttl"],
+            &cleared["deadletter"]
+        ),
+        (&json!(0), &json!(0), &json!(null))
+    );
+    let text = redis.cli(&["queue", "stats", "jobs"]).ok().stdout;
+    assert!(text.contains("max receives:   no limit"), "{text}");
+    assert!(text.contains("dead-letter:    none"), "{text}");
+}
+
+#[test]
+fn bad_queue_rules_are_refused_with_one_line() {
+    let redis = TestRedis::start();
+    redis.cli(&["queue", "create", "jobs"]).ok();
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--max-receives", "-1"],
+            "error: --max-receives must be a whole number from 0 to 1000000 (0: no limit), not '-1'",
+        ),
+        (
+            &["--max-receives", "three"],
+            "error: --max-receives must be a whole number from 0 to 1000000 (0: no limit), not 'three'",
+        ),
+        (
+            &["--ttl", "-5"],
+            "error: --ttl must be a whole number from 0 to 9999999 seconds (0: never), not '-5'",
+        ),
+        (
+            &["--ttl", "10000000"],
+            "error: --ttl must be a whole number from 0 to 9999999 seconds (0: never), not '10000000'",
+        ),
+        (
+            &["--dead-letter", "jobs"],
+            "error: --dead-letter cannot be the queue itself ('jobs')",
+        ),
+        (
+            &["--dead-letter", "bad name"],
+            "error: --dead-letter: invalid queue name 'bad name' (allowed: A-Z a-z 0-9 _ -, 1 to 160 chars)",
+        ),
+    ];
+    for (flags, line) in cases {
+        for command in ["create", "set"] {
+            let mut args = vec!["queue", command, "jobs"];
+            args.extend_from_slice(flags);
+            assert_eq!(redis.cli(&args).error(), line, "{args:?}");
+        }
+    }
+    let stats = redis.cli(&["--json", "queue", "stats", "jobs"]).json();
+    assert_eq!(
+        (&stats["maxreceives"], &stats["deadletter"]),
+        (&json!(0), &json!(null))
+    );
+}
+
+#[test]
+fn queue_redrive_moves_dead_messages_back_with_their_ids() {
+    let redis = TestRedis::start();
+    redis.cli(&["queue", "create", "jobs"]).ok();
+    redis.cli(&["queue", "create", "jobs-dead"]).ok();
+    let input = (0..25).map(|i| format!("m{i}\n")).collect::<String>();
+    let run = redis
+        .command(&["send", "--queue", "jobs-dead", "--file", "-"])
+        .stdin(input)
+        .run()
+        .ok();
+    let mut sent: Vec<String> = run.lines().into_iter().map(str::to_owned).collect();
+    assert_eq!(sent.len(), 25);
+
+    let some = redis
+        .cli(&[
+            "--json",
+            "queue",
+            "redrive",
+            "jobs-dead",
+            "--to",
+            "jobs",
+            "--count",
+            "10",
+        ])
+        .json();
+    assert_eq!(
+        some,
+        json!({ "from": "jobs-dead", "to": "jobs", "moved": 10, "left": 15 })
+    );
+    let rest = redis
+        .cli(&["queue", "redrive", "jobs-dead", "--to", "jobs"])
+        .ok();
+    assert_eq!(
+        rest.lines(),
+        ["moved 15 messages from 'jobs-dead' to 'jobs' (0 left in 'jobs-dead')"]
+    );
+    let got = redis
+        .cli(&["--json", "receive", "--queue", "jobs", "--count", "100"])
+        .json();
+    let mut ids: Vec<String> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    sent.sort();
+    assert_eq!(ids, sent);
+
+    assert_eq!(
+        redis
+            .cli(&["queue", "redrive", "jobs", "--to", "jobs"])
+            .error(),
+        "error: --to names the queue itself ('jobs'): nothing to move"
+    );
+    assert_eq!(
+        redis
+            .cli(&["queue", "redrive", "jobs-dead", "--to", "missing"])
+            .error(),
         "error: queue 'missing' not found"
     );
 }
@@ -527,6 +766,114 @@ fn token_revoke_removes_the_tokens_and_announces_it() {
 
     let run = redis.cli(&["token", "revoke", "--user", &user]).ok();
     assert!(run.stdout.contains("revoked 0 access tokens"), "{run:?}");
+}
+
+/// `token revoke` marks the user revoked at Redis' clock, for as long as a JWT issued before
+/// can live: the gateways refuse every JWT of the user issued until then.
+#[test]
+fn token_revoke_sets_the_users_revocation_mark() {
+    let redis = TestRedis::start();
+    let user = redis.unique("erin");
+    let mut conn = redis.conn();
+    let (before, _micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    redis.cli(&["token", "revoke", "--user", &user]).ok();
+    let key = wsmq_proto::keys::revoked(&user);
+    let mark: u64 = conn.get(&key).expect("a revocation mark");
+    let (after, _micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    let out = redis
+        .cli(&["--json", "token", "revoke", "--user", &user])
+        .json();
+    let until = out["jwts_issued_until"].as_u64().unwrap();
+    assert!((after..after + 5).contains(&until), "{out}");
+    assert!(
+        (before..=after).contains(&mark),
+        "{before} <= {mark} <= {after}"
+    );
+    let ttl: u64 = conn.ttl(&key).unwrap();
+    let horizon = wsmq_proto::keys::REVOCATION_TTL_SECS;
+    assert!(
+        ttl > wsmq_proto::token::MAX_JWT_LIFETIME_SECS && ttl <= horizon,
+        "{ttl}"
+    );
+    // A mark never moves back (a second revoke, or a clock that jumped back).
+    let ahead = mark + 3;
+    let _: () = conn.set_ex(&key, ahead, 60).unwrap();
+    redis.cli(&["token", "revoke", "--user", &user]).ok();
+    assert_eq!(conn.get::<_, u64>(&key).unwrap(), ahead);
+}
+
+/// A token issued right after a revoke (a credential rotation) is not caught by it: issuing
+/// waits until Redis' clock is past the mark.
+#[test]
+fn token_issue_right_after_a_revoke_issues_a_token_past_the_mark() {
+    let redis = TestRedis::start();
+    let user = redis.unique("frank");
+    redis.cli(&["token", "revoke", "--user", &user]).ok();
+    let out = redis
+        .command(&["--json", "token", "issue", "--user", &user])
+        .env("WSMQ_JWT_SECRET", "s")
+        .run()
+        .json();
+    let mark: u64 = redis
+        .conn()
+        .get(wsmq_proto::keys::revoked(&user))
+        .expect("a revocation mark");
+    let exp = out["expires"].as_u64().unwrap();
+    let claims = JwtVerifier::hs256(b"s")
+        .unwrap()
+        .verify(out["jwt"].as_str().unwrap(), exp - 60)
+        .unwrap();
+    assert!(claims.iat.unwrap() > mark, "{claims:?} vs mark {mark}");
+}
+
+/// Gateways that require an issuer and an audience accept what `token issue` prints with the
+/// same values.
+#[test]
+fn token_issue_sets_the_issuer_and_audience() {
+    let redis = TestRedis::start();
+    let user = redis.unique("grace");
+    let out = redis
+        .command(&["--json", "token", "issue", "--user", &user])
+        .args(&["--issuer", "https://id.example", "--audience", "wsmq"])
+        .env("WSMQ_JWT_SECRET", "s")
+        .run()
+        .json();
+    let exp = out["expires"].as_u64().unwrap();
+    let claims = JwtVerifier::hs256(b"s")
+        .unwrap()
+        .with_issuer("https://id.example")
+        .with_audience("wsmq")
+        .verify(out["jwt"].as_str().unwrap(), exp - 60)
+        .expect("the issuer and audience are set");
+    assert_eq!(claims.sub, user);
+    // The same from the gateways' environment variables.
+    let out = redis
+        .command(&["--json", "token", "issue", "--user", &user])
+        .env("WSMQ_JWT_SECRET", "s")
+        .env("WSMQ_JWT_ISSUER", "https://id.example")
+        .env("WSMQ_JWT_AUDIENCE", "wsmq")
+        .run()
+        .json();
+    JwtVerifier::hs256(b"s")
+        .unwrap()
+        .with_issuer("https://id.example")
+        .with_audience("wsmq")
+        .verify(out["jwt"].as_str().unwrap(), exp - 60)
+        .expect("the issuer and audience are set from the environment");
+}
+
+#[test]
+fn token_issue_refuses_a_lifetime_the_gateways_would_refuse() {
+    let redis = TestRedis::start();
+    let line = redis
+        .command(&["token", "issue", "--user", "u", "--ttl", "31d"])
+        .env("WSMQ_JWT_SECRET", "jwt-secret")
+        .run()
+        .error();
+    assert_eq!(
+        line,
+        "error: --ttl must be at most 30d (the longest JWT lifetime the gateways accept)"
+    );
 }
 
 // ---- nodes ----

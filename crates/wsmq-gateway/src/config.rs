@@ -55,7 +55,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WSMQ_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Redis URL; without it an in-memory engine runs (single node, not durable).
-    #[arg(long, env = "WSMQ_REDIS_URL")]
+    #[arg(long, env = "WSMQ_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// RabbitMQ URL, amqp://user:pass@host:5672/vhost: queues and channels on RabbitMQ; a
     /// --redis-url beside it serves only the access-token registry (docs/amqp.md)
@@ -78,10 +78,10 @@ pub struct ServeArgs {
     /// PEM public key (RSA or EC) to verify RS256/ES256 JWTs instead of HS256.
     #[arg(long, env = "WSMQ_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
-    /// Required `iss` of JWTs.
+    /// Required `iss` of JWTs (also set in the tokens the gateway mints).
     #[arg(long, env = "WSMQ_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` of JWTs.
+    /// Required `aud` of JWTs (also set in the tokens the gateway mints).
     #[arg(long, env = "WSMQ_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Secret of tokens2 access tokens [default: the JWT secret].
@@ -95,10 +95,15 @@ pub struct ServeArgs {
     #[serde(default)]
     pub open: bool,
     /// Serve the chat demo at /demo with a token endpoint that gives anyone a token for any
-    /// name: never in production.
+    /// name (and keep history for its rooms, `room-*`): never in production. Refused beside
+    /// --jwt-secret, --jwt-public-key or --access-token-secret unless --demo-secret is given.
     #[arg(long, env = "WSMQ_DEMO")]
     #[serde(default)]
     pub demo: bool,
+    /// Own HS256 secret of demo tokens: with it, demo users are named `demo-NAME`, may only
+    /// publish to `demo-*` queues, and a real token for a `demo-*` user is refused here.
+    #[arg(long, env = "WSMQ_DEMO_SECRET", hide_env_values = true)]
+    pub demo_secret: Option<String>,
     /// Key for `POST /api/publish` (`Authorization: apikey KEY`); without it the route is 404.
     #[arg(long, env = "WSMQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -153,6 +158,64 @@ pub struct ServeArgs {
     /// the public port no longer serves `/metrics` and `/api/publish` [default: none].
     #[arg(long, env = "WSMQ_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+    /// Origins (`https://app.example.com`, comma-separated) whose pages may open sessions; an
+    /// upgrade with another `Origin` header is answered 403 (clients that send no `Origin`,
+    /// i.e. not browsers, are not affected) [default: any origin].
+    #[arg(long, env = "WSMQ_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Costly ops (subscribe, unsubscribe, publish; auth counts ten) one session may run per
+    /// second, within --rate-limit; more get `rate_limited`; 0 turns it off [default: 1000].
+    #[arg(long, env = "WSMQ_OP_RATE_LIMIT")]
+    pub op_rate_limit: Option<u32>,
+    /// Queues one user may create per hour on this node (by subscribe or publish); more are
+    /// refused with `rate_limited`; 0 turns it off [default: 100].
+    #[arg(long, env = "WSMQ_QUEUE_CREATE_LIMIT")]
+    pub queue_create_limit: Option<u32>,
+    /// Publications every channel keeps for recovery and the `history` op; 0 turns history
+    /// off (`[[history]]` entries of the config file set it per channel pattern) [default: 0].
+    #[arg(long, env = "WSMQ_HISTORY_SIZE")]
+    pub history_size: Option<u64>,
+    /// How long a channel's history lives after its last publication [default: 1day].
+    #[arg(long, env = "WSMQ_HISTORY_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde_opt")]
+    pub history_ttl: Option<Duration>,
+    /// `[[history]]` entries (config file only): `pattern` (a channel glob), `size`, `ttl`;
+    /// the first whose pattern matches a channel overrides the flags for it.
+    #[arg(skip)]
+    #[serde(default)]
+    pub history: Vec<HistoryRuleArgs>,
+}
+
+/// One `[[history]]` entry of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRuleArgs {
+    /// Channel-name glob (`*`, `?`).
+    pub pattern: String,
+    /// Publications kept; 0: no history for these channels [default: `--history-size`].
+    pub size: Option<u64>,
+    /// Lifetime after the last publication [default: `--history-ttl`].
+    #[serde(default, with = "humantime_serde_opt")]
+    pub ttl: Option<Duration>,
+}
+
+/// Channel history: the default for every channel and the per-pattern overrides, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// `--history-size`, `--history-ttl`.
+    pub default: HistoryRule,
+    /// `[[history]]` entries, then (with `--demo`) the demo's rooms; the first match wins.
+    pub rules: Vec<(String, HistoryRule)>,
+}
+
+/// How much history some channels keep; `size` 0 means none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// Publications kept.
+    pub size: u64,
+    /// Lifetime after the last publication.
+    pub ttl: Duration,
 }
 
 /// A secret that never shows in `Debug` output or logs; its value is read with
@@ -210,7 +273,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Serve the chat demo and its token endpoint (`--demo`).
     pub demo: bool,
+    /// Which channels keep history, and how much.
+    pub history: HistoryConfig,
 }
+
+/// Prefix of demo user names when demo tokens have their own secret (`--demo-secret`).
+pub const DEMO_USER_PREFIX: &str = "demo-";
 
 /// Where and how connections are accepted.
 #[derive(Debug, Clone)]
@@ -225,6 +293,8 @@ pub struct ListenConfig {
     pub handshake_timeout: Duration,
     /// Shutdown deadline.
     pub drain_timeout: Duration,
+    /// Origins allowed to open sessions (exact, lowercase); empty: any.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Who may connect and what they may do.
@@ -240,6 +310,11 @@ pub struct AuthConfig {
     pub open: bool,
     /// Key of `/api/publish`; `None` disables the route.
     pub api_key: Option<Secret>,
+    /// How often every open session is re-checked against the revocation records, in case an
+    /// announcement was lost (not a flag: 60 s; tests shorten it).
+    pub revocation_sweep: Duration,
+    /// Own secret of demo tokens (`--demo-secret`): demo users are then `demo-NAME`.
+    pub demo_secret: Option<Secret>,
 }
 
 /// What one session may do and hold.
@@ -259,10 +334,14 @@ pub struct Limits {
     pub rate_limit: u32,
     /// Frames a session may send at once above the rate.
     pub rate_burst: u32,
+    /// Costly ops per second per session (auth counts ten); 0: unlimited.
+    pub op_rate_limit: u32,
+    /// Queues one user may create per hour on this node; 0: unlimited.
+    pub queue_create_limit: u32,
 }
 
-/// Which engine, and how it is read.
-#[derive(Debug, Clone)]
+/// Which engine, and how it is read. `Debug` shows the Redis URL without its password.
+#[derive(Clone)]
 pub struct EngineConfig {
     /// Redis URL, or `None` for the in-memory engine. With `amqp`, only the access-token
     /// registry (and a copy of the heartbeats) lives there.
@@ -273,6 +352,33 @@ pub struct EngineConfig {
     pub rsmq_ns: String,
     /// Poll fallback period.
     pub poll_interval: Duration,
+}
+
+impl fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("rsmq_ns", &self.rsmq_ns)
+            .field("poll_interval", &self.poll_interval)
+            .finish()
+    }
+}
+
+/// `url` with the password of its userinfo (`redis://user:PASSWORD@host`) replaced by `***`,
+/// for logs and `Debug` output.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// The defaults, each used by validation and written in its flag's help text (a test holds
@@ -296,6 +402,55 @@ mod default {
     pub(super) const PING_INTERVAL: Duration = Duration::from_secs(30);
     pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     pub(super) const RATE_LIMIT: u32 = 10_000;
+    pub(super) const HISTORY_SIZE: u64 = 0;
+    pub(super) const HISTORY_TTL: Duration = Duration::from_secs(24 * 3600);
+    /// The demo's rooms keep this many publications (with `--demo`).
+    pub(super) const DEMO_HISTORY_SIZE: u64 = 100;
+    /// Most publications a channel may keep: a bound on memory (Redis or the node's).
+    pub(super) const MAX_HISTORY_SIZE: u64 = 1_000_000;
+    pub(super) const REVOCATION_SWEEP: Duration = Duration::from_secs(60);
+    pub(super) const OP_RATE_LIMIT: u32 = 1000;
+    pub(super) const QUEUE_CREATE_LIMIT: u32 = 100;
+}
+
+/// Upper bounds of values that come from outside: past them, timers and buffers would
+/// overflow or make no sense, so they are refused at start.
+mod bound {
+    use std::time::Duration;
+
+    /// Longest duration option (poll, ping, handshake, drain).
+    pub(super) const DURATION: Duration = Duration::from_secs(3600);
+    /// Largest `--max-frame`: tungstenite's own default message limit.
+    pub(super) const MAX_FRAME: usize = 64 << 20;
+    /// Most `--max-connections` (tokio's semaphore holds at most `usize::MAX >> 3` permits).
+    pub(super) const MAX_CONNECTIONS: usize = 10_000_000;
+    /// Most `--max-subscriptions`.
+    pub(super) const MAX_SUBSCRIPTIONS: usize = 10_000;
+    /// Most `--outbound-buffer`.
+    pub(super) const OUTBOUND_BUFFER: usize = 1_000_000;
+    /// Most unacknowledged deliveries one session may hold: `--window` × `--max-subscriptions`.
+    /// They wait in the session's outbound queue without counting against
+    /// `--outbound-buffer`, so this is what bounds that queue for queue deliveries.
+    pub(super) const SESSION_CREDIT: usize = 100_000;
+}
+
+/// `value` if it is at most [`bound::DURATION`], else a configuration error naming `flag`.
+fn at_most_an_hour(flag: &str, value: Duration) -> Result<Duration, GatewayError> {
+    if value > bound::DURATION {
+        return bad(format!(
+            "{flag} {} is over the limit of 1h",
+            humantime::format_duration(value)
+        ));
+    }
+    Ok(value)
+}
+
+/// Whether the own-queue template gives each user a queue of its own.
+fn own_queue_has_user(args: &ServeArgs) -> bool {
+    args.own_queue
+        .as_deref()
+        .unwrap_or(default::OWN_QUEUE)
+        .contains("{user}")
 }
 
 /// A configuration error.
@@ -310,19 +465,41 @@ impl ListenConfig {
             return bad("--admin-listen must differ from --listen");
         }
         let max_connections = args.max_connections.unwrap_or(default::MAX_CONNECTIONS);
-        if max_connections == 0 {
-            return bad("--max-connections must be at least 1");
+        if !(1..=bound::MAX_CONNECTIONS).contains(&max_connections) {
+            return bad(format!(
+                "--max-connections {max_connections} is outside 1..={}",
+                bound::MAX_CONNECTIONS
+            ));
         }
         let handshake_timeout = args.handshake_timeout.unwrap_or(default::HANDSHAKE_TIMEOUT);
         if handshake_timeout < Duration::from_millis(100) {
             return bad("--handshake-timeout must be at least 100ms");
         }
+        let mut allowed_origins = Vec::with_capacity(args.allowed_origins.len());
+        for origin in &args.allowed_origins {
+            let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+            let Some((scheme, host)) = origin.split_once("://") else {
+                return bad(format!(
+                    "--allowed-origins {origin:?} is not an origin like https://app.example.com"
+                ));
+            };
+            if scheme.is_empty() || host.is_empty() || host.contains('/') {
+                return bad(format!(
+                    "--allowed-origins {origin:?} is not an origin like https://app.example.com"
+                ));
+            }
+            allowed_origins.push(origin);
+        }
         Ok(ListenConfig {
             addr,
             admin: args.admin_listen,
             max_connections,
-            handshake_timeout,
-            drain_timeout: args.drain_timeout.unwrap_or(default::DRAIN_TIMEOUT),
+            handshake_timeout: at_most_an_hour("--handshake-timeout", handshake_timeout)?,
+            drain_timeout: at_most_an_hour(
+                "--drain-timeout",
+                args.drain_timeout.unwrap_or(default::DRAIN_TIMEOUT),
+            )?,
+            allowed_origins,
         })
     }
 }
@@ -340,8 +517,28 @@ impl AuthConfig {
             Some(s) => (s.clone(), false),
             None => (random_string(48), true),
         };
-        if args.demo && public_key_pem.is_some() {
-            return bad("--demo mints HS256 tokens: it cannot be used with --jwt-public-key");
+        let demo_secret = match &args.demo_secret {
+            Some(s) if s.is_empty() => return bad("--demo-secret must not be empty"),
+            Some(s) if args.jwt_secret.as_ref() == Some(s) => {
+                return bad("--demo-secret must differ from --jwt-secret");
+            }
+            Some(s) => Some(Secret(s.clone())),
+            None => None,
+        };
+        // A demo signing with the real key would let anyone mint a token for any real user.
+        let production_keys = args.jwt_secret.is_some()
+            || public_key_pem.is_some()
+            || args.access_token_secret.is_some();
+        if demo_secret.is_some() && !own_queue_has_user(args) {
+            return bad(
+                "--demo-secret needs an --own-queue with {user}: demo users would share a real queue",
+            );
+        }
+        if args.demo && production_keys && demo_secret.is_none() {
+            return bad(
+                "--demo gives anyone a token for any user name: beside --jwt-secret, \
+                 --jwt-public-key or --access-token-secret it needs its own --demo-secret",
+            );
         }
         let access_token_secret =
             Secret(args.access_token_secret.clone().unwrap_or(secret.clone()));
@@ -368,6 +565,8 @@ impl AuthConfig {
             own_queue,
             open: args.open,
             api_key,
+            revocation_sweep: default::REVOCATION_SWEEP,
+            demo_secret,
         })
     }
 }
@@ -379,31 +578,62 @@ impl Limits {
             return bad(format!("--window {window} is outside 1..=10000"));
         }
         let max_frame = args.max_frame.unwrap_or(default::MAX_FRAME);
-        if max_frame < 1024 {
-            return bad(format!("--max-frame {max_frame} is below 1024"));
+        if !(1024..=bound::MAX_FRAME).contains(&max_frame) {
+            return bad(format!(
+                "--max-frame {max_frame} is outside 1024..={}",
+                bound::MAX_FRAME
+            ));
         }
         let ping_interval = args.ping_interval.unwrap_or(default::PING_INTERVAL);
         if ping_interval < Duration::from_millis(100) {
             return bad("--ping-interval must be at least 100ms");
         }
+        let ping_interval = at_most_an_hour("--ping-interval", ping_interval)?;
+        let max_subscriptions = args
+            .max_subscriptions
+            .unwrap_or(default::MAX_SUBSCRIPTIONS)
+            .max(1);
+        if max_subscriptions > bound::MAX_SUBSCRIPTIONS {
+            return bad(format!(
+                "--max-subscriptions {max_subscriptions} is over {}",
+                bound::MAX_SUBSCRIPTIONS
+            ));
+        }
+        // Every subscription may have `window` deliveries waiting for the client at once.
+        let credit = window * max_subscriptions;
+        if credit > bound::SESSION_CREDIT {
+            return bad(format!(
+                "--window {window} x --max-subscriptions {max_subscriptions} = {credit} \
+                 unacknowledged messages per session is over {}; lower one of them",
+                bound::SESSION_CREDIT
+            ));
+        }
+        let outbound_buffer = args
+            .outbound_buffer
+            .unwrap_or(default::OUTBOUND_BUFFER)
+            .max(16);
+        if outbound_buffer > bound::OUTBOUND_BUFFER {
+            return bad(format!(
+                "--outbound-buffer {outbound_buffer} is over {}",
+                bound::OUTBOUND_BUFFER
+            ));
+        }
         let rate_limit = args.rate_limit.unwrap_or(default::RATE_LIMIT);
         Ok(Limits {
             window,
             max_frame,
-            max_subscriptions: args
-                .max_subscriptions
-                .unwrap_or(default::MAX_SUBSCRIPTIONS)
-                .max(1),
-            outbound_buffer: args
-                .outbound_buffer
-                .unwrap_or(default::OUTBOUND_BUFFER)
-                .max(16),
+            max_subscriptions,
+            outbound_buffer,
             ping_interval,
             rate_limit,
             rate_burst: args
                 .rate_burst
                 .unwrap_or_else(|| rate_limit.saturating_mul(2))
                 .max(1),
+            op_rate_limit: args.op_rate_limit.unwrap_or(default::OP_RATE_LIMIT),
+            queue_create_limit: args
+                .queue_create_limit
+                .unwrap_or(default::QUEUE_CREATE_LIMIT),
         })
     }
 }
@@ -425,6 +655,7 @@ impl EngineConfig {
         if poll_interval < Duration::from_millis(10) {
             return bad("--poll-interval must be at least 10ms");
         }
+        let poll_interval = at_most_an_hour("--poll-interval", poll_interval)?;
         let amqp = AmqpConfig::from_args(
             args.amqp_url.as_ref(),
             args.amqp_queue_prefix.as_deref(),
@@ -487,6 +718,7 @@ impl ServeArgs {
             own_queue: self.own_queue.or(file.own_queue),
             open: self.open || file.open,
             demo: self.demo || file.demo,
+            demo_secret: self.demo_secret.or(file.demo_secret),
             api_key: self.api_key.or(file.api_key),
             window: self.window.or(file.window),
             poll_interval: self.poll_interval.or(file.poll_interval),
@@ -502,6 +734,20 @@ impl ServeArgs {
             rate_limit: self.rate_limit.or(file.rate_limit),
             rate_burst: self.rate_burst.or(file.rate_burst),
             admin_listen: self.admin_listen.or(file.admin_listen),
+            history_size: self.history_size.or(file.history_size),
+            history_ttl: self.history_ttl.or(file.history_ttl),
+            history: if self.history.is_empty() {
+                file.history
+            } else {
+                self.history
+            },
+            allowed_origins: if self.allowed_origins.is_empty() {
+                file.allowed_origins
+            } else {
+                self.allowed_origins
+            },
+            op_rate_limit: self.op_rate_limit.or(file.op_rate_limit),
+            queue_create_limit: self.queue_create_limit.or(file.queue_create_limit),
         }
     }
 
@@ -522,7 +768,70 @@ impl ServeArgs {
             node_id,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             demo: self.demo,
+            history: HistoryConfig::from_args(&self)?,
         })
+    }
+}
+
+impl HistoryConfig {
+    fn from_args(args: &ServeArgs) -> Result<HistoryConfig, GatewayError> {
+        let check = |size: u64, ttl: Duration, what: &str| {
+            if size > default::MAX_HISTORY_SIZE {
+                return bad(format!(
+                    "{what} size must be at most {}",
+                    default::MAX_HISTORY_SIZE
+                ));
+            }
+            if ttl < Duration::from_secs(1) {
+                return bad(format!("{what} ttl must be at least 1s"));
+            }
+            Ok(HistoryRule { size, ttl })
+        };
+        let default = check(
+            args.history_size.unwrap_or(default::HISTORY_SIZE),
+            args.history_ttl.unwrap_or(default::HISTORY_TTL),
+            "--history",
+        )?;
+        // RabbitMQ's topic exchange keeps and numbers nothing (docs/amqp.md): refused at start
+        // rather than a history that silently stays empty.
+        if args.amqp_url.is_some() {
+            if default.size > 0 {
+                return bad(
+                    "--history-size needs the Redis or in-memory engine: RabbitMQ channels \
+                     (--amqp-url) keep no history",
+                );
+            }
+            if let Some(rule) = args.history.first() {
+                return bad(format!(
+                    "[[history]] {:?} needs the Redis or in-memory engine: RabbitMQ channels \
+                     (--amqp-url) keep no history",
+                    rule.pattern
+                ));
+            }
+        }
+        let mut rules = Vec::new();
+        for rule in &args.history {
+            if rule.pattern.is_empty() {
+                return bad("[[history]] pattern must not be empty");
+            }
+            let what = format!("[[history]] {:?}", rule.pattern);
+            let size = rule.size.unwrap_or(default.size);
+            let ttl = rule.ttl.unwrap_or(default.ttl);
+            rules.push((rule.pattern.clone(), check(size, ttl, &what)?));
+        }
+        // Not on RabbitMQ: the demo runs there too, its rooms without history.
+        if args.demo && args.amqp_url.is_none() {
+            // After the file's entries, so a file can still say otherwise for the rooms.
+            let size = default.size.max(default::DEMO_HISTORY_SIZE);
+            rules.push((
+                "room-*".to_owned(),
+                HistoryRule {
+                    size,
+                    ttl: default.ttl,
+                },
+            ));
+        }
+        Ok(HistoryConfig { default, rules })
     }
 }
 
@@ -627,6 +936,53 @@ mod tests {
     }
 
     #[test]
+    fn history_has_flags_file_rules_and_the_demo_rooms() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.history.default.size, 0);
+        assert_eq!(config.history.default.ttl, Duration::from_secs(86_400));
+        assert!(config.history.rules.is_empty());
+
+        let dir = std::env::temp_dir().join(format!("wsmq-history-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        let file = "history-size = 10\n[[history]]\npattern = \"chat-*\"\nsize = 500\nttl = \"1h\"\n\
+                    [[history]]\npattern = \"noisy-*\"\nsize = 0\n";
+        std::fs::write(&path, file).unwrap();
+        let config = parse(&["--config", path.to_str().unwrap(), "--demo"]).unwrap();
+        assert_eq!(config.history.default.size, 10);
+        let rules: Vec<(&str, u64, u64)> = config
+            .history
+            .rules
+            .iter()
+            .map(|(p, r)| (p.as_str(), r.size, r.ttl.as_secs()))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("chat-*", 500, 3600),
+                ("noisy-*", 0, 86_400),
+                ("room-*", 100, 86_400)
+            ]
+        );
+
+        for bad in [
+            "[[history]]\npattern = \"\"\n",
+            "[[history]]\npattern = \"a\"\nsize = 2000000\n",
+            "[[history]]\npattern = \"a\"\nttl = \"0s\"\n",
+            "[[history]]\npattern = \"a\"\nsise = 3\n",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            assert!(
+                parse(&["--config", path.to_str().unwrap()]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(parse(&["--history-size", "1000001"]).is_err());
+        assert!(parse(&["--history-ttl", "0s"]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn limits_and_the_admin_address_have_flags_and_defaults() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen.handshake_timeout, Duration::from_secs(10));
@@ -682,6 +1038,13 @@ mod tests {
             ("ping_interval", secs(default::PING_INTERVAL)),
             ("handshake_timeout", secs(default::HANDSHAKE_TIMEOUT)),
             ("rate_limit", default::RATE_LIMIT.to_string()),
+            ("history_size", default::HISTORY_SIZE.to_string()),
+            ("history_ttl", secs(default::HISTORY_TTL)),
+            ("op_rate_limit", default::OP_RATE_LIMIT.to_string()),
+            (
+                "queue_create_limit",
+                default::QUEUE_CREATE_LIMIT.to_string(),
+            ),
             (
                 "amqp_exchange",
                 crate::engine::amqp::DEFAULT_EXCHANGE.to_owned(),
@@ -735,6 +1098,132 @@ mod tests {
             "redis://127.0.0.1:6379",
         ];
         assert!(parse(&both).is_ok());
+    }
+
+    #[test]
+    fn history_is_refused_beside_rabbitmq_and_the_demo_runs_there_without_it() {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let err = parse(&["--amqp-url", url, "--history-size", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--history-size") && err.contains("RabbitMQ"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert!(parse(&["--amqp-url", url, "--history-size", "0"]).is_ok());
+
+        let dir = std::env::temp_dir().join(format!("wsmq-amqp-history-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, "[[history]]\npattern = \"chat-*\"\nsize = 5\n").unwrap();
+        let with_file = ["--amqp-url", url, "--config", path.to_str().unwrap()];
+        let err = parse(&with_file).unwrap_err().to_string();
+        assert!(
+            err.contains("[[history]] \"chat-*\"") && err.contains("RabbitMQ"),
+            "{err}"
+        );
+        // The same file is fine on the other engines.
+        assert!(parse(&["--config", path.to_str().unwrap()]).is_ok());
+
+        // --demo keeps its rooms' history on Redis and in memory, but adds none on RabbitMQ.
+        let demo = parse(&["--demo"]).unwrap();
+        assert_eq!(demo.history.rules.len(), 1);
+        let demo = parse(&["--demo", "--amqp-url", url]).unwrap();
+        assert!(demo.history.rules.is_empty(), "{:?}", demo.history.rules);
+        assert_eq!(demo.history.default.size, 0);
+    }
+
+    #[test]
+    fn outside_values_have_upper_bounds() {
+        for args in [
+            &["--poll-interval", "100000000000s"][..],
+            &["--ping-interval", "2h"],
+            &["--handshake-timeout", "2h"],
+            &["--drain-timeout", "30000000y"],
+            &["--max-frame", "18446744073709551615"],
+            &["--max-connections", "2305843009213693952"],
+            &["--max-subscriptions", "1000000"],
+            &["--outbound-buffer", "18446744073709551615"],
+        ] {
+            let err = parse(args).expect_err(args[0]).to_string();
+            assert!(err.contains(args[0]), "{args:?}: {err}");
+        }
+        assert!(parse(&["--poll-interval", "1h", "--max-frame", "67108864"]).is_ok());
+    }
+
+    #[test]
+    fn the_credit_of_a_session_is_bounded_at_start() {
+        // 10,000 x 64 deliveries could wait for one client: refused with one line naming both.
+        let err = parse(&["--window", "10000"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--window 10000 x --max-subscriptions 64") && !err.contains('\n'),
+            "{err}"
+        );
+        assert!(parse(&["--window", "10000", "--max-subscriptions", "10"]).is_ok());
+        assert!(parse(&["--window", "1000"]).is_ok());
+    }
+
+    #[test]
+    fn demo_mode_is_refused_beside_production_keys_without_its_own_secret() {
+        assert!(parse(&["--demo"]).is_ok());
+        for key in ["--jwt-secret", "--access-token-secret"] {
+            let err = parse(&["--demo", key, "prod-secret"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--demo-secret"), "{err}");
+        }
+        let config = parse(&["--demo", "--jwt-secret", "prod", "--demo-secret", "play"]).unwrap();
+        assert_eq!(config.auth.demo_secret, Some(Secret::new("play")));
+        assert!(parse(&["--demo", "--jwt-secret", "same", "--demo-secret", "same"]).is_err());
+        let fixed = ["--demo", "--demo-secret", "play", "--own-queue", "shared"];
+        assert!(parse(&fixed).unwrap_err().to_string().contains("{user}"));
+    }
+
+    #[test]
+    fn origins_are_checked_and_normalised() {
+        let config = parse(&[
+            "--allowed-origins",
+            "https://App.example.com/,http://localhost:8080",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.listen.allowed_origins,
+            ["https://app.example.com", "http://localhost:8080"]
+        );
+        assert!(parse(&["--allowed-origins", "app.example.com"]).is_err());
+        assert!(parse(&[]).unwrap().listen.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn urls_lose_their_password_in_debug_output_and_help() {
+        use clap::CommandFactory;
+
+        assert_eq!(
+            redact_url("redis://user:hunter2@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact_url("redis://:hunter2@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        let config = parse(&["--redis-url", "redis://:hunter2@127.0.0.1:6379"]).unwrap();
+        let text = format!("{config:?}");
+        assert!(
+            !text.contains("hunter2") && text.contains("127.0.0.1"),
+            "{text}"
+        );
+        // `serve --help` shows no environment value of a secret or URL.
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve subcommand");
+        for id in [
+            "redis_url",
+            "jwt_secret",
+            "access_token_secret",
+            "api_key",
+            "demo_secret",
+        ] {
+            let arg = serve.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert!(arg.is_hide_env_values_set(), "--{id} shows its env value");
+        }
     }
 
     #[test]

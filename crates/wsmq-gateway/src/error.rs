@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// A message or frame is over the limit.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller does this too often (a rate or budget is spent).
+    #[error("{0}")]
+    RateLimited(String),
 }
 
 impl GatewayError {
@@ -50,7 +53,10 @@ impl GatewayError {
                 ErrorCode::TooLarge
             }
             GatewayError::Engine(EngineError::Unavailable(_)) => ErrorCode::Unavailable,
-            GatewayError::Config(_) | GatewayError::Io(_) => ErrorCode::Internal,
+            GatewayError::RateLimited(_) => ErrorCode::RateLimited,
+            GatewayError::Config(_)
+            | GatewayError::Io(_)
+            | GatewayError::Engine(EngineError::Internal(_)) => ErrorCode::Internal,
         }
     }
 
@@ -71,7 +77,9 @@ impl GatewayError {
     pub fn public_message(&self) -> String {
         match self {
             GatewayError::Engine(EngineError::Unavailable(_)) => "engine unavailable".to_owned(),
-            GatewayError::Config(_) | GatewayError::Io(_) => "internal error".to_owned(),
+            GatewayError::Config(_)
+            | GatewayError::Io(_)
+            | GatewayError::Engine(EngineError::Internal(_)) => "internal error".to_owned(),
             other => other.to_string(),
         }
     }

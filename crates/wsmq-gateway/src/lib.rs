@@ -15,15 +15,19 @@
 //! - `upgrade`: WebSocket handshake: validation, auth, subprotocol, 101.
 //! - `session`: one WebSocket session: reader/writer tasks, the legacy and v1 dialects, one
 //!   module per v1 op under `session::ops`, subscribing in `session::subscribe`.
-//! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats and revocations.
+//! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats;
+//!   `revocation`: closing revoked users' sessions, and re-checking them when an announcement
+//!   may have been lost.
 //! - `delivery`: one task per queue subscription: window, batched receive, realtime wake-ups,
 //!   the precise timer and the poll fallback; `delivery::commands` batches acks and nacks.
 //! - `state`: `Gateway`, what every connection shares: the engine, the channel hub, the
-//!   authenticator, the session registry; `auth`: identities, JWT and access tokens, grants.
+//!   authenticator, the session registry; `history`: which channels keep history; `auth`:
+//!   identities, JWT and access tokens, grants.
 //! - `hub`: the node's channel hub (encode once, fan out to local subscribers), the engine's
 //!   broker handler; `outbound`: the frames a session sends and the queue they wait in.
 //! - [`engine`]: the three engine interfaces (queue store, broker, cluster state) and their
 //!   RabbitMQ, Redis and in-memory implementations.
+//! - `quota`: the per-user budget of queue creations.
 //! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
 
 mod auth;
@@ -33,6 +37,7 @@ mod delivery;
 mod demo;
 pub mod engine;
 pub mod error;
+mod history;
 mod http;
 mod hub;
 mod mailbox;
@@ -40,6 +45,8 @@ mod metrics;
 mod node;
 mod outbound;
 mod publish;
+mod quota;
+mod revocation;
 mod routes;
 pub mod server;
 mod session;

@@ -12,6 +12,10 @@
 //! room), `try_send` (full or closed is the caller's business), `recv`, `try_recv` and
 //! `close`, with the same end-of-stream rule: `recv` returns what was sent before the last
 //! sender left or the receiver closed, then `None`.
+//!
+//! One addition: [`Sender::send_exempt`] queues an item that does not count against the
+//! capacity, for producers whose items are bounded elsewhere (a session's queue deliveries
+//! are bounded by the subscriptions' credit, and must never make the queue look full).
 
 use std::{
     collections::VecDeque,
@@ -26,6 +30,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
+            exempt: 0,
             senders: 1,
             closed: false,
         }),
@@ -51,7 +56,10 @@ struct Shared<T> {
 }
 
 struct State<T> {
-    items: VecDeque<T>,
+    /// The items, each with whether it was sent exempt from the capacity.
+    items: VecDeque<(T, bool)>,
+    /// How many of `items` are exempt: the capacity applies to the others.
+    exempt: usize,
     /// Live senders; at zero the receiver gets `None` once the items are taken.
     senders: usize,
     /// The receiver closed or dropped: sends fail.
@@ -95,10 +103,28 @@ impl<T> Sender<T> {
         if state.closed {
             return Err(TrySendError::Closed(item));
         }
-        if state.items.len() >= self.shared.capacity {
+        if state.items.len() - state.exempt >= self.shared.capacity {
             return Err(TrySendError::Full(item));
         }
-        state.items.push_back(item);
+        state.items.push_back((item, false));
+        drop(state);
+        self.shared.readable.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item` whatever the queue holds: it does not count against the capacity (nor
+    /// does it stop other items from being queued). For items bounded by other means.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError`] once the receiver closed.
+    pub(crate) fn send_exempt(&self, item: T) -> Result<(), SendError<T>> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(SendError(item));
+        }
+        state.items.push_back((item, true));
+        state.exempt += 1;
         drop(state);
         self.shared.readable.notify_one();
         Ok(())
@@ -190,7 +216,10 @@ impl<T> Receiver<T> {
     pub(crate) fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = self.shared.lock();
         match state.items.pop_front() {
-            Some(item) => {
+            Some((item, exempt)) => {
+                if exempt {
+                    state.exempt -= 1;
+                }
                 if state.items.is_empty() {
                     // Idle queues hold no buffer. A queue busy enough to refill before the
                     // next take reallocates once per burst, not per item.
@@ -286,6 +315,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(rx);
         assert_eq!(sender.await.unwrap(), Err(SendError(2)));
+    }
+
+    #[tokio::test]
+    async fn exempt_items_do_not_count_against_the_capacity() {
+        let (tx, mut rx) = channel(2);
+        for i in 0..5 {
+            tx.send_exempt(i).unwrap();
+        }
+        // The capacity is still there for the others, and then full.
+        tx.try_send(10).unwrap();
+        tx.try_send(11).unwrap();
+        assert_eq!(tx.try_send(12), Err(TrySendError::Full(12)));
+        for want in [0, 1, 2, 3, 4, 10] {
+            assert_eq!(rx.recv().await, Some(want));
+        }
+        tx.try_send(13).unwrap();
+        rx.close();
+        assert_eq!(tx.send_exempt(14), Err(SendError(14)));
     }
 
     #[test]

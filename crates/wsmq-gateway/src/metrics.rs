@@ -18,7 +18,7 @@ use prometheus_client::{
 };
 use tracing::{debug, warn};
 
-use crate::engine::EngineError;
+use crate::engine::{DeadCounts, DeadLettered, EngineError};
 
 /// The content type of [`Metrics::render`].
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -35,6 +35,16 @@ pub(crate) struct Reason {
 pub(crate) struct Code {
     /// The WebSocket close code, e.g. `1012` or `4008`.
     pub code: String,
+}
+
+/// Label set of the dead message counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Dead {
+    /// Why the message is dead: `max_receives`, `ttl` or `nack`.
+    pub reason: &'static str,
+    /// What became of it: `dead_lettered` (moved to the queue's dead-letter queue) or
+    /// `deleted` (the queue has none).
+    pub outcome: &'static str,
 }
 
 /// Every metric the gateway keeps.
@@ -57,6 +67,10 @@ pub(crate) struct Metrics {
     pub acks: Counter,
     /// Messages given back by nacks.
     pub nacks: Counter,
+    /// Messages taken out of their queue as dead, by reason and outcome.
+    pub dead_messages: Family<Dead, Counter>,
+    /// Messages a receive skipped because their receive count is not a number.
+    pub corrupt_messages: Counter,
     /// Authentication failures by reason.
     pub auth_failures: Family<Reason, Counter>,
     /// Engine errors by operation.
@@ -95,6 +109,8 @@ impl Metrics {
             redeliveries: Counter::default(),
             acks: Counter::default(),
             nacks: Counter::default(),
+            dead_messages: Family::default(),
+            corrupt_messages: Counter::default(),
             auth_failures: Family::default(),
             engine_errors: Family::default(),
             connections_refused: Counter::default(),
@@ -149,6 +165,17 @@ impl Metrics {
             "nacks",
             "Queue messages given back by a nack",
             metrics.nacks.clone(),
+        );
+        r.register(
+            "dead_messages",
+            "Queue messages taken out as dead (reason: max_receives, ttl, nack; outcome: \
+             dead_lettered, deleted)",
+            metrics.dead_messages.clone(),
+        );
+        r.register(
+            "corrupt_messages",
+            "Queue messages skipped by a receive because their receive count is not a number",
+            metrics.corrupt_messages.clone(),
         );
         r.register(
             "auth_failures",
@@ -220,6 +247,37 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts what a receive took out as dead or skipped as corrupt.
+    pub(crate) fn dead_messages(&self, counts: &DeadCounts) {
+        let outcome = dead_outcome(counts.dead_lettered);
+        for (reason, n) in [
+            ("max_receives", counts.max_receives),
+            ("ttl", counts.expired),
+        ] {
+            if n > 0 {
+                self.dead_messages
+                    .get_or_create(&Dead { reason, outcome })
+                    .inc_by(n);
+            }
+        }
+        if counts.corrupt > 0 {
+            self.corrupt_messages.inc_by(counts.corrupt);
+        }
+    }
+
+    /// Counts messages a client nacked as dead.
+    pub(crate) fn dead_nacked(&self, outcome: DeadLettered) {
+        if outcome.count > 0 {
+            let labels = Dead {
+                reason: "nack",
+                outcome: dead_outcome(outcome.moved),
+            };
+            self.dead_messages
+                .get_or_create(&labels)
+                .inc_by(outcome.count);
+        }
+    }
+
     /// Counts a session that ended with close code `code`.
     pub(crate) fn session_closed(&self, code: u16) {
         self.sessions_closed
@@ -258,6 +316,10 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+fn dead_outcome(moved: bool) -> &'static str {
+    if moved { "dead_lettered" } else { "deleted" }
 }
 
 impl Default for Metrics {

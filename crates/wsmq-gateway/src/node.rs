@@ -1,16 +1,15 @@
-//! Node identity at runtime: the heartbeat key and the revocation listener.
+//! Node identity at runtime: the heartbeat key, and the start of the revocation worker.
 //!
 //! Every 5 s the node writes `wsmq:node:{id}` (JSON [`NodeHeartbeat`], TTL
 //! [`NODE_TTL_SECS`]) so `wsmq-cli nodes` can list live nodes with their connection counts;
 //! the key is deleted on a clean shutdown. The in-memory engine makes both no-ops.
 //! Revocations (`wsmq:revoke`, from any node or the CLI) close the user's local sessions
-//! with 4003.
+//! with 4003 (see [`crate::revocation`]).
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::broadcast::error::RecvError;
-use tracing::{info, warn};
-use wsmq_proto::{CloseCode, NodeHeartbeat, keys::NODE_TTL_SECS};
+use tracing::warn;
+use wsmq_proto::{NodeHeartbeat, keys::NODE_TTL_SECS};
 
 use crate::state::Gateway;
 
@@ -20,7 +19,7 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 // The heartbeat must be refreshed several times per TTL, or nodes would flicker.
 const _: () = assert!(HEARTBEAT_EVERY.as_secs() * 2 < NODE_TTL_SECS);
 
-/// Starts the heartbeat and the revocation listener on the shutdown tracker.
+/// Starts the heartbeat and the revocation worker on the shutdown tracker.
 pub(crate) fn spawn_workers(gateway: &Arc<Gateway>) {
     let g = Arc::clone(gateway);
     gateway.shutdown.spawn(async move {
@@ -37,27 +36,7 @@ pub(crate) fn spawn_workers(gateway: &Arc<Gateway>) {
             }
         }
     });
-    let g = Arc::clone(gateway);
-    let mut revocations = gateway.engine.cluster.revocations();
-    gateway.shutdown.spawn(async move {
-        let token = g.shutdown.token.clone();
-        loop {
-            let user = tokio::select! {
-                () = token.cancelled() => break,
-                user = revocations.recv() => user,
-            };
-            match user {
-                Ok(user) => {
-                    let closed = g.sessions.close_user(&user, CloseCode::FORBIDDEN);
-                    if closed > 0 {
-                        info!(user = %user, closed, "access revoked; sessions closed");
-                    }
-                }
-                Err(RecvError::Lagged(lost)) => warn!(lost, "revocations were missed"),
-                Err(RecvError::Closed) => break,
-            }
-        }
-    });
+    crate::revocation::spawn_worker(gateway);
 }
 
 /// Deletes this node's heartbeat (clean shutdown).

@@ -3,6 +3,13 @@
 //!
 //! Producers (replies, queue deliveries, channel frames) push with [`Outbound::push`], which
 //! never waits: a full queue means the client is not reading, and closes the session (4008).
+//!
+//! Queue deliveries, and the replies to acks and nacks of them, go in with
+//! [`Outbound::push_credit`] instead: they are bounded by the subscriptions' credit
+//! (`--window` each, checked against `--max-subscriptions` at start), so they never count
+//! against `--outbound-buffer`. Otherwise a healthy client that subscribes to a few queues
+//! with a backlog (17 × 64 deliveries at once > 1,024) would be closed as slow, its messages
+//! released, and the same would happen again on every reconnect.
 
 use std::sync::{Arc, OnceLock};
 
@@ -94,6 +101,11 @@ impl Closer {
         self.token.cancel();
     }
 
+    /// Whether the session is closing.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
     /// Resolves when the session is closing.
     pub(crate) async fn closed(&self) {
         self.token.cancelled().await;
@@ -146,5 +158,20 @@ impl Outbound {
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues a frame, waiting for room: for a burst the client asked for (a history replay),
+    /// whose size says nothing about the client being slow. `false` once the session closes.
+    pub(crate) async fn send(&self, frame: OutFrame) -> bool {
+        tokio::select! {
+            sent = self.tx.send(frame) => sent.is_ok(),
+            () = self.closer.token.cancelled() => false,
+        }
+    }
+
+    /// Queues a frame bounded by credit (a queue delivery, or the reply to an ack or nack of
+    /// one): it never makes the client count as slow. `false` when the session is closing.
+    pub(crate) fn push_credit(&self, frame: OutFrame) -> bool {
+        self.tx.send_exempt(frame).is_ok()
     }
 }

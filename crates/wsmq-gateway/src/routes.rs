@@ -7,7 +7,7 @@
 //! | `GET /readyz` | 200 when the engine answers and the node is not draining, else 503 |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/publish` | server-side publish with `Authorization: apikey KEY`; 404 without `--api-key` |
-//! | `GET /client/wsmq.js`; `/demo…` with `--demo` | [`demo::handle`]: the JS client, the chat demo |
+//! | `GET /client/wsmq.js`; `/demo…` with `--demo` | [`demo::handle`]: the JS client, the chat demo (public port only) |
 //!
 //! Everything else is a 404 with a JSON body. Only the path is ever logged: query strings may
 //! carry tokens.
@@ -24,10 +24,11 @@ use hyper::{
 use serde_json::json;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
-use wsmq_proto::decode_publish_body;
+use wsmq_proto::{Publish, Target, decode_publish_body};
 
 use crate::{
     demo,
+    engine::QueueRules,
     error::GatewayError,
     http::{Body, error_response, json_response, not_found},
     metrics,
@@ -89,7 +90,11 @@ pub(crate) async fn handle(
         {
             publish(req, &gateway).await
         }
-        (_, path) if demo::serves(&gateway, path) => demo::handle(req, &gateway).await,
+        // The demo is for browsers, which reach the public port; its token endpoint has no
+        // business on an internal port.
+        (_, path) if port == Port::Public && demo::serves(&gateway, path) => {
+            demo::handle(req, &gateway).await
+        }
         _ => not_found(),
     }
 }
@@ -161,13 +166,66 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
             return error_response(&err);
         }
     };
-    match publish::publish(gateway, &publish).await {
+    let rules = match queue_rules(text, &publish) {
+        Ok(rules) => rules,
+        Err(err) => return error_response(&err),
+    };
+    match publish::publish(gateway, None, &publish, rules.as_ref()).await {
         Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
-        Ok(Published::Channel { receivers }) => {
-            json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers}))
-        }
-        Err(err) => error_response(&GatewayError::Engine(err)),
+        Ok(Published::Channel {
+            receivers,
+            position: None,
+        }) => json_response(StatusCode::OK, &json!({"id": null, "receivers": receivers})),
+        Ok(Published::Channel {
+            receivers,
+            position: Some(at),
+        }) => json_response(
+            StatusCode::OK,
+            &json!({"id": null, "receivers": receivers, "offset": at.offset, "epoch": &*at.epoch}),
+        ),
+        Err(err) => error_response(&err),
     }
+}
+
+/// The optional `"create": {"maxreceives"?: n, "deadletter"?: q, "ttl"?: s}` of a publish body:
+/// the rules of the queue when this publish creates it.
+fn queue_rules(text: &str, publish: &Publish) -> Result<Option<QueueRules>, GatewayError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Create {
+        #[serde(default)]
+        maxreceives: u64,
+        #[serde(default)]
+        ttl: u64,
+        deadletter: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body {
+        create: Option<serde_json::Value>,
+    }
+    let invalid = |detail: String| GatewayError::Invalid(detail);
+    // The body already decoded as a publish, so it is a JSON object.
+    let body: Body = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let Some(create) = body.create else {
+        return Ok(None);
+    };
+    let Target::Queue(queue) = &publish.target else {
+        return Err(invalid("`create` is for queues, not channels".into()));
+    };
+    let create: Create = serde_json::from_value(create).map_err(|e| {
+        invalid(format!(
+            "`create` must be {{\"maxreceives\"?: n, \"deadletter\"?: queue, \"ttl\"?: seconds}}: {e}"
+        ))
+    })?;
+    let rules = QueueRules {
+        max_receives: create.maxreceives,
+        ttl: create.ttl,
+        dead_letter: create.deadletter,
+    };
+    rules
+        .validate(queue.as_str())
+        .map_err(GatewayError::Engine)?;
+    Ok(Some(rules))
 }
 
 /// Compares secrets without leaking, through timing, how long a matching prefix is.

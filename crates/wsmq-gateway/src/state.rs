@@ -12,14 +12,16 @@ use std::{
 use wsmq_proto::CloseCode;
 
 use crate::{
-    auth::Authenticator,
+    auth::{Authenticator, Credential},
     clock,
     config::Config,
-    engine::{BrokerHandler, Engine},
+    engine::{BrokerHandler, Engine, QueueRules},
     error::GatewayError,
+    history,
     hub::ChannelHub,
     metrics::Metrics,
     outbound::Closer,
+    quota::QueueQuota,
     shutdown::Shutdown,
 };
 
@@ -43,9 +45,16 @@ pub(crate) struct Gateway {
     pub addr: SocketAddr,
     /// Start time, Unix seconds (for the heartbeat).
     pub started: u64,
+    /// Queue creations each user has left (`--queue-create-limit`).
+    pub queue_quota: QueueQuota,
 }
 
 impl Gateway {
+    /// The history `channel` keeps, if any.
+    pub(crate) fn history_policy(&self, channel: &str) -> Option<crate::engine::HistoryPolicy> {
+        history::policy(&self.config.history, channel)
+    }
+
     /// Builds the shared state, and starts the engine's broker with the node's hub as its
     /// handler.
     ///
@@ -60,7 +69,8 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, GatewayError> {
         let auth = Authenticator::new(&config)?;
         let broker = Arc::clone(&engine.broker);
-        let hub = Arc::new(ChannelHub::new(
+        let history = config.history.clone();
+        let hub = ChannelHub::new(
             move |channel, first| {
                 if first {
                     broker.subscribe(channel);
@@ -69,10 +79,16 @@ impl Gateway {
                 }
             },
             metrics.subscriptions.clone(),
-        ));
+        )
+        .with_repairs(
+            Arc::clone(&engine.broker),
+            Box::new(move |channel| history::policy(&history, channel)),
+        );
+        let hub = Arc::new(hub);
         let handler: Arc<dyn BrokerHandler> = hub.clone();
         engine.broker.start(&handler);
         Ok(Arc::new(Gateway {
+            queue_quota: QueueQuota::new(config.limits.queue_create_limit),
             config,
             engine,
             hub,
@@ -85,53 +101,182 @@ impl Gateway {
         }))
     }
 
+    /// Makes sure `queue` exists before `user` consumes or publishes to it, creating it (with
+    /// `rules`, else the defaults) within the user's budget of creations (`user` `None`: the
+    /// publish API, not limited). An existing queue keeps its own rules.
+    ///
+    /// # Errors
+    ///
+    /// The engine's, or [`GatewayError::RateLimited`] when the queue is missing and the user
+    /// has created as many as the budget allows.
+    pub(crate) async fn ensure_queue_for(
+        &self,
+        user: Option<&str>,
+        queue: &str,
+        rules: Option<&QueueRules>,
+    ) -> Result<(), GatewayError> {
+        let queues = &self.engine.queues;
+        let create = || async {
+            match rules {
+                Some(rules) => queues.create_queue(queue, rules).await,
+                None => queues.ensure_queue(queue).await,
+            }
+        };
+        let Some(user) = user.filter(|_| self.queue_quota.limit() > 0) else {
+            create().await?;
+            return Ok(());
+        };
+        if self.queue_quota.has_room(user) {
+            if create().await? {
+                self.queue_quota.spend(user);
+            }
+            return Ok(());
+        }
+        if queues.queue_exists(queue).await? {
+            return Ok(());
+        }
+        tracing::info!(user, "queue creation refused: budget spent");
+        Err(GatewayError::RateLimited(format!(
+            "you created too many queues (at most {} an hour); use existing ones",
+            self.queue_quota.limit()
+        )))
+    }
+
     /// Whether the node is shutting down (`/readyz` answers 503, new sessions are refused).
     pub(crate) fn is_draining(&self) -> bool {
         self.shutdown.drain_started.is_cancelled()
     }
 }
 
-/// Open sessions by user id; each entry can close its session with a code.
+/// Open sessions by user id; each entry can close its session with a code, and says what the
+/// session's admission rests on so that it can be re-checked.
+///
+/// It also counts the revocations the node has seen (its *epoch*): a handshake reads the epoch
+/// before it checks the credential, and the session compares it once registered. A revocation
+/// seen in between may have been checked against too early, and would have found no session
+/// to close: the session then re-checks its credential. One seen after the registration
+/// finds the session. Both happen under one lock, so there is no gap between the two.
 #[derive(Default)]
 pub(crate) struct SessionRegistry {
-    /// user → session number → closer.
-    by_user: Mutex<HashMap<String, HashMap<u64, Closer>>>,
+    /// The sessions, and the epoch.
+    inner: Mutex<Registry>,
     /// Source of session numbers.
     next: AtomicU64,
 }
 
+#[derive(Default)]
+struct Registry {
+    /// user → session number → entry.
+    by_user: HashMap<String, HashMap<u64, Entry>>,
+    /// Revocations seen (and notices of missed ones), ever.
+    epoch: u64,
+}
+
+struct Entry {
+    /// Closes the session.
+    closer: Closer,
+    /// What its admission rests on now.
+    credential: Credential,
+}
+
+/// One open session, as the periodic re-check sees it.
+pub(crate) struct RegisteredSession {
+    /// The user.
+    pub user: String,
+    /// The session number.
+    pub n: u64,
+    /// What its admission rests on.
+    pub credential: Credential,
+}
+
 impl SessionRegistry {
-    /// Registers a session; the returned number unregisters it.
-    pub(crate) fn register(&self, user: &str, closer: Closer) -> u64 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.inner.lock().expect("session registry poisoned")
+    }
+
+    /// The number of revocations seen so far; read before a credential is checked.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Registers a session; returns its number (which unregisters it) and the epoch at
+    /// registration.
+    pub(crate) fn register(
+        &self,
+        user: &str,
+        closer: Closer,
+        credential: Credential,
+    ) -> (u64, u64) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut by_user = self.by_user.lock().expect("session registry poisoned");
-        by_user
+        let mut inner = self.lock();
+        inner
+            .by_user
             .entry(user.to_owned())
             .or_default()
-            .insert(n, closer);
-        n
+            .insert(n, Entry { closer, credential });
+        (n, inner.epoch)
+    }
+
+    /// Records a session's new credential (after an `auth` refresh).
+    pub(crate) fn set_credential(&self, user: &str, n: u64, credential: Credential) {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.by_user.get_mut(user).and_then(|s| s.get_mut(&n)) {
+            entry.credential = credential;
+        }
     }
 
     /// Forgets a session.
     pub(crate) fn unregister(&self, user: &str, n: u64) {
-        let mut by_user = self.by_user.lock().expect("session registry poisoned");
-        if let Some(sessions) = by_user.get_mut(user) {
+        let mut inner = self.lock();
+        if let Some(sessions) = inner.by_user.get_mut(user) {
             sessions.remove(&n);
             if sessions.is_empty() {
-                by_user.remove(user);
+                inner.by_user.remove(user);
             }
         }
     }
 
-    /// Closes every session of `user` with `code`; returns how many there were.
+    /// Closes every session of `user` with `code` (a revocation); returns how many there were.
     pub(crate) fn close_user(&self, user: &str, code: CloseCode) -> usize {
-        let by_user = self.by_user.lock().expect("session registry poisoned");
-        let Some(sessions) = by_user.get(user) else {
+        let mut inner = self.lock();
+        inner.epoch += 1;
+        let Some(sessions) = inner.by_user.get(user) else {
             return 0;
         };
-        for closer in sessions.values() {
-            closer.close(code);
+        for entry in sessions.values() {
+            entry.closer.close(code);
         }
         sessions.len()
+    }
+
+    /// Notes that revocations may have been missed: sessions registering from now on re-check.
+    pub(crate) fn note_missed(&self) {
+        self.lock().epoch += 1;
+    }
+
+    /// Closes one session with `code`; `false` when it is gone already.
+    pub(crate) fn close_session(&self, user: &str, n: u64, code: CloseCode) -> bool {
+        let inner = self.lock();
+        let entry = inner.by_user.get(user).and_then(|s| s.get(&n));
+        if let Some(entry) = entry {
+            entry.closer.close(code);
+        }
+        entry.is_some()
+    }
+
+    /// Every open session, for the periodic re-check.
+    pub(crate) fn snapshot(&self) -> Vec<RegisteredSession> {
+        let inner = self.lock();
+        inner
+            .by_user
+            .iter()
+            .flat_map(|(user, sessions)| {
+                sessions.iter().map(|(n, entry)| RegisteredSession {
+                    user: user.clone(),
+                    n: *n,
+                    credential: entry.credential.clone(),
+                })
+            })
+            .collect()
     }
 }

@@ -72,18 +72,40 @@ pub(crate) async fn handle(
             &json!({"error": "bad_request", "reason": "missing sec-websocket-key"}),
         );
     };
+    if !origin_allowed(headers, &gateway.config.listen.allowed_origins) {
+        gateway.metrics.auth_failure("origin");
+        info!(path = %path, "handshake refused: origin not allowed");
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"error": "forbidden", "reason": "origin"}),
+        );
+    }
     if gateway.is_draining() {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &json!({"error": "unavailable", "reason": "draining"}),
         );
     }
+    // Read before the credential is checked: a revocation seen from here on makes the session
+    // re-check it once registered (see `state::SessionRegistry`).
+    let epoch = gateway.sessions.epoch();
     let identity = match gateway
         .auth
         .authenticate(req.headers(), req.uri(), gateway.engine.cluster.as_ref())
         .await
     {
         Ok(identity) => identity,
+        // A credential that could not be checked (the registry or the revocation marks did not
+        // answer) is not let in, but it is not a wrong credential either: 503, so that clients
+        // retry rather than ask their user for a new token.
+        Err(failure) if failure.reason == "unavailable" => {
+            gateway.metrics.auth_failure(failure.reason);
+            info!(path = %path, "handshake refused: credentials cannot be checked now");
+            return json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"error": "unavailable", "reason": "credentials_unchecked"}),
+            );
+        }
         Err(failure) => {
             gateway.metrics.auth_failure(failure.reason);
             info!(path = %path, reason = failure.reason, "handshake refused");
@@ -110,7 +132,7 @@ pub(crate) async fn handle(
                     let io = TokioIo::new(upgraded);
                     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                     let (sink, stream) = ws.split();
-                    session::run(sink, stream, session_gateway, identity, dialect).await;
+                    session::run(sink, stream, session_gateway, identity, dialect, epoch).await;
                 }
                 Err(err) => debug!(cause = %err, "upgrade failed"),
             }
@@ -134,6 +156,22 @@ pub(crate) async fn handle(
         );
     }
     response
+}
+
+/// Whether the request's `Origin` is allowed: always with an empty allow-list, and for
+/// clients that send none (browsers always do; other clients are not what a cross-site page
+/// can abuse); else only an origin of the list (compared without case).
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => origin.to_str().is_ok_and(|origin| {
+            let origin = origin.trim().trim_end_matches('/');
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+        }),
+    }
 }
 
 /// Per-socket buffers sized for many mostly idle sessions.

@@ -63,6 +63,7 @@ const newId = () => Date.now().toString(36) + Math.random().toString(36).slice(2
 const app = {
   me: null, // user name
   queueTemplate: '{user}',
+  userPrefix: '', // what every user name starts with on this node (--demo-secret: 'demo-')
   client: null,
   convs: new Map(), // "dm:bob" | "room:room-x" | "inbox" → {key, title, kind, messages: [], unread, sub?}
   current: null,
@@ -102,6 +103,7 @@ async function signIn(name) {
   }
   app.me = grant.user;
   app.queueTemplate = grant.queue_template || '{user}';
+  app.userPrefix = grant.user_prefix || '';
   sessionStorage.setItem('wsmq-demo-user', app.me);
   const client = new WsmqClient({
     url: nodeUrls(),
@@ -343,8 +345,10 @@ $('signin-form').addEventListener('submit', (e) => {
 $('signout').addEventListener('click', signOut);
 $('new-dm').addEventListener('submit', (e) => {
   e.preventDefault();
-  const to = $('dm-to').value.trim();
-  if (!to) return;
+  const typed = $('dm-to').value.trim();
+  if (!typed) return;
+  // A node with --demo-secret names demo users `demo-NAME`: "bob" means demo-bob there.
+  const to = typed.startsWith(app.userPrefix) ? typed : app.userPrefix + typed;
   $('dm-to').value = '';
   conv(`dm:${to}`);
   open(`dm:${to}`);

@@ -52,6 +52,9 @@ export function tokenExpiry(token) {
  * - `welcome`: the welcome frame `{user, node, token}`.
  * - `error`: `{error}` for problems no promise reports (a failed ack, a handler that threw).
  * - `token`: `{token}` whenever the client starts using a new token.
+ * - `reset`: `{channel, offset, epoch}` when publications of a channel with history were lost
+ *   to this client (its resubscribe could not recover them, or the server sent `reset`):
+ *   reload what you show of the channel (for example with `history()`).
  */
 export class WsmqClient extends EventTarget {
   /**
@@ -125,9 +128,29 @@ export class WsmqClient extends EventTarget {
     return this._subscribe('queue', queue, handler, ack);
   }
 
-  /** Receives a broadcast channel: the handler gets `{channel, message}`. */
-  subscribeChannel(channel, handler) {
-    return this._subscribe('channel', channel, handler, 'none');
+  /**
+   * Receives a broadcast channel: the handler gets `{channel, message}`, plus `offset` and
+   * `epoch` when the channel keeps history. Then the client remembers the last offset and,
+   * after every reconnect (to the same node or another), resubscribes with `since` so that
+   * nothing published meanwhile is missed; when that cannot be done it emits `reset`.
+   * `since: {offset, epoch}` starts from a position kept elsewhere (say, across a reload).
+   */
+  subscribeChannel(channel, handler, { since } = {}) {
+    return this._subscribe('channel', channel, handler, 'none', since);
+  }
+
+  /**
+   * Reads a channel's history: resolves with `{epoch, offset, messages: [{offset, message,
+   * sent}]}`, the latest `limit` (1 to 1000) before offset `before`, oldest first.
+   */
+  history(channel, { limit = 50, before } = {}) {
+    const frame = { op: 'history', channel, limit };
+    if (before !== undefined) frame.before = before;
+    return this._request(frame).then((ok) => ({
+      epoch: ok.epoch,
+      offset: ok.offset,
+      messages: ok.messages || [],
+    }));
   }
 
   /**
@@ -280,6 +303,11 @@ export class WsmqClient extends EventTarget {
       case 'message':
         this._deliver(frame);
         break;
+      case 'reset': {
+        const sub = this._subs.get(`channel:${frame.channel}`);
+        if (sub) sub._reset(frame.offset, frame.epoch);
+        break;
+      }
       default:
         break;
     }
@@ -378,10 +406,11 @@ export class WsmqClient extends EventTarget {
 
   // ---- subscriptions ----------------------------------------------------------------
 
-  _subscribe(kind, name, handler, ack) {
+  _subscribe(kind, name, handler, ack, since) {
     const key = `${kind}:${name}`;
     if (this._subs.has(key)) throw new WsmqError('invalid', `already subscribed to ${key}`);
     const sub = new Subscription(this, kind, name, handler, ack);
+    if (since) sub.position = { offset: since.offset, epoch: since.epoch };
     this._subs.set(key, sub);
     if (this.state === 'open') sub._renew();
     return sub;
@@ -423,6 +452,8 @@ export class Subscription {
     this.handler = handler;
     this.ackMode = ack;
     this.active = true;
+    /** Channels with history: `{offset, epoch}` of the last publication handled. */
+    this.position = null;
     this._setReady();
   }
 
@@ -450,8 +481,17 @@ export class Subscription {
     const reject = this._rejectReady;
     this._resolveReady = null;
     this._rejectReady = null;
-    this.client._request({ op: 'subscribe', [this.kind]: this.name }).then(
+    const frame = { op: 'subscribe', [this.kind]: this.name };
+    const since = this.position;
+    if (since) frame.since = since;
+    this.client._request(frame).then(
       (ok) => {
+        if (ok.epoch !== undefined && (!since || ok.recovered !== true)) {
+          // Live from the channel's current position; with `since` not recovered, what was
+          // published meanwhile is lost to us: say so.
+          this.position = { offset: ok.offset, epoch: ok.epoch };
+          if (since) this._reset(ok.offset, ok.epoch);
+        }
         if (first) resolve(ok);
       },
       (error) => {
@@ -471,10 +511,22 @@ export class Subscription {
     );
   }
 
+  _reset(offset, epoch) {
+    this.position = { offset, epoch };
+    this.client._emit('reset', { channel: this.name, offset, epoch });
+  }
+
   async _handle(frame) {
     if (this.kind === 'channel') {
+      const message = { channel: frame.channel, message: frame.message };
+      if (frame.offset !== undefined) {
+        // Noted before the handler runs: a reconnect during it recovers from the next one.
+        this.position = { offset: frame.offset, epoch: frame.epoch };
+        message.offset = frame.offset;
+        message.epoch = frame.epoch;
+      }
       try {
-        await this.handler({ channel: frame.channel, message: frame.message });
+        await this.handler(message);
       } catch (error) {
         this.client._emit('error', { error });
       }

@@ -1,6 +1,7 @@
 //! The gateway on RabbitMQ (`--amqp-url`): both dialects, publishers that speak plain AMQP,
 //! two nodes on one broker, revocations on the control exchange, access tokens with a Redis
-//! beside, and a broker that kills the gateway's connection.
+//! beside, a broker that kills the gateway's connection, and the queue rules (max receives,
+//! ttl, dead-letter queue) mapped onto quorum-queue arguments.
 //!
 //! Every test names its own queue prefix and direct exchange ([`support::amqp_options`]), so
 //! they share the broker of the test process (`WSMQ_TEST_AMQP_URL`, or a `rabbitmq-server`
@@ -12,14 +13,23 @@ use std::{path::PathBuf, time::Duration};
 
 use lapin::{
     BasicProperties, Connection, ConnectionProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
 };
 use serde_json::{Value, json};
 use support::{RedisServer, TestGateway, access_token, amqp_options, rabbit, unique};
 use wsmq_gateway::engine::{
-    QueueStore,
-    amqp::{AmqpOptions, CONTROL_EXCHANGE, REVOKE_KEY},
+    EngineError, Held, QueueMessage, QueueRules, QueueStore,
+    amqp::{AmqpEngine, AmqpOptions, CONTROL_EXCHANGE, REVOKE_KEY},
 };
+
+/// How a receive handed `message` out, to release or dead-letter it.
+fn held(message: &QueueMessage) -> Held {
+    Held {
+        id: message.id.clone(),
+        rc: message.rc,
+    }
+}
 
 /// Publishes `body` as a plain AMQP publisher would (no `message-id`), with a confirm.
 async fn publish_raw(exchange: &str, routing_key: &str, body: &str) {
@@ -708,4 +718,314 @@ async fn kill_9_of_the_node_holding_1000_unacked_messages_loses_none() {
     }
     let (ready, _) = engine.queue_counts(&user).await.unwrap();
     assert_eq!(ready, 0);
+}
+
+/// Queue rules as `wsmq-cli queue create --max-receives N --ttl S --dead-letter D` gives them.
+fn rules(max_receives: u64, ttl: u64, dead_letter: Option<&str>) -> QueueRules {
+    QueueRules {
+        max_receives,
+        ttl,
+        dead_letter: dead_letter.map(str::to_owned),
+    }
+}
+
+/// What `queue` holds once something arrives there (vt 30 s), waiting up to 3 s: a quorum
+/// queue publishes what it dead-letters a moment after the reject or expiry.
+async fn receive_soon(queues: &dyn QueueStore, queue: &str) -> Vec<QueueMessage> {
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = queues.receive(queue, 10, Some(30)).await.unwrap().messages;
+        if !got.is_empty() || tokio::time::Instant::now() > until {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The next `message` frame, skipping the answers to acks and nacks.
+async fn next_message(c: &mut support::Client) -> Value {
+    loop {
+        let frame = c.recv_json().await;
+        if frame["op"] == "message" {
+            return frame;
+        }
+    }
+}
+
+/// Issue 16.6: max receives N is the quorum queue's `x-delivery-limit` N - 1. RabbitMQ
+/// dead-letters a message once it was returned more than the limit times, so with the limit
+/// N - 1 a client sees it exactly N times (rc 1..=N), as with rsmq's maxreceives, and then it is
+/// in the dead-letter queue with its id and body. (With the limit N it would come a 4th time.)
+#[tokio::test]
+async fn max_receives_3_delivers_exactly_three_times_then_the_dead_letter_queue_has_it() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let dlq = format!("{user}-dead");
+    let engine = gw.engine().await;
+    let queues = engine.queues.as_ref();
+    assert!(
+        queues
+            .create_queue(&user, &rules(3, 0, Some(&dlq)))
+            .await
+            .unwrap()
+    );
+    let id = queues.send(&user, "poison", None).await.unwrap();
+    // The gateway's subscribe finds the queue with its own arguments and keeps them.
+    let (mut c, _) = gw.v1(&user).await;
+    let ok = c
+        .request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    assert_eq!(ok, json!({"op": "ok", "ref": 1}));
+    for rc in 1..=3 {
+        let msg = next_message(&mut c).await;
+        assert_eq!(
+            (
+                msg["id"].as_str(),
+                msg["message"].as_str(),
+                msg["rc"].as_u64()
+            ),
+            (Some(id.as_str()), Some("poison"), Some(rc))
+        );
+        c.send_json(json!({"op": "nack", "queue": user, "id": id}))
+            .await;
+    }
+    assert_eq!(c.recv_json().await["op"], "ok", "the third nack's answer");
+    c.expect_silence(Duration::from_millis(800)).await;
+    let dead = receive_soon(queues, &dlq).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str(), dead[0].rc),
+        (id.as_str(), "poison", 1)
+    );
+    c.close().await;
+    gw.shutdown().await.unwrap();
+    assert!(left_in_queue(&options, &user).await.is_empty());
+}
+
+/// The same mapping at its edges, through the engine alone: max receives 1 is one delivery,
+/// and a queue with max receives but no dead-letter queue drops the message.
+#[tokio::test]
+async fn max_receives_counts_deliveries_at_its_edges_and_drops_without_a_dead_letter_queue() {
+    let options = amqp_options();
+    let engine = AmqpEngine::connect(options.clone(), None).await.unwrap();
+    for (n, dlq) in [(1, true), (2, false)] {
+        let q = format!("m{}", unique());
+        let dead = format!("{q}-dead");
+        let dlq = dlq.then_some(dead.as_str());
+        assert!(engine.create_queue(&q, &rules(n, 0, dlq)).await.unwrap());
+        let id = engine.send(&q, "poison", None).await.unwrap();
+        let mut seen = 0;
+        while let Some(got) = receive_soon(engine.as_ref(), &q).await.first().cloned() {
+            seen += 1;
+            assert_eq!((got.id.as_str(), got.rc), (id.as_str(), seen));
+            assert!(seen <= n, "delivered {seen} times with max receives {n}");
+            assert!(engine.nack(&q, &held(&got), 0).await.unwrap());
+        }
+        assert_eq!(seen, n);
+        match dlq {
+            Some(dlq) => {
+                let dead = receive_soon(engine.as_ref(), dlq).await;
+                assert_eq!(dead.len(), 1, "the dead-letter queue has it");
+                assert_eq!(dead[0].id, id);
+            }
+            None => assert_eq!(engine.queue_counts(&q).await.unwrap().0, 0),
+        }
+    }
+}
+
+/// ttl S is `x-message-ttl` S × 1000: a message older than that is never delivered; it goes
+/// to the dead-letter queue (with its id), or vanishes without one.
+#[tokio::test]
+async fn ttl_sends_an_old_message_to_the_dead_letter_queue_or_drops_it() {
+    let options = amqp_options();
+    let engine = AmqpEngine::connect(options.clone(), None).await.unwrap();
+    let q = format!("t{}", unique());
+    let dlq = format!("{q}-dead");
+    let plain = format!("p{}", unique());
+    assert!(
+        engine
+            .create_queue(&q, &rules(0, 1, Some(&dlq)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        engine
+            .create_queue(&plain, &rules(0, 1, None))
+            .await
+            .unwrap()
+    );
+    let old = engine.send(&q, "old", None).await.unwrap();
+    engine.send(&plain, "old", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let fresh = engine.send(&q, "fresh", None).await.unwrap();
+    let got = engine.receive(&q, 10, Some(30)).await.unwrap().messages;
+    let ids: Vec<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, [fresh.as_str()], "the old one is not delivered");
+    let dead = receive_soon(engine.as_ref(), &dlq).await;
+    assert_eq!(dead.len(), 1, "the dead-letter queue has it");
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str()),
+        (old.as_str(), "old")
+    );
+    assert!(
+        engine
+            .receive(&plain, 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    assert_eq!(engine.queue_counts(&plain).await.unwrap().0, 0, "dropped");
+}
+
+/// `nack` with `"dead": true` moves the message to the dead-letter queue at once
+/// (`basic.reject` without requeue): no further delivery, and its id kept.
+#[tokio::test]
+async fn nack_dead_moves_the_message_to_the_dead_letter_queue_at_once() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let user = format!("u{}", unique());
+    let dlq = format!("{user}-dead");
+    let engine = gw.engine().await;
+    let queues = engine.queues.as_ref();
+    queues
+        .create_queue(&user, &rules(0, 0, Some(&dlq)))
+        .await
+        .unwrap();
+    let (mut c, _) = gw.v1(&user).await;
+    c.request(json!({"op": "subscribe", "queue": user, "ref": 1}))
+        .await;
+    let id = queues.send(&user, "cannot handle", None).await.unwrap();
+    let msg = next_message(&mut c).await;
+    assert_eq!(
+        (msg["id"].as_str(), msg["rc"].as_u64()),
+        (Some(id.as_str()), Some(1))
+    );
+    let r = c
+        .request(json!({"op": "nack", "queue": user, "id": id, "dead": true, "ref": 2}))
+        .await;
+    assert_eq!(r, json!({"op": "ok", "ref": 2}));
+    let dead = receive_soon(queues, &dlq).await;
+    assert_eq!(dead.len(), 1, "the dead-letter queue has it");
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str()),
+        (id.as_str(), "cannot handle")
+    );
+    c.expect_silence(Duration::from_millis(300)).await;
+    c.close().await;
+    gw.shutdown().await.unwrap();
+    assert!(left_in_queue(&options, &user).await.is_empty());
+}
+
+/// A release or dead-lettering that names an earlier delivery (another `rc`) does nothing:
+/// the delivery the node holds stays held (issue 15.4 on RabbitMQ's delivery tags).
+#[tokio::test]
+async fn a_release_of_a_stale_held_does_nothing() {
+    let options = amqp_options();
+    let engine = AmqpEngine::connect(options.clone(), None).await.unwrap();
+    let q = format!("s{}", unique());
+    let dlq = format!("{q}-dead");
+    engine
+        .create_queue(&q, &rules(0, 0, Some(&dlq)))
+        .await
+        .unwrap();
+    let id = engine.send(&q, "work", None).await.unwrap();
+    let got = engine.receive(&q, 10, Some(30)).await.unwrap().messages;
+    assert_eq!((got[0].id.as_str(), got[0].rc), (id.as_str(), 1));
+    let stale = Held {
+        id: id.clone(),
+        rc: 2,
+    };
+    assert_eq!(
+        engine
+            .release(&q, std::slice::from_ref(&stale), 0)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        engine
+            .release(&q, std::slice::from_ref(&stale), 5)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        engine
+            .dead_letter(&q, std::slice::from_ref(&stale))
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        engine
+            .receive(&q, 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty(),
+        "still held by the first delivery"
+    );
+    assert!(
+        engine
+            .receive(&dlq, 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // The holder's own release gives it back: delivered again, rc 2.
+    assert!(engine.nack(&q, &held(&got[0]), 0).await.unwrap());
+    let again = receive_soon(engine.as_ref(), &q).await;
+    assert_eq!((again[0].id.as_str(), again[0].rc), (id.as_str(), 2));
+}
+
+/// An existing queue keeps its arguments: creating it again with other rules answers
+/// "existed" (never a PRECONDITION_FAILED redeclaration), and a classic queue under a user's
+/// name is refused with one clear line.
+#[tokio::test]
+async fn existing_queues_keep_their_arguments_and_classic_ones_are_refused() {
+    let options = amqp_options();
+    let engine = AmqpEngine::connect(options.clone(), None).await.unwrap();
+    let q = format!("e{}", unique());
+    assert!(engine.create_queue(&q, &rules(3, 60, None)).await.unwrap());
+    let other = AmqpEngine::connect(options.clone(), None).await.unwrap();
+    assert!(!other.create_queue(&q, &rules(5, 0, None)).await.unwrap());
+    assert!(!other.ensure_queue(&q).await.unwrap());
+    assert!(other.queue_exists(&q).await.unwrap());
+    other.send(&q, "still works", None).await.unwrap();
+    assert_eq!(other.receive(&q, 1, None).await.unwrap().messages.len(), 1);
+    assert!(!other.queue_exists(&format!("{q}-none")).await.unwrap());
+
+    // A classic queue made by someone else under a wsmq name.
+    let classic = format!("c{}", unique());
+    let conn = Connection::connect(rabbit().url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let name = format!("{}{classic}", options.queue_prefix);
+    channel
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let err = other.ensure_queue(&classic).await.unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Invalid(why) if why.contains("quorum")),
+        "{err:?}"
+    );
+    channel
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    conn.close(200, "done".into()).await.unwrap();
 }

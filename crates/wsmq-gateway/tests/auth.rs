@@ -2,9 +2,11 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use support::{SECRET, TestGateway, access_token, now, token, token_with};
-use wsmq_proto::Claims;
+use support::{Client, SECRET, TestGateway, access_token, now, token, token_with};
+use wsmq_proto::{Claims, Grants};
 
 fn reason(body: &str) -> String {
     let value: Value = serde_json::from_str(body).expect("a JSON body");
@@ -211,4 +213,150 @@ async fn a_refresh_moves_the_expiry_to_the_new_exp_and_no_further() {
     // ... and closed with 4001 at the new one.
     assert_eq!(client.close_code().await, Some(4001));
     assert!(now() >= refreshed_exp - 1, "closed before the new exp");
+}
+
+/// A JWT for `user` issued now, expiring in `ttl` seconds, with `grants`.
+fn granted(user: &str, ttl: u64, grants: Grants) -> String {
+    let mut claims = Claims::new(user, now() + ttl);
+    claims.iat = Some(now());
+    claims.wsmq = Some(grants);
+    token_with(claims)
+}
+
+/// A v1 session of `user` admitted by a (registered) access token.
+async fn by_access_token(gw: &TestGateway, user: &str) -> (Client, Value) {
+    let at = access_token(user);
+    gw.memory.as_ref().unwrap().register_access_token(user, &at);
+    let mut client = gw
+        .connect("/ws", &[("x-access-token", &at)], Some("wsmq.v1"))
+        .await
+        .unwrap();
+    let welcome = client.recv_json().await;
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
+/// An access-token session does not expire, but grants it adopts with `auth` end with the JWT
+/// that brought them: the subscriptions they allowed are ended, with a notice, and the
+/// session goes on with what the access token alone allows.
+#[tokio::test]
+async fn grants_adopted_by_an_access_token_session_end_at_the_tokens_exp() {
+    let gw = TestGateway::builder().start().await;
+    let (mut client, _) = by_access_token(&gw, "ivan").await;
+    let news = Grants {
+        subscribe: vec!["news*".into()],
+        ..Grants::default()
+    };
+    let reply = client
+        .request(json!({"op": "auth", "token": granted("ivan", 2, news), "ref": 1}))
+        .await;
+    assert_eq!(reply, json!({"op": "ok", "ref": 1}));
+    let reply = client
+        .request(json!({"op": "subscribe", "channel": "news-1", "ref": 2}))
+        .await;
+    assert_eq!(reply, json!({"op": "ok", "ref": 2}));
+    let ended = client.recv_json().await;
+    assert_eq!(
+        ended,
+        json!({
+            "op": "error",
+            "code": "forbidden",
+            "message": "subscription to channel news-1 ended: no longer allowed"
+        })
+    );
+    let again = client
+        .request(json!({"op": "subscribe", "channel": "news-1", "ref": 3}))
+        .await;
+    assert_eq!(again["code"], "forbidden", "{again}");
+    // The session itself rests on the access token, and stays.
+    let pong = client.request(json!({"op": "ping", "ref": 4})).await;
+    assert_eq!(pong, json!({"op": "pong", "ref": 4}));
+}
+
+/// A refresh with narrower grants ends the subscriptions they no longer allow: no more
+/// deliveries from a queue the new token may not consume.
+#[tokio::test]
+async fn a_refresh_with_narrower_grants_ends_the_subscriptions_it_no_longer_allows() {
+    let gw = TestGateway::builder().start().await;
+    let wide = Grants {
+        consume: vec!["jobs-*".into()],
+        subscribe: vec!["news*".into()],
+        ..Grants::default()
+    };
+    let mut client = gw
+        .connect(
+            "/ws",
+            &[("x-token", &granted("judy", 60, wide))],
+            Some("wsmq.v1"),
+        )
+        .await
+        .unwrap();
+    client.recv_json().await;
+    for (n, sub) in [
+        json!({"op": "subscribe", "queue": "jobs-judy"}),
+        json!({"op": "subscribe", "channel": "news-judy"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut sub = sub;
+        sub["ref"] = json!(n);
+        assert_eq!(client.request(sub).await["op"], "ok");
+    }
+    let narrow = Grants {
+        subscribe: vec!["news*".into()],
+        ..Grants::default()
+    };
+    let reply = client
+        .request(json!({"op": "auth", "token": granted("judy", 120, narrow), "ref": 9}))
+        .await;
+    assert_eq!(reply, json!({"op": "ok", "ref": 9}));
+    let ended = client.recv_json().await;
+    assert_eq!(
+        ended["message"], "subscription to queue jobs-judy ended: no longer allowed",
+        "{ended}"
+    );
+    gw.queues()
+        .await
+        .send("jobs-judy", "not for you", None)
+        .await
+        .unwrap();
+    client.expect_silence(Duration::from_millis(500)).await;
+}
+
+/// With `--jwt-issuer` and `--jwt-audience` set, the JWT a gateway hands to an access-token
+/// session carries them, so the client can reconnect with it.
+#[tokio::test]
+async fn the_welcome_token_carries_the_required_issuer_and_audience() {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.auth.jwt.issuer = Some("https://id.example".into());
+            c.auth.jwt.audience = Some("wsmq".into());
+        })
+        .start()
+        .await;
+    let (_client, welcome) = by_access_token(&gw, "kate").await;
+    let jwt = welcome["token"].as_str().expect("a session token");
+    gw.connect("/ws", &[("x-token", jwt)], None)
+        .await
+        .expect("the gateway accepts the token it minted");
+}
+
+/// Revocation marks must outlive every token issued before them, so a JWT may live at most
+/// 30 days from its `iat`; and an `iat` in the future would slip past every mark.
+#[tokio::test]
+async fn jwts_beyond_the_revocation_horizon_are_refused() {
+    let gw = TestGateway::builder().start().await;
+    let mut long = Claims::new("liam", now() + 31 * 86_400);
+    long.iat = Some(now());
+    assert_eq!(
+        refused(&gw, &[("x-token", &token_with(long))], "/").await,
+        "lifetime_too_long"
+    );
+    let mut ahead = Claims::new("liam", now() + 3600);
+    ahead.iat = Some(now() + 600);
+    assert_eq!(
+        refused(&gw, &[("x-token", &token_with(ahead))], "/").await,
+        "issued_in_future"
+    );
 }

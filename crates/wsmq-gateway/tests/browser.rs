@@ -25,7 +25,11 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 #[tokio::test]
 #[ignore = "needs redis-server, chromium and npm playwright-core: run `cargo xtask e2e browser`"]
 async fn chat_demo_in_two_browsers_on_two_nodes() {
-    let cluster = Cluster::start("browser", &["--demo"]).await;
+    let cluster = Cluster::start(
+        "browser",
+        &["--demo", "--demo-secret", "browser-demo-secret"],
+    )
+    .await;
     let dir = std::env::var_os("WSMQ_NODE_DIR").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../e2e-browser"),
         PathBuf::from,

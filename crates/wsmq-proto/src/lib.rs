@@ -37,9 +37,10 @@ pub mod token;
 pub use close::CloseCode;
 pub use error::{ErrorCode, ProtoError};
 pub use frame::{
-    ClientFrame, ClientOp, MessageFrame, Publish, Ref, Rejection, ServerFrame, Target,
-    decode_client, decode_publish_body, decode_request, decode_server, encode_channel_message,
-    encode_client, encode_queue_message, encode_server,
+    ClientFrame, ClientOp, DEFAULT_HISTORY_LIMIT, HistoryItem, MAX_EPOCH_LEN, MAX_HISTORY_LIMIT,
+    MessageFrame, Publish, Ref, Rejection, ServerFrame, StreamPosition, Target, decode_client,
+    decode_publish_body, decode_request, decode_server, encode_channel_message,
+    encode_channel_publication, encode_client, encode_queue_message, encode_server,
 };
 pub use legacy::LegacyCommand;
 pub use name::{ChannelName, MessageId, NameError, NameKind, QueueName, UserId};

@@ -88,6 +88,7 @@ fn ack_and_nack_golden() {
             queue: queue("jobs"),
             id: id(),
             delay: Some(5),
+            dead: false,
         }),
     );
     client_golden(
@@ -96,7 +97,29 @@ fn ack_and_nack_golden() {
             queue: queue("jobs"),
             id: id(),
             delay: None,
+            dead: false,
         }),
+    );
+    client_golden(
+        &format!(r#"{{"op":"nack","queue":"jobs","id":"{ID}","dead":true}}"#),
+        ClientFrame::new(ClientOp::Nack {
+            queue: queue("jobs"),
+            id: id(),
+            delay: None,
+            dead: true,
+        }),
+    );
+}
+
+#[test]
+fn nack_dead_is_a_boolean_without_delay() {
+    rejected(
+        &format!(r#"{{"op":"nack","queue":"q","id":"{ID}","dead":"yes"}}"#),
+        "`dead` must be true or false",
+    );
+    rejected(
+        &format!(r#"{{"op":"nack","queue":"q","id":"{ID}","dead":true,"delay":5}}"#),
+        "`delay` and `dead` exclude each other: a dead message is not given back",
     );
 }
 
@@ -163,6 +186,10 @@ fn server_frames_golden() {
         ServerFrame::Ok {
             reference: Some(7.into()),
             id: Some(id()),
+            offset: None,
+            epoch: None,
+            recovered: None,
+            messages: None,
         },
     );
     server_golden(
@@ -210,6 +237,8 @@ fn message_frames_golden_and_fast_path_agree() {
     let frame = ServerFrame::Message(MessageFrame::Channel {
         channel: channel("news"),
         message: "\u{2028} stays raw: ` ".into(),
+        offset: None,
+        epoch: None,
     });
     server_golden(&text, frame);
     let mut fast = String::new();

@@ -5,7 +5,11 @@
 //! ```text
 //! bench --redis-url URL --redis-pid PID --mode single|batched [--messages N] [--runs R]
 //!       [--batch B] [--concurrency C] [--body-size S] [--warmup W] [--timeout-secs T]
+//!       [--rules on|off]
 //! ```
+//!
+//! `--rules on` gives the queue wsmq's rules (maxreceives, ttl and a dead-letter queue) set
+//! so that no message is ever dead: what they cost the receive script when they only check.
 //!
 //! - `single`: one call at a time, each awaited before the next: N `send_message`, then
 //!   N × (`receive_message` + `delete_message`).
@@ -63,7 +67,8 @@ async fn run() -> BoxResult<()> {
 
     if args.warmup > 0 {
         let queue = format!("warmup-{tag}");
-        rsmq.create_queue(&queue, &QueueOptions::default()).await?;
+        rsmq.create_queue(&queue, &queue_options(&args, &queue))
+            .await?;
         tokio::time::timeout(
             args.timeout,
             cycle(&rsmq, &args, &queue, &body, args.warmup),
@@ -75,7 +80,8 @@ async fn run() -> BoxResult<()> {
 
     for run in 1..=args.runs {
         let queue = format!("{}-{tag}-{run}", args.mode.name());
-        rsmq.create_queue(&queue, &QueueOptions::default()).await?;
+        rsmq.create_queue(&queue, &queue_options(&args, &queue))
+            .await?;
         let before = Sample::take(&mut stats, args.redis_pid).await?;
         let started = Instant::now();
         let timed = tokio::time::timeout(
@@ -91,6 +97,21 @@ async fn run() -> BoxResult<()> {
         println!("{}", report(&args, seconds, &phases, &before, &after));
     }
     Ok(())
+}
+
+/// rsmq's defaults, plus wsmq's rules with `--rules on`: limits no message of the run
+/// reaches (each is received once, and is seconds old), so every receive checks them and
+/// none is dead.
+fn queue_options(args: &Args, queue: &str) -> QueueOptions {
+    if !args.rules {
+        return QueueOptions::default();
+    }
+    QueueOptions {
+        maxreceives: Some(5),
+        ttl: Some(3600),
+        deadletter: Some(format!("{queue}-dead")),
+        ..QueueOptions::default()
+    }
 }
 
 /// What one cycle measured besides the total wall time.
@@ -272,13 +293,14 @@ fn report(args: &Args, seconds: f64, phases: &Phases, before: &Sample, after: &S
     let cpu = |after: u64, before: u64| (after - before) as f64 / TICKS_PER_SECOND;
     format!(
         concat!(
-            "{{\"mode\":\"{}\",\"batch\":{},\"concurrency\":{},\"messages\":{},",
+            "{{\"mode\":\"{}\",\"rules\":{},\"batch\":{},\"concurrency\":{},\"messages\":{},",
             "\"body_bytes\":{},\"seconds\":{:.6},\"send_seconds\":{:.6},",
             "\"receive_delete_seconds\":{:.6},\"redis_cpu_seconds\":{:.2},",
             "\"redis_cpu_send_seconds\":{:.2},",
             "\"client_cpu_seconds\":{:.2},\"requests\":{},\"redis_commands\":{{{}}}}}"
         ),
         args.mode.name(),
+        args.rules,
         args.batch,
         args.concurrency,
         args.messages,
@@ -333,6 +355,8 @@ struct Args {
     warmup: usize,
     /// Upper bound on one run.
     timeout: Duration,
+    /// Whether the queue has wsmq's rules (see [`queue_options`]).
+    rules: bool,
 }
 
 impl Args {
@@ -348,6 +372,7 @@ impl Args {
             body_size: 100,
             warmup: 1_000,
             timeout: Duration::from_secs(300),
+            rules: false,
         };
         while let Some(flag) = argv.next() {
             let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -368,6 +393,13 @@ impl Args {
                 "--body-size" => args.body_size = value.parse()?,
                 "--warmup" => args.warmup = value.parse()?,
                 "--timeout-secs" => args.timeout = Duration::from_secs(value.parse()?),
+                "--rules" => {
+                    args.rules = match value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("--rules {value}: on or off").into()),
+                    }
+                }
                 _ => return Err(format!("unknown flag {flag}").into()),
             }
         }

@@ -127,6 +127,12 @@ impl Rsmq {
         keys::realtime_channel(&self.ns, qname)
     }
 
+    /// `{ns}:`, what every key of the namespace starts with; the scripts that find a
+    /// dead-letter queue's name in a hash build its keys from it.
+    pub(crate) fn key_prefix(&self) -> String {
+        format!("{}:", self.ns)
+    }
+
     /// The keys of queue `qname` in this namespace.
     pub(crate) fn queue_keys(&self, qname: &str) -> QueueKeys {
         QueueKeys::new(&self.ns, qname)

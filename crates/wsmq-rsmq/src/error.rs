@@ -35,13 +35,18 @@ pub enum RsmqError {
     /// A number is out of range (rsmq `invalidValue`).
     #[error("{field} must be between {min} and {max}")]
     InvalidValue {
-        /// `vt`, `delay` or `maxsize`.
+        /// `vt`, `delay`, `maxsize`, `maxreceives` or `ttl`.
         field: &'static str,
         /// Smallest accepted value.
         min: i64,
         /// Largest accepted value (maxsize also accepts -1).
         max: i64,
     },
+    /// A queue's dead-letter queue cannot be used (wsmq's own attribute, no rsmq name):
+    /// the queue itself, a malformed name, or keys that hold something else. Set by
+    /// `create_queue`/`set_queue_attributes`, or met by a receive that has a dead message.
+    #[error("invalid dead-letter queue: {0}")]
+    InvalidDeadLetter(&'static str),
     /// `set_queue_attributes` was given nothing to set (rsmq `noAttributeSupplied`).
     #[error("no attribute supplied")]
     NoAttributeSupplied,
@@ -75,6 +80,7 @@ impl RsmqError {
             Self::InvalidName(_) | Self::InvalidId => "invalidFormat",
             Self::InvalidValue { .. } => "invalidValue",
             Self::NoAttributeSupplied => "noAttributeSupplied",
+            Self::InvalidDeadLetter(_) => "invalidDeadLetter",
             Self::Connect(_) => "connect",
             Self::Redis(_) => "redis",
             Self::Pool(_) => "pool",

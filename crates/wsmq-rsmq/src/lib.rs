@@ -31,7 +31,10 @@
 //! - `queue`: create, delete, list, get and set attributes; [`QueueOptions`],
 //!   [`QueueAttributes`].
 //! - `message`: send, receive, pop, delete, change visibility and their batch forms;
-//!   [`Message`], and [`ReceivedBatch`] for a batch that also says when to look again.
+//!   [`Message`], and [`ReceivedBatch`] for a batch that also says when to look again
+//!   and what it took out as dead ([`DeadCounts`]).
+//! - `dead`: giving back what one receive holds ([`Held`]: release, dead-letter) and
+//!   moving messages between queues (redrive).
 //! - [`keys`]: every Redis key name.
 //! - `id`: message ids from Redis `TIME`, and the send time read back from one.
 //! - `validate`: rsmq's name, id and range rules.
@@ -44,7 +47,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{ns}:QUEUES` | SET | queue names |
-//! | `{ns}:{q}:Q` | HASH | `vt`, `delay` (seconds), `maxsize`, `created`, `modified` (Unix seconds), `totalsent`, `totalrecv`; per message `{id}` (body), `{id}:rc` (receive count), `{id}:fr` (first receive, Unix ms) |
+//! | `{ns}:{q}:Q` | HASH | `vt`, `delay` (seconds), `maxsize`, `created`, `modified` (Unix seconds), `totalsent`, `totalrecv`; per message `{id}` (body), `{id}:rc` (receive count), `{id}:fr` (first receive, Unix ms); wsmq's own, only when set: `maxreceives`, `ttl` (seconds), `deadletter` (a queue name), `totaldead` |
 //! | `{ns}:{q}` | ZSET | message ids, scored by the Unix ms at which each becomes visible |
 //! | `{ns}:rt:{q}` | channel | with realtime on, each send publishes the queue's ZCARD |
 //!
@@ -52,6 +55,12 @@
 //! come from Redis `TIME`, never the local clock, so clients with skewed clocks agree.
 //! A queue exists while its hash has `vt`, `delay` and `maxsize`; hiding, delaying and
 //! receiving are all ZSET score changes, and "visible" means score <= now in ms.
+//!
+//! wsmq's own queue attributes are extra fields of the hash, which npm rsmq never reads
+//! or writes, so it keeps working on such a queue (and does not apply them). A receive
+//! here does not hand out a message that was already received `maxreceives` times or was
+//! sent more than `ttl` seconds ago: it moves it, id and body kept, to the `deadletter`
+//! queue (created on first use) or deletes it, and counts it in `totaldead`.
 //!
 //! Message ids are 32 characters: the lowercase base-36 of `TIME` in microseconds
 //! (seconds followed by the six-digit zero-padded microseconds; 10 characters until
@@ -61,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod dead;
 mod error;
 mod id;
 pub mod keys;
@@ -71,11 +81,12 @@ mod scripts;
 mod validate;
 
 pub use client::{Rsmq, RsmqOptions};
+pub use dead::{DeadLettered, Held, MAX_MOVE_BATCH, Moved};
 pub use error::RsmqError;
 pub use id::{message_sent_ms, new_message_id};
-pub use message::{Message, ReceivedBatch, message_length};
+pub use message::{DeadCounts, Message, ReceivedBatch, message_length};
 pub use queue::{DEFAULT_DELAY, DEFAULT_MAXSIZE, DEFAULT_VT, QueueAttributes, QueueOptions};
 pub use validate::{
-    MAX_MAXSIZE, MAX_QUEUE_NAME_LEN, MAX_SECONDS, MESSAGE_ID_LEN, MIN_MAXSIZE, UNLIMITED_MAXSIZE,
-    validate_message_id, validate_queue_name,
+    MAX_MAXSIZE, MAX_QUEUE_NAME_LEN, MAX_RECEIVES, MAX_SECONDS, MESSAGE_ID_LEN, MIN_MAXSIZE,
+    UNLIMITED_MAXSIZE, validate_message_id, validate_queue_name,
 };

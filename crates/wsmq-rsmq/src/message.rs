@@ -26,6 +26,23 @@ pub struct ReceivedBatch {
     /// them (or of a delayed message) is due. Messages still visible after a full batch
     /// do not count: they are receivable now.
     pub next_visible_ms: Option<u64>,
+    /// What the receive took out of the queue instead of handing it out.
+    pub dead: DeadCounts,
+}
+
+/// Messages a receive did not hand out because of the queue's wsmq rules (see
+/// [`QueueOptions`](crate::QueueOptions)), or because their fields are corrupt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadCounts {
+    /// Already received `maxreceives` times: dead.
+    pub max_receives: u64,
+    /// Sent more than `ttl` seconds ago: dead.
+    pub expired: u64,
+    /// Whether the dead ones went to the dead-letter queue (else they were deleted).
+    pub dead_lettered: bool,
+    /// Left where they are, untouched, because their receive count is not a number
+    /// (another writer's doing); the receive went on past them.
+    pub corrupt: u64,
 }
 
 /// A received message, as rsmq's `receiveMessage` returns it.
@@ -121,6 +138,11 @@ impl Rsmq {
     /// and `totalrecv` grows by the number returned. A message is returned at most once
     /// per batch, even with a vt of 0.
     ///
+    /// Messages that the queue's `maxreceives` or `ttl` rule out are moved to its
+    /// dead-letter queue (or deleted) instead, in the same script, and the batch goes on
+    /// past them; so are messages whose rc field is not a number left as they are.
+    /// [`receive_batch_next`](Self::receive_batch_next) also says how many there were.
+    ///
     /// # Errors
     ///
     /// As [`receive_message`](Self::receive_message).
@@ -156,12 +178,22 @@ impl Rsmq {
         let invocation = self.receive_invocation(qname, n, vt, true)?;
         let reply: Vec<Value> = self.eval(&invocation).await?;
         let mut parts = reply.into_iter();
-        let (Some(Value::Array(messages)), Some(next), None) =
-            (parts.next(), parts.next(), parts.next())
+        let (Some(Value::Array(messages)), Some(next), Some(Value::Array(counts)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(RsmqError::UnexpectedReply(
-                "receive reply is not a [messages, next visible] pair".into(),
+                "receive reply is not a [messages, next visible, counts] triple".into(),
             ));
+        };
+        let counts: [Value; 4] = counts
+            .try_into()
+            .map_err(|_| RsmqError::UnexpectedReply("receive counts are not 4 values".into()))?;
+        let [max_receives, expired, dead_lettered, corrupt] = counts;
+        let dead = DeadCounts {
+            max_receives: reply::count(max_receives, "maxreceives count")?,
+            expired: reply::count(expired, "expired count")?,
+            dead_lettered: reply::count(dead_lettered, "dead-lettered flag")? == 1,
+            corrupt: reply::count(corrupt, "corrupt count")?,
         };
         let next_visible_ms = match next {
             Value::Nil => None,
@@ -170,6 +202,7 @@ impl Rsmq {
         Ok(ReceivedBatch {
             messages: decode_messages(messages)?,
             next_visible_ms,
+            dead,
         })
     }
 
@@ -187,11 +220,11 @@ impl Rsmq {
         invocation
             .key(&keys.zset)
             .key(&keys.hash)
+            .key(keys::queues(self.ns()))
             .arg(vt.map(|vt| vt.to_string()).unwrap_or_default())
-            .arg(n.min(MAX_RECEIVE_BATCH));
-        if with_next {
-            invocation.arg("1");
-        }
+            .arg(n.min(MAX_RECEIVE_BATCH))
+            .arg(if with_next { "1" } else { "0" })
+            .arg(self.key_prefix());
         Ok(invocation)
     }
 

@@ -4,12 +4,17 @@ use redis::Value;
 use serde::Serialize;
 
 use crate::keys;
-use crate::validate::{MAX_MAXSIZE, validate_maxsize, validate_queue_name, validate_seconds};
+use crate::validate::{
+    MAX_MAXSIZE, validate_max_receives, validate_maxsize, validate_queue_name, validate_seconds,
+};
 use crate::{Rsmq, RsmqError, reply, scripts};
 
 /// Queue settings for [`Rsmq::create_queue`] and [`Rsmq::set_queue_attributes`];
 /// `None` means the default on create and "leave as is" on set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// `maxreceives`, `ttl` and `deadletter` are wsmq's own: extra fields of the queue hash
+/// that npm rsmq ignores, written only when set (see the crate docs for what they do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueOptions {
     /// Seconds a received message stays hidden, 0..=9999999. Default 30.
     pub vt: Option<u64>,
@@ -18,6 +23,14 @@ pub struct QueueOptions {
     /// Longest body in UTF-16 code units, 1024..=65536, or -1 for no limit.
     /// Default 65536.
     pub maxsize: Option<i64>,
+    /// Receives after which a message is dead, 0..=1000000; 0 (the default) is no limit.
+    pub maxreceives: Option<u64>,
+    /// Seconds after its send at which a message is dead, 0..=9999999; 0 (the default)
+    /// is never.
+    pub ttl: Option<u64>,
+    /// Where dead messages go: a queue name (not the queue's own), or `""` for nowhere
+    /// (they are deleted), the default.
+    pub deadletter: Option<String>,
 }
 
 /// A queue's settings and counters, as rsmq's `getQueueAttributes` returns them.
@@ -42,6 +55,14 @@ pub struct QueueAttributes {
     /// Messages not visible at the start of the current second: being processed or
     /// delayed. rsmq counts from the whole second, and so does this.
     pub hiddenmsgs: u64,
+    /// Receives after which a message is dead; 0: no limit.
+    pub maxreceives: u64,
+    /// Seconds after its send at which a message is dead; 0: never.
+    pub ttl: u64,
+    /// Where dead messages go; `None`: they are deleted.
+    pub deadletter: Option<String>,
+    /// Messages taken out as dead over the queue's life (moved or deleted).
+    pub totaldead: u64,
 }
 
 /// rsmq's default visibility timeout of a new queue, seconds.
@@ -67,6 +88,10 @@ impl Rsmq {
         validate_seconds("vt", vt)?;
         validate_seconds("delay", delay)?;
         validate_maxsize(maxsize)?;
+        let maxreceives = opts.maxreceives.unwrap_or(0);
+        let ttl = opts.ttl.unwrap_or(0);
+        let deadletter = opts.deadletter.as_deref().unwrap_or_default();
+        validate_wsmq_attributes(qname, opts)?;
 
         let mut invocation = scripts::CREATE_QUEUE.prepare_invoke();
         invocation
@@ -75,7 +100,10 @@ impl Rsmq {
             .arg(vt)
             .arg(delay)
             .arg(maxsize)
-            .arg(qname);
+            .arg(qname)
+            .arg(maxreceives)
+            .arg(ttl)
+            .arg(deadletter);
         self.eval::<()>(&invocation).await
     }
 
@@ -151,6 +179,7 @@ impl Rsmq {
         if let Some(delay) = opts.delay {
             validate_seconds("delay", delay)?;
         }
+        validate_wsmq_attributes(qname, opts)?;
 
         let keys = self.queue_keys(qname);
         let mut invocation = scripts::SET_QUEUE_ATTRIBUTES.prepare_invoke();
@@ -159,9 +188,33 @@ impl Rsmq {
             .key(&keys.hash)
             .arg(optional(opts.vt))
             .arg(optional(opts.delay))
-            .arg(optional(opts.maxsize));
+            .arg(optional(opts.maxsize))
+            .arg(optional(opts.maxreceives))
+            .arg(optional(opts.ttl))
+            .arg(
+                opts.deadletter
+                    .as_ref()
+                    .map(|name| format!("={name}"))
+                    .unwrap_or_default(),
+            );
         let reply = self.eval(&invocation).await?;
         decode_attributes(reply)
+    }
+}
+
+/// Checks wsmq's own attributes: maxreceives and ttl in range, and a dead-letter queue
+/// that is a valid name other than the queue's own (or `""`, none).
+fn validate_wsmq_attributes(qname: &str, opts: &QueueOptions) -> Result<(), RsmqError> {
+    if let Some(maxreceives) = opts.maxreceives {
+        validate_max_receives(maxreceives)?;
+    }
+    if let Some(ttl) = opts.ttl {
+        validate_seconds("ttl", ttl)?;
+    }
+    match opts.deadletter.as_deref() {
+        None | Some("") => Ok(()),
+        Some(name) if name == qname => Err(RsmqError::InvalidDeadLetter("it is the queue itself")),
+        Some(name) => validate_queue_name(name),
     }
 }
 
@@ -170,12 +223,14 @@ fn optional(value: Option<impl ToString>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// Reads the nine-element reply of the attribute scripts, with rsmq's defaults: the
-/// counters read 0 when missing (`parseInt(x) || 0`), the rest must be numbers.
+/// Reads the 13-element reply of the attribute scripts, with rsmq's defaults: the
+/// counters read 0 when missing (`parseInt(x) || 0`), rsmq's settings must be numbers,
+/// and wsmq's own read as off when missing or not numbers (as the receive script reads
+/// them).
 fn decode_attributes(reply: Vec<Value>) -> Result<QueueAttributes, RsmqError> {
-    let values: [Value; 9] = reply
+    let values: [Value; 13] = reply
         .try_into()
-        .map_err(|_| RsmqError::UnexpectedReply("attributes reply is not 9 values".into()))?;
+        .map_err(|_| RsmqError::UnexpectedReply("attributes reply is not 13 values".into()))?;
     let [
         vt,
         delay,
@@ -186,6 +241,10 @@ fn decode_attributes(reply: Vec<Value>) -> Result<QueueAttributes, RsmqError> {
         modified,
         msgs,
         hidden,
+        maxreceives,
+        ttl,
+        deadletter,
+        totaldead,
     ] = values;
     Ok(QueueAttributes {
         vt: reply::count(vt, "vt")?,
@@ -198,5 +257,9 @@ fn decode_attributes(reply: Vec<Value>) -> Result<QueueAttributes, RsmqError> {
         modified: reply::count(modified, "modified")?,
         msgs: reply::count(msgs, "msgs")?,
         hiddenmsgs: reply::count(hidden, "hiddenmsgs")?,
+        maxreceives: reply::count_or_zero(maxreceives)?,
+        ttl: reply::count_or_zero(ttl)?,
+        deadletter: reply::text(deadletter)?.filter(|name| !name.is_empty()),
+        totaldead: reply::count_or_zero(totaldead)?,
     })
 }

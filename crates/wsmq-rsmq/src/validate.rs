@@ -14,6 +14,8 @@ pub const MIN_MAXSIZE: i64 = 1024;
 pub const MAX_MAXSIZE: i64 = 65536;
 /// The maxsize that turns the size check off.
 pub const UNLIMITED_MAXSIZE: i64 = -1;
+/// Largest `maxreceives` (wsmq's own attribute; 0 is no limit).
+pub const MAX_RECEIVES: u64 = 1_000_000;
 /// Longest queue name.
 pub const MAX_QUEUE_NAME_LEN: usize = 160;
 /// Length of every message id.
@@ -66,6 +68,19 @@ pub(crate) fn validate_seconds(field: &'static str, value: u64) -> Result<(), Rs
             field,
             min: 0,
             max: MAX_SECONDS as i64,
+        })
+    }
+}
+
+/// Checks a maxreceives against 0..=[`MAX_RECEIVES`].
+pub(crate) fn validate_max_receives(value: u64) -> Result<(), RsmqError> {
+    if value <= MAX_RECEIVES {
+        Ok(())
+    } else {
+        Err(RsmqError::InvalidValue {
+            field: "maxreceives",
+            min: 0,
+            max: MAX_RECEIVES as i64,
         })
     }
 }

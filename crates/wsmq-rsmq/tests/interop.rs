@@ -150,6 +150,7 @@ async fn queues_created_by_one_side_are_listed_described_and_deleted_by_the_othe
             vt: Some(45),
             delay: Some(3),
             maxsize: Some(2048),
+            ..QueueOptions::default()
         };
         let before = p.time_ms().await / 1000;
         p.create_queue(a, &custom, &opts).await.unwrap();
@@ -721,15 +722,15 @@ async fn errors_have_the_same_kind_on_both_sides() {
     let none = QueueOptions::default();
     let vt = |vt| QueueOptions {
         vt: Some(vt),
-        ..none
+        ..none.clone()
     };
     let delay = |delay| QueueOptions {
         delay: Some(delay),
-        ..none
+        ..none.clone()
     };
     let maxsize = |maxsize| QueueOptions {
         maxsize: Some(maxsize),
-        ..none
+        ..none.clone()
     };
     let too_many_secs = 10_000_000;
     let id = unknown_id();
@@ -764,10 +765,10 @@ async fn errors_have_the_same_kind_on_both_sides() {
         (
             "invalidFormat",
             vec![
-                ("create, space in name", Create("bad name", none)),
-                ("create, colon in name", Create("bad:name", none)),
-                ("create, non-ASCII name", Create("café", none)),
-                ("create, 161-char name", Create(LONG_NAME, none)),
+                ("create, space in name", Create("bad name", none.clone())),
+                ("create, colon in name", Create("bad:name", none.clone())),
+                ("create, non-ASCII name", Create("café", none.clone())),
+                ("create, 161-char name", Create(LONG_NAME, none.clone())),
                 ("send, dot in name", Send("a.b", x(), None)),
                 ("receive, slash in name", Receive("a/b", None)),
                 ("set attributes, bad name", SetAttributes("bad name", vt(5))),
@@ -783,7 +784,7 @@ async fn errors_have_the_same_kind_on_both_sides() {
         (
             "missingParameter",
             vec![
-                ("create, empty name", Create("", none)),
+                ("create, empty name", Create("", none.clone())),
                 ("attributes, empty name", Attributes("")),
                 ("delete, empty id", Delete("q", String::new())),
             ],
@@ -816,14 +817,23 @@ async fn errors_have_the_same_kind_on_both_sides() {
                 ("create existing, vt", Create("q", vt(too_many_secs))),
             ],
         ),
-        ("queueExists", vec![("create existing", Create("q", none))]),
+        (
+            "queueExists",
+            vec![("create existing", Create("q", none.clone()))],
+        ),
         (
             // Checked before anything else, even the name.
             "noAttributeSupplied",
             vec![
-                ("set nothing", SetAttributes("q", none)),
-                ("set nothing, missing queue", SetAttributes("missing", none)),
-                ("set nothing, bad name", SetAttributes("bad name", none)),
+                ("set nothing", SetAttributes("q", none.clone())),
+                (
+                    "set nothing, missing queue",
+                    SetAttributes("missing", none.clone()),
+                ),
+                (
+                    "set nothing, bad name",
+                    SetAttributes("bad name", none.clone()),
+                ),
             ],
         ),
     ];
@@ -906,4 +916,64 @@ async fn probe_hidden(p: &mut Peers, side: Side, q: &str, due: u64) -> Option<Me
     }
     eprintln!("{side} in {q}: reached {now} ms, past {due}, before the check; skipped");
     got
+}
+
+/// npm rsmq sends to and receives from a queue that has wsmq's `maxreceives`, `ttl` and
+/// `deadletter` (extra hash fields it ignores), its getQueueAttributes and setQueueAttributes
+/// leave them be, and wsmq applies them to what npm sent and received: the message npm received
+/// past the limit is dead at wsmq's next receive, and npm receives it from the dead-letter queue
+/// that wsmq created.
+#[tokio::test]
+#[ignore = "needs node + npm rsmq: run by cargo xtask e2e"]
+async fn npm_rsmq_sends_to_and_receives_from_a_queue_with_wsmq_rules() {
+    let mut p = Peers::start("rules").await;
+    let rules = QueueOptions {
+        maxreceives: Some(2),
+        ttl: Some(3600),
+        deadletter: Some("jobs-dead".into()),
+        ..QueueOptions::default()
+    };
+    p.create_queue(Rust, "jobs", &rules).await.unwrap();
+
+    // npm applies no rule: it receives the message as often as it likes.
+    let id = p.send(Node, "jobs", "from node", None).await.unwrap();
+    for rc in 1..=3 {
+        let got = p.receive(Node, "jobs", Some(0)).await.unwrap().unwrap();
+        assert_eq!((got.id.as_str(), got.rc), (id.as_str(), rc));
+    }
+    let seen = p.attributes(Node, "jobs").await.unwrap();
+    assert_eq!((seen.msgs, seen.totalrecv, seen.totalsent), (1, 3, 1));
+    let changed = QueueOptions {
+        vt: Some(45),
+        ..QueueOptions::default()
+    };
+    p.set_attributes(Node, "jobs", &changed).await.unwrap();
+    let attrs = p.attributes(Rust, "jobs").await.unwrap();
+    assert_eq!(
+        (
+            attrs.vt,
+            attrs.maxreceives,
+            attrs.ttl,
+            attrs.deadletter.as_deref()
+        ),
+        (45, 2, 3600, Some("jobs-dead")),
+        "npm's setQueueAttributes leaves wsmq's fields be"
+    );
+
+    // wsmq does apply them: received 3 times, the message is dead.
+    assert_eq!(p.receive(Rust, "jobs", None).await.unwrap(), None);
+    let dead = p.receive(Node, "jobs-dead", None).await.unwrap().unwrap();
+    assert_eq!(
+        (dead.id.as_str(), dead.message.as_str(), dead.rc),
+        (id.as_str(), "from node", 1)
+    );
+    assert!(p.list_queues(Node).await.contains(&"jobs-dead".to_owned()));
+
+    // A fresh message from npm is delivered by wsmq and deleted by npm as usual.
+    let next = p.send(Node, "jobs", "second", None).await.unwrap();
+    let got = p.receive(Rust, "jobs", None).await.unwrap().unwrap();
+    assert_eq!((got.id.as_str(), got.rc), (next.as_str(), 1));
+    assert!(p.delete(Node, "jobs", &next).await.unwrap());
+    let attrs = p.attributes(Rust, "jobs").await.unwrap();
+    assert_eq!((attrs.msgs, attrs.totaldead), (0, 1));
 }

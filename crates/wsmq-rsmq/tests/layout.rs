@@ -253,11 +253,13 @@ async fn foreign_hashes_decode_like_javascript_parse_int() {
     assert_eq!((attrs.vt, attrs.totalsent), (12, 5));
 }
 
-/// rc fields that a foreign writer left odd are counted up as HINCRBY does, and one that
-/// is not an integer fails the receive as HINCRBY does, leaving what receives one at a
-/// time up to that message leave.
+/// rc fields that a foreign writer left odd are counted up as HINCRBY does; a message whose
+/// rc is not an integer is corrupt: skipped and left untouched, while the batch goes on past
+/// it. Nothing fails half-way, so no message is hidden without being handed out (issue 15.9:
+/// before, the receive failed after hiding and counting the messages before the corrupt one,
+/// which then starved for a whole vt on every try).
 #[tokio::test]
-async fn receive_counts_odd_rc_fields_as_hincrby_does() {
+async fn receive_skips_corrupt_rc_fields_and_counts_odd_ones_as_hincrby_does() {
     let redis = RedisServer::start();
     let rsmq = redis.rsmq().await;
     rsmq.create_queue("jobs", &QueueOptions::default())
@@ -282,46 +284,100 @@ async fn receive_counts_odd_rc_fields_as_hincrby_does() {
         .await
         .unwrap();
 
-    let err = rsmq.receive_batch("jobs", 10, None).await.unwrap_err();
-    assert!(
-        matches!(&err, RsmqError::Redis(e) if e.to_string().contains("hash value is not an integer")),
-        "{err:?}"
+    let batch = rsmq.receive_batch_next("jobs", 4, None).await.unwrap();
+    let got: Vec<(&str, u64)> = batch
+        .messages
+        .iter()
+        .map(|m| (m.message.as_str(), m.rc))
+        .collect();
+    assert_eq!(
+        got,
+        [("a", 1), ("b", 42), ("c", 9_007_199_254_740_994), ("e", 1)],
+        "the batch of 4 goes on past d"
     );
+    assert_eq!(batch.dead.corrupt, 1);
     let hash = hgetall(&redis, "jobs:Q").await;
     assert_eq!(hash[&rc(0)], "1");
     assert!(hash.contains_key(&fr(0)), "first receive sets fr");
     assert_eq!(hash[&rc(1)], "42");
     assert!(!hash.contains_key(&fr(1)));
     assert_eq!(hash[&rc(2)], "9007199254740994");
-    assert_eq!(hash[&rc(3)], "1.5");
-    assert!(!hash.contains_key(&rc(4)));
-    assert!(!hash.contains_key("totalrecv"), "{hash:?}");
-    // a to d are hidden (d was, before its HINCRBY failed); e was not reached.
+    assert_eq!(hash[&rc(3)], "1.5", "the corrupt message is left as it was");
+    assert!(!hash.contains_key(&fr(3)));
+    assert_eq!(hash["totalrecv"], "4");
+    // d alone is still visible: the others are hidden for the vt.
     let now = redis_time_ms(&mut redis.conn().await).await;
     for (i, id) in ids.iter().enumerate() {
         let score = zscore(&redis, "jobs", id).await.unwrap();
-        assert_eq!(score > now, i < 4, "message {i}: score {score}, now {now}");
+        assert_eq!(score > now, i != 3, "message {i}: score {score}, now {now}");
     }
 
-    // With d's count fixed and d visible again, e and d come next; d has no fr, which
-    // rsmq reads as 0.
+    // With d's count fixed, d comes next; it has no fr, which rsmq reads as 0.
     let () = redis::cmd("HSET")
         .arg(redis.key("jobs:Q"))
         .arg(&[(rc(3), "7")])
         .query_async(&mut redis.conn().await)
         .await
         .unwrap();
-    assert!(
-        rsmq.change_message_visibility("jobs", &ids[3], 0)
-            .await
-            .unwrap()
-    );
     let got = rsmq.receive_batch("jobs", 10, None).await.unwrap();
     let got: Vec<(&str, u64, bool)> = got
         .iter()
         .map(|m| (m.message.as_str(), m.rc, m.fr > 0))
         .collect();
-    assert_eq!(got, [("e", 1, true), ("d", 8, false)]);
+    assert_eq!(got, [("d", 8, false)]);
+}
+
+/// A queue key of the wrong type fails the receive before it wrote anything, with Redis's
+/// own WRONGTYPE error (which the gateway reports as `internal`, not `unavailable`).
+#[tokio::test]
+async fn receive_from_a_wrongtype_key_fails_before_any_write() {
+    let redis = RedisServer::start();
+    let rsmq = redis.rsmq().await;
+    rsmq.create_queue("jobs", &QueueOptions::default())
+        .await
+        .unwrap();
+    rsmq.send_batch("jobs", &["a", "b"], None).await.unwrap();
+    let before = hgetall(&redis, "jobs:Q").await;
+    // The queue's dead-letter queue is a string: found out only when a message is dead.
+    rsmq.set_queue_attributes(
+        "jobs",
+        &QueueOptions {
+            maxreceives: Some(1),
+            deadletter: Some("dead".into()),
+            ..QueueOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let () = redis::cmd("SET")
+        .arg(redis.key("dead"))
+        .arg("not a zset")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(
+        rsmq.receive_batch("jobs", 1, Some(0)).await.unwrap().len(),
+        1
+    );
+    let err = rsmq.receive_batch("jobs", 10, None).await.unwrap_err();
+    assert_eq!(err.kind(), "invalidDeadLetter", "{err:?}");
+    let hash = hgetall(&redis, "jobs:Q").await;
+    assert_eq!(hash.get("totaldead"), None, "nothing was dead-lettered");
+    assert_eq!(hash["totalrecv"], "1", "nor received: {hash:?}");
+    assert_eq!(hash.len(), before.len() + 5, "{hash:?}");
+
+    let () = redis::cmd("SET")
+        .arg(redis.key("jobs"))
+        .arg("not a zset")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let err = rsmq.receive_batch("jobs", 10, None).await.unwrap_err();
+    assert!(
+        matches!(&err, RsmqError::Redis(e) if e.to_string().contains("WRONGTYPE")),
+        "{err:?}"
+    );
+    assert_eq!(hgetall(&redis, "jobs:Q").await, hash);
 }
 
 /// An id can name another message's field: `x:rc` is `x`'s receive count. Received in

@@ -37,6 +37,7 @@ async fn created_queue_keeps_given_options() {
         vt: Some(9_999_999),
         delay: Some(5),
         maxsize: Some(-1),
+        ..QueueOptions::default()
     };
     rsmq.create_queue("custom", &opts).await.unwrap();
     let attrs = rsmq.get_queue_attributes("custom").await.unwrap();
@@ -148,6 +149,7 @@ async fn create_checks_ranges_in_rsmq_order() {
                 vt: Some(10_000_000),
                 delay: Some(10_000_000),
                 maxsize: Some(1),
+                ..QueueOptions::default()
             },
             "vt",
         ),
@@ -187,6 +189,7 @@ async fn create_checks_ranges_in_rsmq_order() {
             vt: Some(0),
             delay: Some(9_999_999),
             maxsize: Some(maxsize),
+            ..QueueOptions::default()
         };
         rsmq.create_queue(&format!("ok{}", maxsize.abs()), &opts)
             .await
@@ -372,6 +375,7 @@ async fn setting_attributes_validates_then_needs_the_queue() {
                 vt: None,
                 delay: Some(10_000_000),
                 maxsize: Some(100),
+                ..QueueOptions::default()
             },
             "maxsize",
         ),

@@ -3,7 +3,10 @@
 //!
 //! - (a) npm rsmq 0.12.4, one call at a time (`bench/node/rsmq-bench.js`);
 //! - (b) wsmq-rsmq, one call at a time, and
-//! - (c) wsmq-rsmq batched and pipelined (both `crates/wsmq-rsmq/examples/bench.rs`).
+//! - (c) wsmq-rsmq batched and pipelined (both `crates/wsmq-rsmq/examples/bench.rs`);
+//! - (d) as (c), on a queue with wsmq's rules (maxreceives, ttl, dead-letter queue) set but
+//!   never reached, for what checking them costs the receive script (issue 16: at most
+//!   10% over (c)).
 //!
 //! For (c) a sweep over batch size × batches in flight picks the best setting first.
 //! Each program prints one JSON line per run; this module takes the median of the runs
@@ -31,6 +34,8 @@ const NPM_SHARE: usize = 5;
 /// Target ratios of issue 2.
 const TARGET_VS_NPM: f64 = 10.0;
 const TARGET_VS_SINGLE: f64 = 3.0;
+/// Issue 16: the receive with rules set costs at most this much of the one without.
+const TARGET_RULES_OVERHEAD: f64 = 1.10;
 
 /// Builds the Rust bench program and installs npm rsmq.
 pub(super) fn prepare(sh: &Shell) -> anyhow::Result<()> {
@@ -68,25 +73,28 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
         (Driver::Npm, npm_messages),
         (Driver::Single, ctx.messages),
         (Driver::Batched { batch, concurrency }, ctx.messages),
+        (Driver::Rules { batch, concurrency }, ctx.messages),
     ];
-    let mut runs: [Vec<Run>; 3] = Default::default();
+    let mut runs: [Vec<Run>; 4] = Default::default();
     for round in 1..=ctx.runs {
         for ((driver, messages), runs) in drivers.iter().zip(&mut runs) {
             let stage = format!("round {round}/{}", ctx.runs);
             runs.push(measure(ctx, *driver, *messages, &stage)?);
         }
     }
-    let [npm, single, batched] = runs.map(Measured::of);
-    let (npm, single, batched) = (npm?, single?, batched?);
+    let [npm, single, batched, rules] = runs.map(Measured::of);
+    let (npm, single, batched, rules) = (npm?, single?, batched?, rules?);
 
     let scenarios = [
         (drivers[0].0.describe(), &npm),
         (drivers[1].0.describe(), &single),
         (drivers[2].0.describe(), &batched),
+        (drivers[3].0.describe(), &rules),
     ];
     let mut body = String::new();
     body.push_str(&report::results_table(&scenarios, ctx.runs));
     body.push_str(&report::targets_table(&npm, &single, &batched));
+    body.push_str(&report::rules_table(&batched, &rules));
     body.push_str(&report::phases_table(&scenarios));
     body.push_str(&report::commands_table(&scenarios));
     body.push_str(&report::sweep_table(&sweep, batch, concurrency));
@@ -162,6 +170,14 @@ impl Run {
     fn client_cpu(&self) -> f64 {
         100.0 * self.client_cpu_seconds / self.seconds
     }
+    /// Messages through receive + delete per second.
+    fn receive_rate(&self) -> f64 {
+        self.messages / self.receive_delete_seconds
+    }
+    /// Redis CPU time per message in µs of the receive + delete phase.
+    fn receive_redis_us_per_message(&self) -> f64 {
+        1e6 * (self.redis_cpu_seconds - self.redis_cpu_send_seconds) / self.messages
+    }
     /// Redis CPU time per message in µs: what bounds a Redis-bound scenario.
     fn redis_us_per_message(&self) -> f64 {
         1e6 * self.redis_cpu_seconds / self.messages
@@ -204,6 +220,8 @@ enum Driver {
     Single,
     /// (c): the Rust program's `--mode batched`.
     Batched { batch: usize, concurrency: usize },
+    /// (d): (c) with `--rules on`.
+    Rules { batch: usize, concurrency: usize },
 }
 
 impl Driver {
@@ -215,6 +233,10 @@ impl Driver {
             Driver::Batched { batch, concurrency } => {
                 format!("(c) wsmq-rsmq, batches of {batch}, {concurrency} in flight")
             }
+            Driver::Rules { batch, concurrency } => format!(
+                "(d) as (c), queue with maxreceives, ttl and a dead-letter queue \
+                 (batches of {batch}, {concurrency} in flight)"
+            ),
         }
     }
 }
@@ -232,12 +254,14 @@ fn measure(ctx: &Context<'_>, driver: Driver, messages: usize, stage: &str) -> a
             let script = util::project_root().join(NODE_DIR).join("rsmq-bench.js");
             cmd!(sh, "node {script} {args...}").quiet().read()?
         }
-        Driver::Single | Driver::Batched { .. } => {
-            let (mode, batch, concurrency) = match driver {
-                Driver::Batched { batch, concurrency } => ("batched", batch, concurrency),
-                _ => ("single", 1, 1),
+        Driver::Single | Driver::Batched { .. } | Driver::Rules { .. } => {
+            let (mode, batch, concurrency, rules) = match driver {
+                Driver::Batched { batch, concurrency } => ("batched", batch, concurrency, "off"),
+                Driver::Rules { batch, concurrency } => ("batched", batch, concurrency, "on"),
+                _ => ("single", 1, 1, "off"),
             };
             args.extend(["--mode".to_owned(), mode.to_owned()]);
+            args.extend(["--rules".to_owned(), rules.to_owned()]);
             args.extend(["--batch".to_owned(), batch.to_string()]);
             args.extend(["--concurrency".to_owned(), concurrency.to_string()]);
             let program = bench_program();

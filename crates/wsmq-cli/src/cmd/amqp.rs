@@ -1,14 +1,15 @@
 //! The commands that work on RabbitMQ (`--amqp-url`): `send`, `queue create | stats | delete`
 //! and `publish`, through the gateway's own AMQP engine, so queues are declared and messages
 //! published exactly as the gateways do (durable quorum queue bound to the direct exchange,
-//! publisher confirms, an rsmq-style `message-id`).
+//! publisher confirms, an rsmq-style `message-id`); `queue create` maps `--max-receives`,
+//! `--ttl` and `--dead-letter` onto the quorum queue's arguments as the engine does.
 
 use std::path::Path;
 
 use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use wsmq_gateway::engine::{
-    Broker, EngineError, QueueStore,
+    Broker, EngineError, QueueRules, QueueStore,
     amqp::{AmqpConfig, AmqpEngine},
 };
 
@@ -21,6 +22,7 @@ const PREFETCH: usize = 64;
 /// Runs `command` on RabbitMQ, or says it is not available there.
 pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
     // Check the input before connecting, as the Redis commands do.
+    let mut rules = QueueRules::default();
     match &command {
         Command::Send(args) => check_queue_name(&args.queue)?,
         Command::Publish(args) => check_channel_name(&args.channel)?,
@@ -31,6 +33,13 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
                 "--vt, --delay and --maxsize are rsmq queue attributes; RabbitMQ queues have \
                  none (see docs/amqp.md)"
             );
+            // --max-receives, --ttl and --dead-letter become the quorum queue's arguments.
+            let options = super::queue::options(queue, attrs)?;
+            rules = QueueRules {
+                max_receives: options.maxreceives.unwrap_or(0),
+                ttl: options.ttl.unwrap_or(0),
+                dead_letter: options.deadletter.filter(|name| !name.is_empty()),
+            };
         }
         Command::Queue(QueueCmd::Stats { queue } | QueueCmd::Delete { queue }) => {
             check_queue_name(queue)?;
@@ -52,11 +61,16 @@ pub(crate) async fn run(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
             ctx.out.published(&args.channel, routed)
         }
         Command::Queue(QueueCmd::Create { queue, .. }) => {
-            engine
-                .ensure_queue(&queue)
+            let created = engine
+                .create_queue(&queue, &rules)
                 .await
                 .map_err(|err| engine_error(&queue, err))?;
-            ctx.out.queue_done(&queue, "created")
+            if created {
+                ctx.out.queue_done(&queue, "created")
+            } else {
+                // As on Redis; and RabbitMQ would keep the arguments it has anyway.
+                Err(anyhow::anyhow!("queue '{queue}' already exists"))
+            }
         }
         Command::Queue(QueueCmd::Stats { queue }) => {
             let (ready, consumers) = engine
@@ -122,27 +136,40 @@ async fn send(ctx: &Ctx, engine: &AmqpEngine, args: SendArgs) -> anyhow::Result<
     let mut ids = Vec::new();
     let mut line_no = 0usize;
     loop {
-        let line = lines
-            .next_line()
-            .await
-            .with_context(|| format!("cannot read {name} after line {line_no}"))?;
+        let line = match lines.next_line().await {
+            Ok(line) => line,
+            Err(err) => {
+                ctx.out.sent_many(queue, &ids, false)?;
+                return Err(anyhow::Error::new(err)
+                    .context(format!("cannot read {name} after line {line_no}")));
+            }
+        };
         let Some(line) = line else { break };
         line_no += 1;
         if line.is_empty() {
             continue;
         }
         match engine.send(queue, &line, args.delay).await {
-            Ok(id) => ids.push(id),
+            Ok(id) => {
+                // Printed at once (text), as the Redis command prints each batch: after a
+                // failure, what was sent is known and a rerun can skip it.
+                ctx.out.sent_batch(std::slice::from_ref(&id))?;
+                ids.push(id);
+            }
             Err(err) => {
                 let err = engine_error(queue, err).context(format!("{name} line {line_no}"));
+                ctx.out.sent_many(queue, &ids, false)?;
                 if ids.is_empty() {
                     return Err(err);
                 }
-                return Err(err.context(format!("stopped after sending {} messages", ids.len())));
+                return Err(err.context(format!(
+                    "stopped after sending {} messages (their ids are printed above)",
+                    ids.len()
+                )));
             }
         }
     }
-    ctx.out.sent_many(queue, &ids)
+    ctx.out.sent_many(queue, &ids, true)
 }
 
 /// The file, or stdin for `-`, with its name for messages.
@@ -186,6 +213,7 @@ fn name(command: &Command) -> &'static str {
         Command::Queue(QueueCmd::Set { .. }) => "queue set",
         Command::Queue(_) => "queue",
         Command::Token(_) => "token",
+        Command::Channel(_) => "channel",
         Command::Nodes => "nodes",
     }
 }

@@ -6,6 +6,7 @@
 //! attempt, and an unreachable Redis is never blamed for a bad argument.
 
 mod amqp;
+mod channel;
 mod nodes;
 mod publish;
 mod queue;
@@ -19,7 +20,7 @@ use wsmq_proto::{ChannelName, QueueName, UserId};
 use wsmq_rsmq::{Rsmq, RsmqError, RsmqOptions};
 
 use crate::{
-    cli::{Cli, Command, GlobalOpts, TokenCmd},
+    cli::{ChannelCmd, Cli, Command, GlobalOpts, TokenCmd},
     output::Output,
     redact,
 };
@@ -44,6 +45,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(cmd) => queue::run(&ctx, cmd).await,
         Command::Token(TokenCmd::Issue(args)) => token::issue(&ctx, args).await,
         Command::Token(TokenCmd::Revoke { user }) => token::revoke(&ctx, &user).await,
+        Command::Channel(ChannelCmd::History {
+            channel,
+            limit,
+            before,
+        }) => channel::history(&ctx, &channel, limit, before).await,
         Command::Nodes => nodes::run(&ctx).await,
     }
 }
@@ -159,8 +165,13 @@ fn check_channel_name(channel: &str) -> anyhow::Result<()> {
     })
 }
 
-/// The user id, or why no token could carry it.
+/// The user id, or why no token could carry it. One leading `users/` is removed, as the
+/// gateways do with a JWT's `sub`, so that `--user users/X` and `--user X` are the same user
+/// for the JWT, the access token and its registry key alike.
 fn user_id(user: &str) -> anyhow::Result<UserId> {
+    let user = user
+        .strip_prefix(wsmq_proto::token::USER_PREFIX)
+        .unwrap_or(user);
     UserId::new(user).map_err(|_| {
         anyhow::anyhow!(
             "invalid user id {} (1 to 160 characters, no control characters)",
@@ -203,6 +214,8 @@ mod tests {
         assert!(check_queue_name("jobs_1-a").is_ok());
         assert!(check_channel_name("prices:eu.fx").is_ok());
         assert!(user_id("a\nb").unwrap_err().to_string().contains("'a\\nb'"));
+        assert_eq!(user_id("users/57c8").unwrap().as_str(), "57c8");
+        assert_eq!(user_id("users/users/x").unwrap().as_str(), "users/x");
     }
 
     #[test]

@@ -8,13 +8,19 @@
 //! Messages keep the order of the lines: each batch's ids are consecutive, and the batches
 //! reach Redis in the order they were spawned, because `Rsmq` pipelines every call over one
 //! multiplexed connection and the current-thread runtime first polls tasks in spawn order.
+//!
+//! The ids of each batch are printed as soon as it is sent (text output), so when a later
+//! batch fails, or the input turns out bad half-way, what was sent is known and a rerun can
+//! skip it instead of sending it twice. A line is never read past the longest a message may
+//! be (three bytes per UTF-16 unit of the queue's maxsize), so a file without newlines cannot
+//! make the command read it whole into memory.
 
 use std::{collections::VecDeque, io::IsTerminal, path::Path, pin::Pin, time::Duration};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader, Lines},
+    io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader},
     task::JoinHandle,
 };
 use wsmq_rsmq::{Rsmq, RsmqError};
@@ -29,6 +35,9 @@ const BATCH_SIZE: usize = 500;
 /// Batches in flight at once. A handful hides the round-trip time; more only queues up in
 /// Redis, which runs the scripts one at a time anyway.
 const IN_FLIGHT: usize = 8;
+
+/// Longest line read when the queue has no maxsize (`-1`): the most Redis takes in one string.
+const MAX_LINE_BYTES: usize = 512 << 20;
 
 /// Sends the message or the file `args` names.
 pub(crate) async fn run(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
@@ -76,7 +85,7 @@ async fn send_lines(ctx: &Ctx, queue: &str, path: &Path, delay: Option<u64>) -> 
         };
         if in_flight.len() == IN_FLIGHT {
             let oldest = in_flight.pop_front().expect("in_flight is full");
-            if let Err(err) = oldest.finish(queue, &mut ids, &progress).await {
+            if let Err(err) = oldest.finish(ctx, queue, &mut ids, &progress).await {
                 failure = Some(err);
                 break;
             }
@@ -86,23 +95,28 @@ async fn send_lines(ctx: &Ctx, queue: &str, path: &Path, delay: Option<u64>) -> 
     // Batches already on the wire succeed or fail on their own; wait for them so that the
     // count below is true even after a failure.
     while let Some(batch) = in_flight.pop_front() {
-        if let Err(err) = batch.finish(queue, &mut ids, &progress).await {
+        if let Err(err) = batch.finish(ctx, queue, &mut ids, &progress).await {
             failure.get_or_insert(err);
         }
     }
     progress.finish_and_clear();
 
+    // The ids are out (text: batch by batch; JSON: here) before any error is reported.
+    ctx.out.sent_many(queue, &ids, failure.is_none())?;
     match failure {
-        None => ctx.out.sent_many(queue, &ids),
+        None => Ok(()),
         Some(err) if ids.is_empty() => Err(err),
-        Some(err) => Err(err.context(format!("stopped after sending {} messages", ids.len()))),
+        Some(err) => Err(err.context(format!(
+            "stopped after sending {} messages (their ids are printed above)",
+            ids.len()
+        ))),
     }
 }
 
 /// Lines of the input, grouped into batches.
 struct LineReader {
-    /// The input, split into lines (`\n` or `\r\n`); must be UTF-8 like every rsmq message.
-    lines: Lines<BufReader<Pin<Box<dyn AsyncRead + Send>>>>,
+    /// The input, read line by line (`\n` or `\r\n`); must be UTF-8 like every rsmq message.
+    reader: BufReader<Pin<Box<dyn AsyncRead + Send>>>,
     /// The input's name for error messages.
     name: String,
     /// Its size in bytes when known (a regular file), for the progress bar.
@@ -133,7 +147,7 @@ impl LineReader {
             (Box::pin(file), name, len)
         };
         Ok(LineReader {
-            lines: BufReader::new(reader).lines(),
+            reader: BufReader::new(reader),
             name,
             len,
             line_no: 0,
@@ -146,12 +160,10 @@ impl LineReader {
         let mut messages = Vec::with_capacity(BATCH_SIZE);
         let mut bytes = 0;
         while messages.len() < BATCH_SIZE {
-            let line = self.lines.next_line().await.with_context(|| {
-                format!("cannot read line {} of {}", self.line_no + 1, self.name)
-            })?;
-            let Some(line) = line else { break };
-            self.line_no += 1;
-            bytes += line.len() as u64 + 1;
+            let Some((line, read)) = self.next_line(queue).await? else {
+                break;
+            };
+            bytes += read;
             // An empty line is almost always a trailing or separating blank, not a message.
             if line.is_empty() {
                 continue;
@@ -171,6 +183,46 @@ impl LineReader {
             return Ok(None);
         }
         Ok(Some(Batch { messages, bytes }))
+    }
+
+    /// The next line without its line end, and the bytes it took; `None` at the end. Reads at
+    /// most one byte past the longest acceptable line, and refuses a longer one.
+    async fn next_line(&mut self, queue: &str) -> anyhow::Result<Option<(String, u64)>> {
+        // A UTF-16 unit takes at most three bytes of UTF-8 (a four-byte character is two
+        // units), so no line of over 3 × maxsize bytes can fit.
+        let max = self
+            .limit
+            .map_or(MAX_LINE_BYTES, |limit| limit.saturating_mul(3));
+        let number = self.line_no + 1;
+        let mut buf = Vec::new();
+        let read = (&mut self.reader)
+            .take(max as u64 + 2)
+            .read_until(b'\n', &mut buf)
+            .await
+            .with_context(|| format!("cannot read line {number} of {}", self.name))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line_no = number;
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+        }
+        if buf.len() > max {
+            let what = match self.limit {
+                Some(limit) => format!("the maxsize of queue '{queue}' ({limit})"),
+                None => format!("{max} bytes"),
+            };
+            anyhow::bail!(
+                "line {number} of {} is longer than {what}; stopped reading it",
+                self.name
+            );
+        }
+        let line = String::from_utf8(buf)
+            .map_err(|_| anyhow::anyhow!("line {number} of {} is not valid UTF-8", self.name))?;
+        Ok(Some((line, read as u64)))
     }
 }
 
@@ -207,9 +259,10 @@ struct InFlight {
 }
 
 impl InFlight {
-    /// Waits for the batch and appends its ids to `ids`.
+    /// Waits for the batch, prints its ids (text output) and appends them to `ids`.
     async fn finish(
         self,
+        ctx: &Ctx,
         queue: &str,
         ids: &mut Vec<String>,
         progress: &ProgressBar,
@@ -219,6 +272,7 @@ impl InFlight {
             .await
             .context("a send task failed")?
             .map_err(|err| queue_error(queue, err))?;
+        progress.suspend(|| ctx.out.sent_batch(&sent))?;
         ids.extend(sent);
         progress.inc(self.bytes);
         progress.set_message(format!("{} messages sent", ids.len()));

@@ -2,12 +2,17 @@
 //!
 //! `issue` signs a JWT (HS256) and makes a `tokens2` access token for a user, and registers the
 //! access token in `wsmq:access:{user}`, without which the gateways refuse it. `revoke` removes
-//! every registered access token of the user and announces it on `wsmq:revoke`, on which every
-//! gateway closes the user's sessions (4003).
+//! every registered access token of the user and sets the user's revocation mark
+//! (`wsmq:revoked:{user}`, Redis' clock), against which the gateways refuse every JWT issued
+//! until then, in one script (`revoke.lua`) that also announces it on `wsmq:revoke`, on which
+//! every gateway closes the user's sessions (4003).
 
+use std::{sync::LazyLock, time::Duration};
+
+use redis::Script;
 use wsmq_proto::{
     keys,
-    token::{Claims, Grants, issue_access_token, issue_hs256},
+    token::{Audience, Claims, Grants, MAX_JWT_LIFETIME_SECS, issue_access_token, issue_hs256},
 };
 
 use super::{Ctx, conn, redis_time, user_id};
@@ -33,6 +38,12 @@ pub(crate) async fn issue(ctx: &Ctx, args: IssueArgs) -> anyhow::Result<()> {
         .unwrap_or(jwt_secret);
     let ttl = args.ttl.as_secs();
     anyhow::ensure!(ttl >= 1, "--ttl must be at least 1s");
+    // The gateways refuse longer lifetimes: revocation marks could not outlive such tokens.
+    anyhow::ensure!(
+        ttl <= MAX_JWT_LIFETIME_SECS,
+        "--ttl must be at most {}d (the longest JWT lifetime the gateways accept)",
+        MAX_JWT_LIFETIME_SECS / 86_400
+    );
     let grants = (!args.consume.is_empty()
         || !args.subscribe.is_empty()
         || !args.publish.is_empty())
@@ -44,10 +55,16 @@ pub(crate) async fn issue(ctx: &Ctx, args: IssueArgs) -> anyhow::Result<()> {
 
     let rsmq = ctx.connect(false).await?;
     let mut conn = conn(&rsmq).await?;
-    let now = redis_time(&mut conn).await?;
+    let now = issue_time(&mut conn, &user).await?;
     let expires = now.saturating_add(ttl);
     let claims = Claims {
         iat: Some(now),
+        iss: args.issuer.clone().filter(|s| !s.is_empty()),
+        aud: args
+            .audience
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(Audience::One),
         wsmq: grants,
         ..Claims::new(user.as_str(), expires)
     };
@@ -67,25 +84,48 @@ pub(crate) async fn issue(ctx: &Ctx, args: IssueArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Removes a user's access tokens and tells every gateway to close the user's sessions.
+/// Redis' clock, once it is past the user's revocation mark: a JWT issued in the second of a
+/// revocation counts as revoked (`iat` has one-second resolution), so a `token issue` right
+/// after a `token revoke` waits for the next second rather than print a dead token.
+async fn issue_time(conn: &mut deadpool_redis::Connection, user: &str) -> anyhow::Result<u64> {
+    loop {
+        let now = redis_time(conn).await?;
+        let mark: Option<u64> = redis::cmd("GET")
+            .arg(keys::revoked(user))
+            .query_async(conn)
+            .await?;
+        match mark {
+            // A mark far ahead (a clock that jumped back) is not waited out here: the token
+            // would be refused, which `token revoke` cannot undo either; say so.
+            Some(mark) if mark >= now && mark - now < 5 => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(mark) if mark >= now => anyhow::bail!(
+                "user '{user}' has a revocation mark {}s ahead of Redis' clock; \
+                 tokens issued now would be refused",
+                mark - now
+            ),
+            _ => return Ok(now),
+        }
+    }
+}
+
+/// The revocation script (`revoke.lua`).
+static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("revoke.lua")));
+
+/// Removes a user's access tokens, marks the JWTs issued until now as revoked, and tells every
+/// gateway to close the user's sessions.
 pub(crate) async fn revoke(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
     let user = user_id(user)?;
     let rsmq = ctx.connect(false).await?;
     let mut conn = conn(&rsmq).await?;
-    let key = keys::access_tokens(&user);
-    // One transaction: the count is of the tokens actually deleted, and no gateway can see the
-    // announcement while the tokens are still registered.
-    let (removed, notified): (u64, u64) = redis::pipe()
-        .atomic()
-        .cmd("SCARD")
-        .arg(&key)
-        .cmd("DEL")
-        .arg(&key)
-        .ignore()
-        .cmd("PUBLISH")
-        .arg(keys::REVOKE_CHANNEL)
+    let (removed, notified, mark): (u64, u64, u64) = REVOKE
+        .key(keys::access_tokens(&user))
+        .key(keys::revoked(&user))
         .arg(user.as_str())
-        .query_async(&mut conn)
+        .arg(keys::REVOCATION_TTL_SECS)
+        .arg(keys::REVOKE_CHANNEL)
+        .invoke_async(&mut conn)
         .await?;
-    ctx.out.revoked(&user, removed, notified)
+    ctx.out.revoked(&user, removed, mark, notified)
 }

@@ -10,8 +10,11 @@ use hyper::{HeaderMap, Uri};
 use tracing::warn;
 use wsmq_proto::AccessToken;
 
-use super::{AuthFailure, Identity, Via, query_param};
-use crate::{config::Secret, engine::ClusterState};
+use super::{AuthFailure, HeldToken, Identity, Via, query_param};
+use crate::{
+    config::Secret,
+    engine::{ClusterState, CredentialQuery},
+};
 
 /// The access token of a request, if it carries one.
 pub(crate) fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
@@ -23,6 +26,9 @@ pub(crate) fn from_request(headers: &HeaderMap, uri: &Uri) -> Option<String> {
 }
 
 /// Decrypts `token` and checks that it is registered for its user.
+///
+/// The identity's `issued` is the engine's clock read just before the registry, so the session
+/// token minted from it falls under any revocation that comes after this check.
 ///
 /// # Errors
 ///
@@ -38,17 +44,25 @@ pub(crate) async fn verify(
         .map_err(|e| AuthFailure { reason: e.reason() })?;
     // The registry stores tokens as issued (lowercase hex).
     let normalized = token.to_ascii_lowercase();
-    match registry
-        .is_access_token_registered(parsed.user_id.as_str(), &normalized)
-        .await
-    {
-        Ok(true) => Ok(Identity {
+    let query = [CredentialQuery {
+        user: parsed.user_id.as_str(),
+        access_token: Some(&normalized),
+    }];
+    let checked = registry.check_credentials(&query).await;
+    let registered = checked.as_ref().map(|checks| {
+        let registered = checks.checks.first().and_then(|check| check.registered);
+        (registered == Some(true)).then_some(checks.now)
+    });
+    match registered {
+        Ok(Some(now)) => Ok(Identity {
             user: parsed.user_id,
             grants: None,
             exp: None,
             via: Via::AccessToken,
+            issued: Some(now),
+            access_token: Some(HeldToken::new(&normalized)),
         }),
-        Ok(false) => Err(AuthFailure {
+        Ok(None) => Err(AuthFailure {
             reason: "unregistered",
         }),
         Err(err) => {
@@ -81,6 +95,11 @@ mod tests {
             (identity.user.as_str(), identity.via),
             ("57c8", Via::AccessToken)
         );
+        assert_eq!(
+            identity.access_token.as_ref().map(HeldToken::as_str),
+            Some(token.as_str())
+        );
+        assert!(identity.issued.is_some());
         let garbage = verify(&secret, "zz", engine.as_ref()).await.unwrap_err();
         assert_eq!(garbage.reason, "malformed");
     }

@@ -113,6 +113,8 @@ mod tests {
             grants,
             exp: None,
             via: Via::Jwt,
+            issued: None,
+            access_token: None,
         }
     }
 

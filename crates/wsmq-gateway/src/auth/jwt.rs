@@ -4,9 +4,15 @@
 //! (browsers cannot set headers on a WebSocket). Verification is `wsmq-proto`'s
 //! [`JwtVerifier`]: one algorithm fixed by the configured key (so `alg: none` and algorithm
 //! confusion are refused), `exp`/`nbf` with a small leeway, `iss`/`aud` when configured.
+//! On top of that, what revocation needs: a token may live at most
+//! [`MAX_JWT_LIFETIME_SECS`] from its `iat`, and an `iat` in the future (beyond the leeway)
+//! is refused, since such a token would pass every revocation mark set before that time.
 
 use hyper::{HeaderMap, Uri, header};
-use wsmq_proto::JwtVerifier;
+use wsmq_proto::{
+    JwtVerifier,
+    token::{DEFAULT_LEEWAY_SECS, MAX_JWT_LIFETIME_SECS},
+};
 
 use super::{AuthFailure, Identity, Via, query_param};
 
@@ -44,11 +50,25 @@ pub(crate) fn verify(
     let user = claims
         .user()
         .map_err(|e| AuthFailure { reason: e.reason() })?;
+    if let Some(iat) = claims.iat {
+        if iat > now.saturating_add(DEFAULT_LEEWAY_SECS) {
+            return Err(AuthFailure {
+                reason: "issued_in_future",
+            });
+        }
+        if claims.exp.saturating_sub(iat) > MAX_JWT_LIFETIME_SECS {
+            return Err(AuthFailure {
+                reason: "lifetime_too_long",
+            });
+        }
+    }
     Ok(Identity {
         user,
         grants: claims.wsmq,
         exp: Some(claims.exp),
         via: Via::Jwt,
+        issued: claims.iat,
+        access_token: None,
     })
 }
 
@@ -88,5 +108,36 @@ mod tests {
             verify(&verifier, &forged, NOW).unwrap_err().reason,
             "bad_signature"
         );
+    }
+
+    #[test]
+    fn lifetimes_beyond_the_revocation_horizon_and_future_iats_are_refused() {
+        let verifier = JwtVerifier::hs256(b"secret").unwrap();
+        let with = |iat: u64, exp: u64| {
+            let mut claims = Claims::new("u", exp);
+            claims.iat = Some(iat);
+            verify(&verifier, &issue_hs256(&claims, b"secret"), NOW)
+        };
+        let longest = with(NOW, NOW + MAX_JWT_LIFETIME_SECS).unwrap();
+        assert_eq!(longest.issued, Some(NOW));
+        assert_eq!(
+            with(NOW, NOW + MAX_JWT_LIFETIME_SECS + 1)
+                .unwrap_err()
+                .reason,
+            "lifetime_too_long"
+        );
+        assert!(with(NOW + DEFAULT_LEEWAY_SECS, NOW + 60).is_ok());
+        assert_eq!(
+            with(NOW + DEFAULT_LEEWAY_SECS + 1, NOW + 60)
+                .unwrap_err()
+                .reason,
+            "issued_in_future"
+        );
+        // Without iat there is nothing to bound: revocation marks refuse such tokens instead.
+        let undated = issue_hs256(
+            &Claims::new("u", NOW + 10 * MAX_JWT_LIFETIME_SECS),
+            b"secret",
+        );
+        assert_eq!(verify(&verifier, &undated, NOW).unwrap().issued, None);
     }
 }

@@ -9,7 +9,10 @@ use tracing::{debug, warn};
 use wsmq_proto::{ErrorCode, Ref, ServerFrame, encode_server};
 
 use super::{Command, DeliveryTask, RELEASE_TIMEOUT, SETTLE_TIMEOUT, UNSETTLED_MAX};
-use crate::{engine::EngineError, outbound::OutFrame};
+use crate::{
+    engine::{EngineError, Held},
+    outbound::OutFrame,
+};
 
 impl DeliveryTask {
     /// Handles commands and written reports already waiting, without blocking.
@@ -28,11 +31,12 @@ impl DeliveryTask {
     }
 
     /// Handles `first` and every command already queued behind it: the acks become one
-    /// batched delete and the nacks one batched release per delay, sent together (they share
-    /// one connection, so this costs about one round trip). Returns whether a message was
-    /// nacked.
+    /// batched delete, the nacks one batched release per delay and the dead nacks one batched
+    /// dead-lettering, sent together (they share one connection, so this costs about one round
+    /// trip). Returns whether a message was nacked.
     pub(super) async fn handle_commands(&mut self, first: Command) -> bool {
         let mut acks = Claimed::default();
+        let mut dead = Claimed::default();
         // (delay, messages): clients nack with one delay or very few.
         let mut nacks: Vec<(u64, Claimed)> = Vec::new();
         let mut next = Some(first);
@@ -41,17 +45,26 @@ impl DeliveryTask {
                 Command::Ack { id, reference } => (id, reference, None),
                 Command::Nack {
                     id,
+                    dead: true,
+                    reference,
+                    ..
+                } => (id, reference, Some(None)),
+                Command::Nack {
+                    id,
                     delay,
                     reference,
-                } => (id, reference, Some(delay)),
+                    ..
+                } => (id, reference, Some(Some(delay))),
             };
             let reference = boxed.map(|r| *r);
             // Claimed by this command: a second ack or nack of it in the same batch finds it
             // gone. A message whose earlier ack failed may be acked again.
-            if self.in_flight.remove(id.as_str()) || self.unsettled.remove(id.as_str()) {
+            let holding = self.in_flight.remove(id.as_str());
+            if let Some(rc) = holding.or_else(|| self.unsettled.remove(id.as_str())) {
                 let claimed = match delay {
                     None => &mut acks,
-                    Some(delay) => match nacks.iter().position(|(d, _)| *d == delay) {
+                    Some(None) => &mut dead,
+                    Some(Some(delay)) => match nacks.iter().position(|(d, _)| *d == delay) {
                         Some(i) => &mut nacks[i].1,
                         None => {
                             nacks.push((delay, Claimed::default()));
@@ -59,7 +72,10 @@ impl DeliveryTask {
                         }
                     },
                 };
-                claimed.ids.push(id.into_string());
+                claimed.held.push(Held {
+                    id: id.into_string(),
+                    rc,
+                });
                 claimed.refs.push(reference);
             } else {
                 self.reply_not_delivered(reference);
@@ -70,24 +86,32 @@ impl DeliveryTask {
         let engine = &self.gateway.engine.queues;
         let queue = self.queue.as_str();
         let deleting = async {
-            if acks.ids.is_empty() {
+            if acks.held.is_empty() {
                 Ok(0)
             } else {
-                engine.ack(queue, &acks.ids).await
+                let ids: Vec<String> = acks.held.iter().map(|h| h.id.clone()).collect();
+                engine.ack(queue, &ids).await
             }
         };
         let releasing = join_all(
             nacks
                 .iter()
-                .map(|(delay, claimed)| engine.release(queue, &claimed.ids, *delay)),
+                .map(|(delay, claimed)| engine.release(queue, &claimed.held, *delay)),
         );
-        let (deleted, released) = tokio::join!(deleting, releasing);
+        let burying = async {
+            if dead.held.is_empty() {
+                Ok(None)
+            } else {
+                engine.dead_letter(queue, &dead.held).await.map(Some)
+            }
+        };
+        let (deleted, released, buried) = tokio::join!(deleting, releasing, burying);
 
         let gateway = Arc::clone(&self.gateway);
         let metrics = &gateway.metrics;
-        if !acks.ids.is_empty() {
+        if !acks.held.is_empty() {
             if deleted.is_ok() {
-                metrics.acks.inc_by(acks.ids.len() as u64);
+                metrics.acks.inc_by(acks.held.len() as u64);
             }
             self.settle(acks, deleted, "ack");
         }
@@ -95,9 +119,17 @@ impl DeliveryTask {
         for ((_, claimed), result) in nacks.into_iter().zip(released) {
             if result.is_ok() {
                 // Gone or given back: either way no longer ours.
-                metrics.nacks.inc_by(claimed.ids.len() as u64);
+                metrics.nacks.inc_by(claimed.held.len() as u64);
             }
             self.settle(claimed, result, "nack");
+        }
+        if !dead.held.is_empty() {
+            let buried = buried.map(|outcome| {
+                let outcome = outcome.unwrap_or_default();
+                metrics.dead_nacked(outcome);
+                outcome.count
+            });
+            self.settle(dead, buried, "nack");
         }
         nacked
     }
@@ -110,15 +142,15 @@ impl DeliveryTask {
         match result {
             Ok(_) => {
                 for reference in claimed.refs {
-                    self.reply(ServerFrame::ok(reference));
+                    self.reply_claimed(ServerFrame::ok(reference));
                 }
             }
             Err(err) => {
                 let metrics = &self.gateway.metrics;
                 metrics.engine_failed(op, self.queue.as_str(), &err, false);
-                self.unsettle(claimed.ids);
+                self.unsettle(claimed.held);
                 for reference in claimed.refs {
-                    self.reply(engine_error_frame(reference, &err));
+                    self.reply_claimed(engine_error_frame(reference, &err));
                 }
             }
         }
@@ -203,7 +235,11 @@ impl DeliveryTask {
         if self.in_flight.is_empty() {
             return;
         }
-        let ids: Vec<String> = self.in_flight.drain().collect();
+        let ids: Vec<Held> = self
+            .in_flight
+            .drain()
+            .map(|(id, rc)| Held { id, rc })
+            .collect();
         let queue = self.queue.as_str();
         let releasing = self.gateway.engine.queues.release(queue, &ids, 0);
         match tokio::time::timeout(RELEASE_TIMEOUT, releasing).await {
@@ -230,11 +266,12 @@ impl DeliveryTask {
 
     /// Moves ids whose ack or nack failed out of the window (see [`Self::settle`]), keeping at
     /// most [`UNSETTLED_MAX`] of them.
-    fn unsettle(&mut self, ids: Vec<String>) {
-        if self.unsettled.len() + ids.len() > UNSETTLED_MAX {
+    fn unsettle(&mut self, held: Vec<Held>) {
+        if self.unsettled.len() + held.len() > UNSETTLED_MAX {
             self.unsettled.clear();
         }
-        self.unsettled.extend(ids);
+        self.unsettled
+            .extend(held.into_iter().map(|Held { id, rc }| (id, rc)));
     }
 
     fn reply_not_delivered(&self, reference: Option<Ref>) {
@@ -251,13 +288,20 @@ impl DeliveryTask {
     fn reply(&self, frame: ServerFrame) {
         self.out.push(OutFrame::text(encode_server(&frame)));
     }
+
+    /// The reply to an ack or nack of a message delivered here: one per delivery at most, so
+    /// bounded by the credit like the deliveries themselves (a client that acks a backlog
+    /// as fast as it reads it is not slow).
+    fn reply_claimed(&self, frame: ServerFrame) {
+        self.out.push_credit(OutFrame::text(encode_server(&frame)));
+    }
 }
 
 /// Messages claimed from `in_flight` by acks or nacks of one batch, and the refs to answer.
 #[derive(Default)]
 struct Claimed {
-    /// Message ids, in command order.
-    ids: Vec<String>,
+    /// The messages as delivered here, in command order.
+    held: Vec<Held>,
     /// The `ref` of each command, in the same order.
     refs: Vec<Option<Ref>>,
 }

@@ -37,7 +37,7 @@
 
 mod commands;
 
-use std::{collections::HashSet, pin::pin, sync::Arc, time::Duration};
+use std::{collections::HashMap, pin::pin, sync::Arc, time::Duration};
 
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -82,12 +82,15 @@ pub(crate) enum Command {
         /// by the window-full.
         reference: Option<Box<Ref>>,
     },
-    /// Give a delivered message back, visible again after `delay` seconds.
+    /// Give a delivered message back, visible again after `delay` seconds, or (`dead`) to the
+    /// queue's dead-letter queue at once.
     Nack {
         /// The message.
         id: MessageId,
         /// Seconds until it is visible again.
         delay: u64,
+        /// To the dead-letter queue instead.
+        dead: bool,
         /// Echoed in the reply.
         reference: Option<Box<Ref>>,
     },
@@ -160,8 +163,8 @@ pub(crate) fn spawn(
         written_tx,
         written,
         cancel: cancel.clone(),
-        in_flight: HashSet::new(),
-        unsettled: HashSet::new(),
+        in_flight: HashMap::new(),
+        unsettled: HashMap::new(),
     };
     // Tracked for the node's drain and the session's: both wait for the acks of what is in
     // flight.
@@ -189,13 +192,14 @@ struct DeliveryTask {
     written: Option<mailbox::Receiver<String>>,
     /// Ends the task.
     cancel: CancellationToken,
-    /// Delivered, not yet acknowledged.
-    in_flight: HashSet<String>,
+    /// Delivered, not yet acknowledged: id → the rc of that delivery, which is how a release
+    /// or nack names the receive it gives back (a later receive elsewhere has a higher rc).
+    in_flight: HashMap<String, u64>,
     /// Delivered, and an ack or nack of them failed (Redis unreachable): no longer counted
     /// against the window, since they reappear after the vt and may go to another consumer,
     /// but the client may still ack them. A later receipt moves an id back to `in_flight`.
-    /// Not released at the end, for the same reason.
-    unsettled: HashSet<String>,
+    /// Not released at the end, for the same reason. Kept with their rc, as `in_flight`.
+    unsettled: HashMap<String, u64>,
 }
 
 impl DeliveryTask {
@@ -268,6 +272,7 @@ impl DeliveryTask {
                             debug!(queue = %self.queue, failures, "receiving again");
                             failures = 0;
                         }
+                        gateway.metrics.dead_messages(&received.dead);
                         let got = received.messages.len();
                         for message in received.messages {
                             if !self.forward(message) {
@@ -346,17 +351,18 @@ impl DeliveryTask {
                 };
                 let mut text = String::new();
                 encode_queue_message(&mut text, &self.queue, &id, &body, rc, sent);
-                self.in_flight.insert(id.into_string());
+                self.in_flight.insert(id.into_string(), rc);
                 (text, None)
             }
             Dialect::Legacy => {
                 // `written_tx` is only taken at the end, after the last delivery.
                 let ack_on_write = self.written_tx.clone().map(|tx| Box::new((id.clone(), tx)));
-                self.in_flight.insert(id);
+                self.in_flight.insert(id, rc);
                 (legacy::encode_message(&body), ack_on_write)
             }
         };
-        self.out.push(OutFrame {
+        // Credit-bounded: at most `--window` of these per subscription are unacknowledged.
+        self.out.push_credit(OutFrame {
             payload: Payload::Text(text.into()),
             report: Some(WriteReport {
                 sent_ms: sent,

@@ -9,8 +9,8 @@
 //!
 //! The files live in `crates/wsmq-gateway/static/` and are embedded with `include_str!`, so
 //! the binary serves them with no build step and no files beside it. The token endpoint hands
-//! anyone a token for any name: it exists only with `--demo`, and the gateway warns at start
-//! that such a node is not for production.
+//! anyone a token for any name: it exists only with `--demo`, only on the public port, and
+//! the gateway says at start how its tokens are kept apart from real ones (`auth::demo`).
 //!
 //! [`docs/client.md`]: https://github.com/wsmq/wsmq/blob/main/docs/client.md
 
@@ -70,10 +70,17 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Respons
 /// Logs, once at start, that this node hands out tokens to anyone.
 pub(crate) fn warn_at_start(gateway: &Gateway) {
     if gateway.config.demo {
-        tracing::warn!(
-            "--demo: POST /demo/token gives anyone a token for any user name; \
-             never run --demo in production"
-        );
+        if gateway.config.auth.demo_secret.is_some() {
+            tracing::warn!(
+                "--demo: POST /demo/token gives anyone a token signed with --demo-secret, for \
+                 users demo-NAME only; real credentials of demo-* users are refused here"
+            );
+        } else {
+            tracing::warn!(
+                "--demo: POST /demo/token gives anyone a token for any user name, signed with \
+                 this run's random secret; never run --demo in production"
+            );
+        }
         // 0.0.0.0 is where the node listens, not an address to open.
         let addr = gateway.addr;
         let host = if addr.ip().is_unspecified() {

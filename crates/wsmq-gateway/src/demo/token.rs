@@ -5,12 +5,14 @@
 //! that it is a valid user id and the user's own queue name is a valid queue name. The reply:
 //!
 //! ```json
-//! {"token":"…","user":"alice","queue":"alice","queue_template":"{user}","expires":1700003600,"node":"…"}
+//! {"token":"…","user":"alice","queue":"alice","queue_template":"{user}","user_prefix":"","expires":1700003600,"node":"…"}
 //! ```
 //!
 //! The token's `wsmq` claim grants what a chat needs beyond the user's own queue: publishing
-//! to any queue (`queue:*`, the other users' own queues) and subscribing and publishing to
-//! `room-*` channels.
+//! to the other users' own queues and subscribing and publishing to `room-*` channels. With
+//! `--demo-secret` the user is `demo-NAME` (`user_prefix` says so), the token is signed with
+//! that secret for the demo audience, and it may publish only to `demo-*` queues
+//! (`auth::demo`); without it (a node with no production key), to any queue.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,7 +24,13 @@ use hyper::{
 use serde_json::json;
 use wsmq_proto::{Audience, Claims, Grants, QueueName, UserId, token::issue_hs256};
 
-use crate::{clock, http::Body, state::Gateway};
+use crate::{
+    auth::demo::{self as separate, AUDIENCE},
+    clock,
+    config::DEMO_USER_PREFIX,
+    http::Body,
+    state::Gateway,
+};
 
 /// Lifetime of a demo token; the page refreshes it (the `auth` op) before it runs out.
 pub(crate) const TOKEN_TTL_SECS: u64 = 3600;
@@ -72,6 +80,8 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Respons
         "user": user.as_str(),
         "queue": queue.as_str(),
         "queue_template": gateway.config.auth.own_queue,
+        // What every demo user name starts with on this node ("" without --demo-secret).
+        "user_prefix": if gateway.config.auth.demo_secret.is_some() { DEMO_USER_PREFIX } else { "" },
         "expires": token.1,
         "node": gateway.config.node_id,
     });
@@ -94,29 +104,45 @@ pub(crate) fn preflight() -> Response<Body> {
     cors(response)
 }
 
-/// The user id and own queue of a demo user name, when it is acceptable.
+/// The user id and own queue of a demo user name, when it is acceptable. With
+/// `--demo-secret`, the user id is the name with [`DEMO_USER_PREFIX`] in front, so that it
+/// cannot be a real user's.
 fn validate(gateway: &Gateway, name: &str) -> Option<(UserId, QueueName)> {
     let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if name.is_empty() || name.len() > MAX_USER_LEN || !name.chars().all(plain) {
         return None;
     }
-    let user = UserId::new(name).ok()?;
-    let queue = QueueName::new(gateway.auth.policy.own_queue(name)).ok()?;
+    let name = match gateway.config.auth.demo_secret {
+        Some(_) if !name.starts_with(DEMO_USER_PREFIX) => format!("{DEMO_USER_PREFIX}{name}"),
+        _ => name.to_owned(),
+    };
+    let user = UserId::new(&name).ok()?;
+    let queue = QueueName::new(gateway.auth.policy.own_queue(&name)).ok()?;
     Some((user, queue))
 }
 
 /// A signed token and its expiry; `None` without an HS256 secret.
+///
+/// With `--demo-secret`: signed with it, for the demo audience (see `auth::demo`). Without,
+/// only a node with no production key runs the demo (`config` refuses the rest), and the
+/// token is signed with the run's random secret.
 fn mint(gateway: &Gateway, user: &str) -> Option<(String, u64)> {
     let jwt = &gateway.config.auth.jwt;
-    if jwt.public_key_pem.is_some() {
-        return None;
-    }
     let now = clock::unix_secs();
     let exp = now + TOKEN_TTL_SECS;
     let mut claims = Claims::new(user, exp);
     claims.iat = Some(now);
+    claims.wsmq = Some(separate::grants(&gateway.config.auth.own_queue));
+    if let Some(secret) = &gateway.config.auth.demo_secret {
+        claims.aud = Some(Audience::One(AUDIENCE.to_owned()));
+        return Some((issue_hs256(&claims, secret.expose().as_bytes()), exp));
+    }
+    if jwt.public_key_pem.is_some() {
+        return None;
+    }
     claims.iss.clone_from(&jwt.issuer);
     claims.aud = jwt.audience.clone().map(Audience::One);
+    // In this mode the demo's users are the only users, so they may write to any queue.
     claims.wsmq = Some(Grants {
         consume: Vec::new(),
         subscribe: vec!["room-*".to_owned()],

@@ -27,10 +27,16 @@ pub mod redis;
 use std::{fmt, sync::Arc};
 
 pub use self::{
-    broker::{Broker, BrokerHandler, HandlerSlot},
-    cluster::ClusterState,
+    broker::{
+        Broker, BrokerHandler, HandlerSlot, HistoryEntry, HistoryPage, HistoryPolicy, HistoryRange,
+        Position, Published, new_epoch,
+    },
+    cluster::{ClusterState, CredentialCheck, CredentialChecks, CredentialQuery, Revocation},
     interest::InterestGuard,
-    queues::{Listening, QueueMessage, QueueStore, QueueWatch, Received},
+    queues::{
+        DeadCounts, DeadLettered, Held, Listening, QueueMessage, QueueRules, QueueStore,
+        QueueWatch, Received,
+    },
 };
 
 /// The parts of one engine, as the gateway holds them.
@@ -68,7 +74,7 @@ impl fmt::Debug for Engine {
 }
 
 /// Why an engine operation failed; maps onto the wire codes `not_found`, `invalid`,
-/// `unavailable` and `internal`.
+/// `too_large`, `unavailable` and `internal`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     /// The queue does not exist.
@@ -83,6 +89,11 @@ pub enum EngineError {
     /// The backend could not be reached or failed transiently.
     #[error("engine unavailable: {0}")]
     Unavailable(String),
+    /// The backend answered, but refused the command or answered nonsense: data another
+    /// writer left in a shape the queue cannot hold (a key of the wrong type), or a bug.
+    /// Retrying will not help, and the backend is up: readiness does not depend on these.
+    #[error("engine error: {0}")]
+    Internal(String),
 }
 
 impl EngineError {

@@ -1,5 +1,10 @@
 //! [`QueueStore`]: queue storage and delivery, the part of an engine that holds messages until
 //! a client acknowledges them.
+//!
+//! Besides rsmq's vt, delay and maxsize a queue has wsmq's own [`QueueRules`]: a receive never
+//! hands out a message that was received `max_receives` times already or that is older than
+//! `ttl`; it moves it to the `dead_letter` queue (or deletes it) in the same atomic step, and
+//! says so in [`Received::dead`]. Every engine applies them the same way.
 
 use std::{
     sync::{
@@ -12,7 +17,63 @@ use std::{
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
+pub use wsmq_rsmq::{DeadCounts, DeadLettered};
+
 use super::{EngineError, InterestGuard};
+
+/// wsmq's own attributes of a queue (rsmq's are left at their defaults by the gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueRules {
+    /// Receives after which a message is dead; 0: no limit.
+    pub max_receives: u64,
+    /// Seconds after its send at which a message is dead; 0: never.
+    pub ttl: u64,
+    /// Where dead messages go; `None`: they are deleted.
+    pub dead_letter: Option<String>,
+}
+
+impl QueueRules {
+    /// Checks the rules for queue `queue` as rsmq's create does: ranges, and a dead-letter
+    /// queue that is a valid name other than the queue's own.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Invalid`] saying what is wrong.
+    pub fn validate(&self, queue: &str) -> Result<(), EngineError> {
+        let invalid = |err: wsmq_rsmq::RsmqError| EngineError::Invalid(err.to_string());
+        if self.max_receives > wsmq_rsmq::MAX_RECEIVES {
+            return Err(EngineError::Invalid(format!(
+                "maxreceives must be between 0 and {}",
+                wsmq_rsmq::MAX_RECEIVES
+            )));
+        }
+        if self.ttl > wsmq_rsmq::MAX_SECONDS {
+            return Err(EngineError::Invalid(format!(
+                "ttl must be between 0 and {}",
+                wsmq_rsmq::MAX_SECONDS
+            )));
+        }
+        match self.dead_letter.as_deref() {
+            None => Ok(()),
+            Some(name) if name == queue => Err(invalid(wsmq_rsmq::RsmqError::InvalidDeadLetter(
+                "it is the queue itself",
+            ))),
+            Some(name) => wsmq_rsmq::validate_queue_name(name).map_err(invalid),
+        }
+    }
+}
+
+/// A message as one receive handed it out. Releases and dead-letterings name messages this
+/// way so that they apply only while that receive still holds the message: once its vt ran
+/// out and another consumer received it (a higher `rc`), a late release of the first must not
+/// make it visible again under the second (a third delivery).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Held {
+    /// The message id.
+    pub id: String,
+    /// The `rc` that receive returned.
+    pub rc: u64,
+}
 
 /// A message handed out by [`QueueStore::receive`]; hidden from other consumers for the vt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +97,25 @@ pub struct Received {
     /// becomes visible, when the engine knows it. Lets a subscriber sleep exactly that long
     /// instead of polling.
     pub next_visible: Option<Duration>,
+    /// Messages the receive took out as dead (or skipped as corrupt) instead of handing out.
+    pub dead: DeadCounts,
 }
 
 /// Queues: every call is one round trip to the backend, batches included.
 pub trait QueueStore: Send + Sync + 'static {
-    /// Creates the queue with default attributes unless it exists.
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Creates the queue with default attributes unless it exists; `true` when it created it.
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>>;
+
+    /// Whether the queue exists (creating nothing).
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>>;
+
+    /// Creates the queue with default rsmq attributes and these rules unless it exists (an
+    /// existing queue keeps its own); returns whether it was created.
+    fn create_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        rules: &'a QueueRules,
+    ) -> BoxFuture<'a, Result<bool, EngineError>>;
 
     /// Receives up to `max` visible messages, hiding them for `vt` seconds (the queue's vt
     /// when `None`).
@@ -59,28 +133,40 @@ pub trait QueueStore: Send + Sync + 'static {
         ids: &'a [String],
     ) -> BoxFuture<'a, Result<u64, EngineError>>;
 
-    /// Makes received messages visible again after `delay_secs`; returns how many still
-    /// existed. Used for nacks and to hand back what a subscription held in flight when it
-    /// ends.
+    /// Makes received messages visible again after `delay_secs`, each only while that receive
+    /// still holds it (see [`Held`]); returns how many were. Used for nacks and to hand back
+    /// what a subscription held in flight when it ends.
     fn release<'a>(
         &'a self,
         queue: &'a str,
-        ids: &'a [String],
+        held: &'a [Held],
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<u64, EngineError>>;
 
-    /// Makes one received message visible again after `delay_secs`; `false` if it is gone.
+    /// Makes one received message visible again after `delay_secs`; `false` if that receive
+    /// no longer holds it.
     fn nack<'a>(
         &'a self,
         queue: &'a str,
-        id: &'a str,
+        held: &'a Held,
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<bool, EngineError>> {
         Box::pin(async move {
-            let ids = [id.to_owned()];
-            Ok(self.release(queue, &ids, delay_secs).await? == 1)
+            let released = self
+                .release(queue, std::slice::from_ref(held), delay_secs)
+                .await?;
+            Ok(released == 1)
         })
     }
+
+    /// Takes received messages out of the queue now, each only while that receive still holds
+    /// it: to the queue's dead-letter queue, or deleted when it has none (`nack` with
+    /// `"dead": true`). Counted in the queue's `totaldead`.
+    fn dead_letter<'a>(
+        &'a self,
+        queue: &'a str,
+        held: &'a [Held],
+    ) -> BoxFuture<'a, Result<DeadLettered, EngineError>>;
 
     /// Sends a message (visible after `delay` seconds) and wakes the queue's watchers on
     /// every node; returns its id.
@@ -149,7 +235,7 @@ impl Listening {
     }
 
     /// Resolves once the flag is on.
-    async fn wait_on(&self) {
+    pub async fn wait_on(&self) {
         loop {
             // Registered before the check, so a `set(true)` in between is not missed.
             let turned_on = self.turned_on.notified();

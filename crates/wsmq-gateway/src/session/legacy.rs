@@ -23,11 +23,20 @@ pub(super) async fn on_text(session: &mut Session, text: &str) {
         Ok(LegacyCommand::Ignored) | Err(_) => return,
     };
     let name = queue.clone();
+    if !session.ops.take(1.0) {
+        // No error frame in this dialect: dropped, as frames over the rate are.
+        session.gateway.metrics.rate_limited.inc();
+        warn!(queue = %name, "legacy subscribe over --op-rate-limit ignored");
+        return;
+    }
     match subscribe::queue(session, queue, None).await {
         Ok(()) => tracing::info!(queue = %name, "legacy subscribed"),
         Err(Refusal::Forbidden(_)) => session.closer.close(CloseCode::FORBIDDEN),
         Err(Refusal::TooMany { .. }) => {
             warn!(queue = %name, "legacy subscribe over the subscription limit ignored");
+        }
+        Err(Refusal::QueueBudget(_)) => {
+            warn!(queue = %name, "legacy subscribe to a new queue over the creation budget ignored");
         }
         // Closed, so that the client reconnects and tries again.
         Err(Refusal::Engine(_)) => session.closer.close(CloseCode::INTERNAL),

@@ -38,6 +38,7 @@ use crate::{
     hub::ChannelSubscription,
     mailbox,
     outbound::{Closer, Dialect, OutFrame, Outbound, Payload},
+    revocation,
     state::Gateway,
 };
 
@@ -61,6 +62,12 @@ pub(crate) struct Session {
     pub channels: HashMap<ChannelName, ChannelSubscription>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
+    /// When grants adopted by an access-token session (from an `auth` JWT) end, if any.
+    pub grants_expire_at: Option<Instant>,
+    /// The session's number in the node's registry.
+    pub registration: u64,
+    /// What is left of the session's budget of costly ops (`--op-rate-limit`).
+    pub ops: rate::OpBudget,
 }
 
 impl Session {
@@ -76,21 +83,43 @@ impl Session {
 
     /// Sets the expiry timer from a JWT `exp` (Unix seconds).
     pub(crate) fn set_expiry(&mut self, exp: Option<u64>) {
-        self.expires_at = exp.map(|exp| {
-            Instant::now() + Duration::from_secs(exp.saturating_sub(clock::unix_secs()))
-        });
+        self.expires_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
     }
+
+    /// Sets when adopted grants end, from their JWT's `exp` (Unix seconds); `None`: never.
+    pub(crate) fn set_grants_expiry(&mut self, exp: Option<u64>) {
+        self.grants_expire_at =
+            exp.and_then(|exp| expiry_instant(Instant::now(), exp, clock::unix_secs()));
+    }
+
+    /// Adopted grants ran out: back to what the access token alone allows.
+    fn drop_adopted_grants(&mut self) {
+        info!("grants of the refreshed token expired");
+        self.identity.grants = None;
+        self.grants_expire_at = None;
+        subscribe::end_unallowed(self);
+    }
+}
+
+/// When a token with `exp` (Unix seconds, from outside) expires, as an instant; `None` when
+/// that is too far away for the clock to represent (an `exp` near 2^63 would overflow
+/// `Instant + Duration`): such a token does not expire within the life of the process.
+fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
+    now.checked_add(Duration::from_secs(exp.saturating_sub(now_secs)))
 }
 
 /// Runs a session on an upgraded socket until it ends, then cleans up.
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
+/// `epoch` is the session registry's epoch read before the credential was checked.
 pub(crate) async fn run<W, R>(
     sink: W,
     stream: R,
     gateway: Arc<Gateway>,
     identity: Identity,
     dialect: Dialect,
+    epoch: u64,
 ) where
     W: Sink<Message, Error = tungstenite::Error> + Send + Unpin + 'static,
     R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
@@ -100,9 +129,15 @@ pub(crate) async fn run<W, R>(
     let (tx, rx) = mailbox::channel(gateway.config.limits.outbound_buffer);
     let out = Outbound::new(tx, closer.clone());
     let user = identity.user.as_str().to_owned();
-    let registration = gateway.sessions.register(&user, closer.clone());
+    let (registration, registered_epoch) =
+        gateway
+            .sessions
+            .register(&user, closer.clone(), identity.credential());
     gateway.metrics.connections.inc();
     info!("session opened");
+    if registered_epoch != epoch {
+        recheck(&gateway, &user, &identity, &closer).await;
+    }
     let writing = writer::run(sink, rx, closer.clone(), Arc::clone(&gateway));
     let writer = gateway.shutdown.spawn(writing);
     let mut session = Session {
@@ -115,9 +150,13 @@ pub(crate) async fn run<W, R>(
         queues: HashMap::new(),
         channels: HashMap::new(),
         expires_at: None,
+        grants_expire_at: None,
+        registration,
+        ops: rate::OpBudget::new(gateway.config.limits.op_rate_limit),
     };
     session.set_expiry(session.identity.exp);
-    if dialect == Dialect::V1 {
+    // A session closed by its re-check gets no welcome (nor the token in it).
+    if dialect == Dialect::V1 && !closer.is_closed() {
         v1::welcome(&session);
     }
     // Fused: `linger` reads on after the read loop, which may have seen the end already.
@@ -142,6 +181,23 @@ pub(crate) async fn run<W, R>(
     gateway.metrics.connections.dec();
     info!(code = code.as_u16(), "session closed");
     linger(&mut stream).await;
+}
+
+/// Re-checks the credential of a session that registered while the node saw a revocation: the
+/// handshake may have read the records just before it, and the revocation then found no
+/// session to close. A credential that cannot be checked does not keep the session either.
+async fn recheck(gateway: &Gateway, user: &str, identity: &Identity, closer: &Closer) {
+    match revocation::still_valid(gateway, user, &identity.credential()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            info!("access revoked during the handshake; closing");
+            closer.close(CloseCode::FORBIDDEN);
+        }
+        Err(err) => {
+            info!(cause = %err, "cannot re-check the credential; closing");
+            closer.close(CloseCode::INTERNAL);
+        }
+    }
 }
 
 async fn read_loop<R>(session: &mut Session, mut stream: R)
@@ -170,6 +226,7 @@ where
     tokio::pin!(drained);
     loop {
         let expiry = session.expires_at;
+        let grants_expiry = session.grants_expire_at;
         let frame = tokio::select! {
             biased;
             () = closer.closed() => break,
@@ -181,6 +238,10 @@ where
                 info!("token expired");
                 closer.close(CloseCode::TOKEN_EXPIRED);
                 break;
+            }
+            () = sleep_until_opt(grants_expiry) => {
+                session.drop_adopted_grants();
+                continue;
             }
             frame = stream.next() => frame,
             _ = ping.tick() => {

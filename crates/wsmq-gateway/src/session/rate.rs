@@ -8,11 +8,61 @@
 //! tolerance after a while and is closed with 4029: answering each of its frames with an error
 //! would cost the node more than the client pays to send them. A client a little over the
 //! limit only gets errors, and can slow down.
+//!
+//! Some ops cost the node far more than a frame: `subscribe`, `unsubscribe` and `publish`
+//! are Redis round trips (and pub/sub changes), `auth` a signature check (an RS256 one takes
+//! tens of microseconds). [`OpBudget`] limits those separately, to `--op-rate-limit` per
+//! second with twice that as burst, `auth` counting [`AUTH_COST`]: without it one session
+//! could drive ten thousand signature checks a second within the frame limit.
 
 use tokio::time::Instant;
 
 /// How many times the limit a client may exceed it by, sustained, before it is closed.
 const TOLERANCE: f64 = 10.0;
+/// What one `auth` takes from the [`OpBudget`] (a subscribe or publish takes one).
+pub(super) const AUTH_COST: f64 = 10.0;
+
+/// The budget of costly ops of one session: a token bucket of twice the rate.
+#[derive(Debug)]
+pub(crate) struct OpBudget {
+    /// Tokens per second; `None` when the limit is off.
+    rate: Option<f64>,
+    /// Tokens left.
+    tokens: f64,
+    /// When the bucket was last refilled.
+    last: Instant,
+}
+
+impl OpBudget {
+    /// A budget of `rate` per second (0: unlimited), full.
+    pub(crate) fn new(rate: u32) -> OpBudget {
+        let rate = (rate > 0).then_some(f64::from(rate));
+        OpBudget {
+            rate,
+            tokens: rate.map_or(0.0, |r| 2.0 * r),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes `cost` for an op arriving now; `false` (nothing taken) when the budget is spent.
+    pub(crate) fn take(&mut self, cost: f64) -> bool {
+        self.take_at(cost, Instant::now())
+    }
+
+    fn take_at(&mut self, cost: f64, now: Instant) -> bool {
+        let Some(rate) = self.rate else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(2.0 * rate);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            return true;
+        }
+        false
+    }
+}
 
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +163,21 @@ mod tests {
             }
         }
         assert!((550..=650).contains(&refused), "{refused}");
+    }
+
+    #[test]
+    fn costly_ops_have_their_own_budget_and_auth_costs_ten() {
+        let mut now = Instant::now();
+        let mut ops = OpBudget::new(10);
+        // A burst of twice the rate, then nothing until time passes.
+        for _ in 0..20 {
+            assert!(ops.take_at(1.0, now));
+        }
+        assert!(!ops.take_at(1.0, now));
+        now += Duration::from_secs(1);
+        assert!(ops.take_at(AUTH_COST, now));
+        assert!(!ops.take_at(AUTH_COST, now));
+        assert!(OpBudget::new(0).take_at(1e9, now));
     }
 
     #[test]

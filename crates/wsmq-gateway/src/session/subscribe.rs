@@ -18,6 +18,8 @@ pub(super) enum Refusal {
     TooMany { limit: usize },
     /// The queue could not be created.
     Engine(EngineError),
+    /// The queue is missing and the user may create no more (`--queue-create-limit`).
+    QueueBudget(String),
 }
 
 impl Refusal {
@@ -38,6 +40,9 @@ impl Refusal {
                 let err = GatewayError::Engine(err);
                 ServerFrame::error(reference, err.code(), err.public_message())
             }
+            Refusal::QueueBudget(message) => {
+                ServerFrame::error(reference, ErrorCode::RateLimited, message)
+            }
         }
     }
 }
@@ -57,11 +62,19 @@ pub(super) async fn queue(
             .may_consume(&session.identity, &queue);
         admit(session, allowed, || format!("consume queue {queue}"))?;
         let gateway = &session.gateway;
-        if let Err(err) = gateway.engine.queues.ensure_queue(queue.as_str()).await {
-            gateway
-                .metrics
-                .engine_failed("ensure_queue", queue.as_str(), &err, false);
-            return Err(Refusal::Engine(err));
+        let user = session.identity.user.as_str();
+        match gateway
+            .ensure_queue_for(Some(user), queue.as_str(), None)
+            .await
+        {
+            Ok(()) => {}
+            Err(GatewayError::Engine(err)) => {
+                gateway
+                    .metrics
+                    .engine_failed("ensure_queue", queue.as_str(), &err, false);
+                return Err(Refusal::Engine(err));
+            }
+            Err(other) => return Err(Refusal::QueueBudget(other.to_string())),
         }
     }
     if let Some(first) = first {
@@ -91,14 +104,7 @@ pub(super) fn channel(
         session.out.push(OutFrame::text(first));
         return Ok(());
     }
-    let allowed = session
-        .gateway
-        .auth
-        .policy
-        .may_subscribe(&session.identity, &channel);
-    admit(session, allowed, || {
-        format!("subscribe to channel {channel}")
-    })?;
+    admit_channel(session, &channel)?;
     let out = session.out.clone();
     let sink = Box::new(move |frame| {
         out.push(OutFrame::text(frame));
@@ -106,6 +112,18 @@ pub(super) fn channel(
     let subscription = session.gateway.hub.subscribe(channel.as_str(), sink, first);
     session.channels.insert(channel, subscription);
     Ok(())
+}
+
+/// The checks a new channel subscription passes (also for one that recovers history).
+pub(super) fn admit_channel(session: &Session, channel: &ChannelName) -> Result<(), Refusal> {
+    let allowed = session
+        .gateway
+        .auth
+        .policy
+        .may_subscribe(&session.identity, channel);
+    admit(session, allowed, || {
+        format!("subscribe to channel {channel}")
+    })
 }
 
 /// The checks every new subscription passes: authorized (`allowed`), and under the limit.
@@ -120,4 +138,44 @@ fn admit(session: &Session, allowed: bool, what: impl FnOnce() -> String) -> Res
         return Err(Refusal::TooMany { limit });
     }
     Ok(())
+}
+
+/// Ends the subscriptions that the session's grants no longer allow (after an `auth` refresh
+/// with narrower grants, or when adopted grants expire), and tells a v1 client which, in an
+/// `error` frame (`forbidden`) without a `ref`. Ending a queue subscription releases the
+/// messages it held, for redelivery.
+pub(super) fn end_unallowed(session: &mut Session) {
+    let policy = &session.gateway.auth.policy;
+    let queues: Vec<QueueName> = session
+        .queues
+        .keys()
+        .filter(|queue| !policy.may_consume(&session.identity, queue))
+        .cloned()
+        .collect();
+    let channels: Vec<ChannelName> = session
+        .channels
+        .keys()
+        .filter(|channel| !policy.may_subscribe(&session.identity, channel))
+        .cloned()
+        .collect();
+    let mut ended = Vec::with_capacity(queues.len() + channels.len());
+    for queue in queues {
+        session.queues.remove(&queue);
+        ended.push(format!("queue {queue}"));
+    }
+    for channel in channels {
+        session.channels.remove(&channel);
+        ended.push(format!("channel {channel}"));
+    }
+    for what in ended {
+        tracing::info!("subscription ended: {what} is no longer allowed");
+        if session.dialect == crate::outbound::Dialect::V1 {
+            let frame = ServerFrame::error(
+                None,
+                ErrorCode::Forbidden,
+                format!("subscription to {what} ended: no longer allowed"),
+            );
+            session.send(wsmq_proto::encode_server(&frame));
+        }
+    }
 }

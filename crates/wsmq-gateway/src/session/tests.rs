@@ -16,15 +16,35 @@ use crate::{
     outbound::Dialect,
 };
 
-/// A session driven through channels: (to the session, from the session, its task).
-fn channel_session(
-    dialect: Dialect,
-) -> (
+/// What [`channel_session`] returns: (to the session, from the session, its task, engine).
+type ChannelSession = (
     mpsc::Sender<Message>,
     mpsc::Receiver<Message>,
     tokio::task::JoinHandle<()>,
     Arc<MemoryEngine>,
-) {
+);
+
+/// A session of `alice` (JWT) driven through channels.
+fn channel_session(dialect: Dialect) -> ChannelSession {
+    let identity = Identity {
+        user: UserId::new("alice").unwrap(),
+        grants: None,
+        exp: None,
+        via: Via::Jwt,
+        issued: None,
+        access_token: None,
+    };
+    channel_session_with(dialect, identity, |gateway, _| gateway.sessions.epoch())
+}
+
+/// A session of `identity` driven through channels; `handshake` plays what happens between
+/// the handshake's check and the session's start, and returns the registry epoch the
+/// handshake read.
+fn channel_session_with(
+    dialect: Dialect,
+    identity: Identity,
+    handshake: impl FnOnce(&Arc<Gateway>, &MemoryEngine) -> u64,
+) -> ChannelSession {
     let engine = MemoryEngine::new();
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let gateway = Gateway::new(
@@ -46,18 +66,14 @@ fn channel_session(
     let reader = stream::unfold(inbox, |mut inbox| async move {
         inbox.recv().await.map(|msg| (Ok(msg), inbox))
     });
-    let identity = Identity {
-        user: UserId::new("alice").unwrap(),
-        grants: None,
-        exp: None,
-        via: Via::Jwt,
-    };
+    let epoch = handshake(&gateway, &engine);
     let task = tokio::spawn(run(
         Box::pin(writer),
         Box::pin(reader),
         gateway,
         identity,
         dialect,
+        epoch,
     ));
     (to_session, from_session, task, engine)
 }
@@ -99,6 +115,36 @@ async fn v1_session_without_a_socket() {
     match rx.recv().await {
         Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1000),
         other => panic!("expected a close frame, got {other:?}"),
+    }
+    task.await.unwrap();
+}
+
+/// A revocation that lands after the handshake read the records and before the session
+/// registered finds no session to close: the session notices (the registry's epoch moved),
+/// re-checks its credential once registered, and closes with 4003 before its welcome.
+#[tokio::test]
+async fn a_revocation_during_the_handshake_closes_the_session_once_registered() {
+    let identity = Identity {
+        user: UserId::new("alice").unwrap(),
+        grants: None,
+        exp: None,
+        via: Via::Jwt,
+        issued: Some(clock::unix_secs() - 10),
+        access_token: None,
+    };
+    let (_tx, mut rx, task, _) = channel_session_with(Dialect::V1, identity, |gateway, engine| {
+        let epoch = gateway.sessions.epoch();
+        // The handshake's check passed; now the revocation is written and announced.
+        engine.revoke_quietly("alice");
+        assert_eq!(
+            gateway.sessions.close_user("alice", CloseCode::FORBIDDEN),
+            0
+        );
+        epoch
+    });
+    match rx.recv().await {
+        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 4003),
+        other => panic!("expected a 4003 close, got {other:?}"),
     }
     task.await.unwrap();
 }

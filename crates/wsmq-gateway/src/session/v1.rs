@@ -12,10 +12,12 @@ use crate::auth::Via;
 /// Sends the `welcome` frame. A session admitted by access token gets a fresh JWT in it.
 pub(super) fn welcome(session: &Session) {
     let token = match session.identity.via {
-        Via::AccessToken => session
-            .gateway
-            .auth
-            .issue_session_token(&session.identity.user),
+        Via::AccessToken => session.identity.issued.and_then(|issued| {
+            session
+                .gateway
+                .auth
+                .issue_session_token(&session.identity.user, issued)
+        }),
         Via::Jwt => None,
     };
     let frame = ServerFrame::Welcome {

@@ -17,7 +17,8 @@
 //! - `ws`: the WebSocket client and JWTs.
 //! - one file per scenario: `node_clients`, `redelivery`, `channels`, `delayed`, `authz`,
 //!   `outage` (Redis stopped and restarted mid-stream, on a `wsmq_testkit::RedisServer` of its
-//!   own with AOF on), `crash` (kill -9 of a node mid-stream),
+//!   own with AOF on), `crash` (kill -9 of a node mid-stream), `history` (kill -9 of a
+//!   channel subscriber's node, recovery with `since` on the other),
 //!   `nodes` (`wsmq-cli nodes` against live nodes).
 
 mod authz;
@@ -25,6 +26,7 @@ mod channels;
 mod cluster;
 mod crash;
 mod delayed;
+mod history;
 mod node;
 mod node_clients;
 mod nodes;

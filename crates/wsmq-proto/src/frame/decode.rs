@@ -10,7 +10,8 @@ use serde_json::Value;
 use serde_json::error::Category;
 
 use super::{
-    ClientFrame, ClientOp, MAX_DELAY_SECS, MAX_REF_LEN, Publish, Ref, ServerFrame, Target,
+    ClientFrame, ClientOp, DEFAULT_HISTORY_LIMIT, MAX_DELAY_SECS, MAX_EPOCH_LEN, MAX_HISTORY_LIMIT,
+    MAX_REF_LEN, Publish, Ref, ServerFrame, StreamPosition, Target,
 };
 use crate::error::ProtoError;
 use crate::json::{self, MAX_DEPTH};
@@ -127,7 +128,11 @@ pub(super) struct RawFrame {
     id: Option<Value>,
     message: Option<Value>,
     delay: Option<Value>,
+    dead: Option<Value>,
     token: Option<Value>,
+    since: Option<Value>,
+    limit: Option<Value>,
+    before: Option<Value>,
 }
 
 impl RawFrame {
@@ -146,17 +151,49 @@ impl RawFrame {
             Some(_) => return Err(not_a_string("op")),
         };
         Ok(match op.as_str() {
-            "subscribe" => ClientOp::Subscribe(target(self.queue, self.channel)?),
+            "subscribe" => match (target(self.queue, self.channel)?, self.since) {
+                (target, None) => ClientOp::Subscribe(target),
+                (Target::Channel(channel), Some(since)) => ClientOp::SubscribeSince {
+                    channel,
+                    since: position(since)?,
+                },
+                (Target::Queue(_), Some(_)) => {
+                    return Err(ProtoError::invalid(
+                        "`since` is only for channels: queues keep what is not acked",
+                    ));
+                }
+            },
+            "history" => ClientOp::History {
+                channel: name(self.channel, "channel")?,
+                limit: history_limit(self.limit)?,
+                before: self.before.map(|b| offset(&b, "before")).transpose()?,
+            },
             "unsubscribe" => ClientOp::Unsubscribe(target(self.queue, self.channel)?),
             "ack" => ClientOp::Ack {
                 queue: name(self.queue, "queue")?,
                 id: name(self.id, "id")?,
             },
-            "nack" => ClientOp::Nack {
-                queue: name(self.queue, "queue")?,
-                id: name(self.id, "id")?,
-                delay: delay(self.delay)?,
-            },
+            "nack" => {
+                let queue = name(self.queue, "queue")?;
+                let id = name(self.id, "id")?;
+                let delay = delay(self.delay)?;
+                let dead = match self.dead {
+                    None | Some(Value::Bool(false)) => false,
+                    Some(Value::Bool(true)) => true,
+                    Some(_) => return Err(ProtoError::invalid("`dead` must be true or false")),
+                };
+                if dead && delay.is_some() {
+                    return Err(ProtoError::invalid(
+                        "`delay` and `dead` exclude each other: a dead message is not given back",
+                    ));
+                }
+                ClientOp::Nack {
+                    queue,
+                    id,
+                    delay,
+                    dead,
+                }
+            }
             "publish" => ClientOp::Publish(self.into_publish()?),
             "auth" => {
                 let token = string(self.token, "token")?;
@@ -234,6 +271,54 @@ fn delay(value: Option<Value>) -> Result<Option<u32>, ProtoError> {
         .ok_or_else(|| {
             ProtoError::Invalid(format!(
                 "`delay` must be an integer from 0 to {MAX_DELAY_SECS}"
+            ))
+        })
+}
+
+/// `since`: `{"offset": u64, "epoch": string}`.
+fn position(value: Value) -> Result<StreamPosition, ProtoError> {
+    let Value::Object(mut fields) = value else {
+        return Err(ProtoError::invalid(
+            "`since` must be an object {\"offset\": integer, \"epoch\": string}",
+        ));
+    };
+    let offset = match fields.remove("offset") {
+        Some(value) => offset(&value, "since.offset")?,
+        None => return Err(missing("since.offset")),
+    };
+    let epoch = match fields.remove("epoch") {
+        Some(Value::String(epoch)) if !epoch.is_empty() && epoch.len() <= MAX_EPOCH_LEN => epoch,
+        Some(Value::String(_)) => {
+            return Err(ProtoError::Invalid(format!(
+                "`since.epoch` must be 1 to {MAX_EPOCH_LEN} bytes"
+            )));
+        }
+        Some(_) => return Err(not_a_string("since.epoch")),
+        None => return Err(missing("since.epoch")),
+    };
+    Ok(StreamPosition { offset, epoch })
+}
+
+/// An offset: a JSON integer from 0 to 2^64-1 (no sign, no fraction, no string).
+fn offset(value: &Value, field: &str) -> Result<u64, ProtoError> {
+    value.as_u64().ok_or_else(|| {
+        ProtoError::Invalid(format!(
+            "`{field}` must be an integer from 0 to 18446744073709551615"
+        ))
+    })
+}
+
+fn history_limit(value: Option<Value>) -> Result<u32, ProtoError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_HISTORY_LIMIT);
+    };
+    value
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| (1..=MAX_HISTORY_LIMIT).contains(n))
+        .ok_or_else(|| {
+            ProtoError::Invalid(format!(
+                "`limit` must be an integer from 1 to {MAX_HISTORY_LIMIT}"
             ))
         })
 }

@@ -56,6 +56,27 @@ pub fn encode_channel_message(out: &mut String, channel: &ChannelName, message: 
     out.push('}');
 }
 
+/// Appends `{"op":"message","channel":…,"message":…,"offset":…,"epoch":…}` to `out`: a
+/// publication of a channel with history.
+pub fn encode_channel_publication(
+    out: &mut String,
+    channel: &ChannelName,
+    message: &str,
+    offset: u64,
+    epoch: &str,
+) {
+    out.reserve(72 + channel.len() + message.len() + epoch.len());
+    out.push_str(r#"{"op":"message","channel":"#);
+    json::push_string(out, channel);
+    out.push_str(r#","message":"#);
+    json::push_string(out, message);
+    out.push_str(r#","offset":"#);
+    push_u64(out, offset);
+    out.push_str(r#","epoch":"#);
+    json::push_string(out, epoch);
+    out.push('}');
+}
+
 /// Appends the decimal digits of `n` without allocating.
 fn push_u64(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];

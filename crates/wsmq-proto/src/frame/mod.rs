@@ -25,7 +25,10 @@ use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use decode::{Rejection, decode_client, decode_publish_body, decode_request, decode_server};
-pub use encode::{encode_channel_message, encode_client, encode_queue_message, encode_server};
+pub use encode::{
+    encode_channel_message, encode_channel_publication, encode_client, encode_queue_message,
+    encode_server,
+};
 
 use crate::error::ErrorCode;
 use crate::name::{ChannelName, MessageId, QueueName, UserId};
@@ -36,6 +39,40 @@ pub const MAX_REF_LEN: usize = 128;
 
 /// Largest accepted `delay`, in seconds (the rsmq limit).
 pub const MAX_DELAY_SECS: u32 = 9_999_999;
+
+/// Most publications one `history` request returns.
+pub const MAX_HISTORY_LIMIT: u32 = 1000;
+
+/// Publications a `history` request without `limit` returns.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+/// Longest accepted `epoch`, in bytes. Epochs are short tokens made by the server; the cap
+/// keeps a client from making the server hold or compare large strings.
+pub const MAX_EPOCH_LEN: usize = 64;
+
+/// A place in a channel's history: the `offset` of a publication within an `epoch`.
+///
+/// On the wire: `{"offset":41,"epoch":"…"}`, the `since` of a recovering `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// The publication's number, +1 per publication of the channel (the first is 1; 0 means
+    /// "before the first").
+    pub offset: u64,
+    /// Changes whenever the channel's stored history is lost; offsets of two epochs do not
+    /// compare.
+    pub epoch: String,
+}
+
+/// One publication of a channel's history, in a `history` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    /// Its offset.
+    pub offset: u64,
+    /// The body.
+    pub message: String,
+    /// When it was published, Unix milliseconds.
+    pub sent: u64,
+}
 
 /// A client-chosen correlation id, echoed in the reply: a JSON number or string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,15 +203,40 @@ pub enum ClientOp {
         /// The message id from the `message` frame.
         id: MessageId,
     },
-    /// Give a message back, visible again after `delay` seconds (`None` = now).
+    /// Give a message back, visible again after `delay` seconds (`None` = now); or, with
+    /// `dead`, to the queue's dead-letter queue at once (deleted when the queue has none).
     Nack {
         /// The queue the message came from.
         queue: QueueName,
         /// The message id from the `message` frame.
         id: MessageId,
-        /// Seconds until the message is visible again, at most [`MAX_DELAY_SECS`].
+        /// Seconds until the message is visible again, at most [`MAX_DELAY_SECS`]. Never
+        /// given together with `dead`.
         #[serde(skip_serializing_if = "Option::is_none")]
         delay: Option<u32>,
+        /// The client cannot handle the message: dead-letter it instead of giving it back
+        /// (`"dead": true`; absent is `false`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dead: bool,
+    },
+    /// Receive a channel, starting after `since` in its history (recovery after a reconnect).
+    /// On the wire: a `subscribe` to a channel with `"since":{"offset":…,"epoch":"…"}`.
+    #[serde(rename = "subscribe")]
+    SubscribeSince {
+        /// The channel.
+        channel: ChannelName,
+        /// The last publication the client has; it gets every one after it.
+        since: StreamPosition,
+    },
+    /// Page back through a channel's history.
+    History {
+        /// The channel.
+        channel: ChannelName,
+        /// Most publications returned, 1 to [`MAX_HISTORY_LIMIT`].
+        limit: u32,
+        /// Only publications before this offset (exclusive); `None`: up to the latest.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
     },
     /// Publish to a queue or channel.
     Publish(Publish),
@@ -191,7 +253,8 @@ impl ClientOp {
     /// The wire name of the op, e.g. `"subscribe"`; a bounded set, fit for a metric label.
     pub const fn name(&self) -> &'static str {
         match self {
-            ClientOp::Subscribe(_) => "subscribe",
+            ClientOp::Subscribe(_) | ClientOp::SubscribeSince { .. } => "subscribe",
+            ClientOp::History { .. } => "history",
             ClientOp::Unsubscribe(_) => "unsubscribe",
             ClientOp::Ack { .. } => "ack",
             ClientOp::Nack { .. } => "nack",
@@ -263,6 +326,12 @@ pub enum MessageFrame {
         channel: ChannelName,
         /// The body.
         message: String,
+        /// The publication's offset, when the channel has history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The history's epoch, when the channel has history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
     },
 }
 
@@ -287,6 +356,19 @@ pub enum ServerFrame {
         /// The new message's id, after a publish to a queue.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<MessageId>,
+        /// The channel's latest offset: after a subscribe to (or a publish on) a channel with
+        /// history.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        /// The epoch of that offset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<String>,
+        /// After a subscribe with `since`: whether every publication after it follows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// After `history`: the publications, oldest first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        messages: Option<Vec<HistoryItem>>,
     },
     /// A request failed.
     Error {
@@ -300,6 +382,16 @@ pub enum ServerFrame {
     },
     /// A delivered message.
     Message(MessageFrame),
+    /// Publications of a subscribed channel were lost (its history no longer holds them, or
+    /// was lost): the next message of the channel follows `offset` in `epoch`.
+    Reset {
+        /// The channel.
+        channel: ChannelName,
+        /// The publication before the next one delivered.
+        offset: u64,
+        /// The channel's epoch now.
+        epoch: String,
+    },
     /// Reply to `ping`.
     Pong {
         /// The ping's `ref`.
@@ -314,6 +406,10 @@ impl ServerFrame {
         ServerFrame::Ok {
             reference,
             id: None,
+            offset: None,
+            epoch: None,
+            recovered: None,
+            messages: None,
         }
     }
 

@@ -21,6 +21,12 @@ use crate::error::ErrorCode;
 /// cap bounds the work an unauthenticated client can cause.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
+/// Longest JWT lifetime (`exp` − `iat`) the gateways accept, and the longest `wsmq-cli token
+/// issue` mints: 30 days. Revocation rests on it: a revocation mark has to outlive every token
+/// issued before it, so tokens must not outlive a bound the mark can be kept for
+/// ([`REVOCATION_TTL_SECS`](crate::keys::REVOCATION_TTL_SECS)).
+pub const MAX_JWT_LIFETIME_SECS: u64 = 30 * 24 * 3600;
+
 /// Why a token was refused. Messages are safe to log: they never contain the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum TokenError {

@@ -6,6 +6,9 @@
 -- ARGV[2]  delay in seconds (validated by the caller)
 -- ARGV[3]  maxsize in characters, or -1 (validated by the caller)
 -- ARGV[4]  qname, the member added to KEYS[2]
+-- ARGV[5]  maxreceives, "0" for none (validated by the caller)
+-- ARGV[6]  ttl in seconds, "0" for none (validated by the caller)
+-- ARGV[7]  deadletter queue name, "" for none (validated by the caller)
 --
 -- Returns: 1
 -- Errors:  "RSMQ queueExists" when the hash already has a vt field
@@ -22,6 +25,18 @@ redis.call("HSETNX", KEYS[1], "created", now)
 redis.call("HSETNX", KEYS[1], "modified", now)
 if fresh == 0 then
   return redis.error_reply("RSMQ queueExists")
+end
+
+-- wsmq's own attributes are written only when set, so a queue without them has exactly
+-- the fields npm rsmq writes.
+if ARGV[5] ~= "0" then
+  redis.call("HSET", KEYS[1], "maxreceives", ARGV[5])
+end
+if ARGV[6] ~= "0" then
+  redis.call("HSET", KEYS[1], "ttl", ARGV[6])
+end
+if ARGV[7] ~= "" then
+  redis.call("HSET", KEYS[1], "deadletter", ARGV[7])
 end
 
 redis.call("SADD", KEYS[2], ARGV[4])

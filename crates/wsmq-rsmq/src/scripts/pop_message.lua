@@ -8,13 +8,12 @@
 --          rc (receive count including this one), fr (first receive, ms)}
 -- Errors:  "RSMQ queueNotFound" vt, delay or maxsize missing from the hash
 
-local q = redis.call("HMGET", KEYS[2], "vt", "delay", "maxsize")
-if not q[1] or not q[2] or not q[3] then
+local q = queue_fields(KEYS[2])
+if not q then
   return redis.error_reply("RSMQ queueNotFound")
 end
 
-local t = redis.call("TIME")
-local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ts = now_ms()
 local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", string.format("%.0f", ts), "LIMIT", "0", "1")
 if #ids == 0 then
   return {}

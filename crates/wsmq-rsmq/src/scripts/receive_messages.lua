@@ -1,27 +1,39 @@
--- Receives up to n messages as n calls of rsmq 0.12 receiveMessage would, in one call,
--- and optionally says when the queue's next hidden message becomes visible.
+-- Receives up to n messages as n calls of rsmq 0.12 receiveMessage would, in one call;
+-- applies the queue's wsmq rules (maxreceives, ttl) on the way, and optionally says when
+-- the queue's next hidden message becomes visible.
 --
 -- KEYS[1]  {ns}:{qname}      zset of message ids scored by visible-at ms
 -- KEYS[2]  {ns}:{qname}:Q    queue hash
+-- KEYS[3]  {ns}:QUEUES       set of queue names (a dead-letter queue created here joins it)
 -- ARGV[1]  vt in seconds, or "" for the queue's vt
 -- ARGV[2]  n, the most messages to receive
--- ARGV[3]  optional: "1" to also return the next-visible time (see Returns)
+-- ARGV[3]  "1" to also return the next-visible time and the counts (see Returns), else "0"
+-- ARGV[4]  "{ns}:", the prefix of the dead-letter queue's keys
 --
--- Returns: without ARGV[3], a flat array, four entries per message in visibility order:
+-- Returns: with ARGV[3] = "0", a flat array, four entries per message in visibility order:
 --          id, body (nil if the hash lost it), rc (receive count), fr (first receive, ms).
---          With ARGV[3] = "1", a pair: that flat array, then the ms from now (Redis TIME)
+--          With ARGV[3] = "1", a triple: that flat array; the ms from now (Redis TIME)
 --          until the earliest message still hidden after this receive becomes visible
---          (the messages just received count: they are hidden for vt), or nil if none is.
+--          (the messages just received count: they are hidden for vt), or nil if none is;
+--          and {over maxreceives, past ttl, 1 if those went to a dead-letter queue else 0,
+--          skipped as corrupt}.
 -- Errors:  "RSMQ queueNotFound"  vt, delay or maxsize missing from the hash
 --          "RSMQ invalidValue vt" resolved vt outside 0..9999999
---          HINCRBY's own error for an rc field that is not an integer, as in rsmq
+--          "RSMQ invalidDeadLetter name|self|type" a message is dead and the queue's
+--          deadletter field names no usable queue
+--          All of them, and Redis's own WRONGTYPE for the queue's keys, come before the
+--          first write: a receive that fails has changed nothing.
+--
+-- The rules. A visible message that was already received maxreceives times (when
+-- maxreceives > 0), or sent more than ttl seconds ago by its id (when ttl > 0), is not
+-- handed out: it is dead, and moves with its id and body to the queue named by
+-- deadletter, or is deleted when there is none (dead_letter in dead_letter_prelude.lua).
+-- A message whose rc field is not a count (another writer's "abc") is corrupt: it is
+-- left as it is, untouched and not handed out. The batch goes on past both, so it still
+-- holds n messages when the queue has them. npm rsmq ignores these fields.
 
-local function int(n)
-  return string.format("%.0f", n)
-end
-
-local q = redis.call("HMGET", KEYS[2], "vt", "delay", "maxsize")
-if not q[1] or not q[2] or not q[3] then
+local q = queue_fields(KEYS[2], "maxreceives", "ttl", "deadletter", "totalrecv")
+if not q then
   return redis.error_reply("RSMQ queueNotFound")
 end
 
@@ -33,63 +45,41 @@ vt = math.floor(vt)
 
 local n = tonumber(ARGV[2])
 local with_next = ARGV[3] == "1"
-local t = redis.call("TIME")
-local ts = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ts = now_ms()
+local now = int(ts)
+local hidden_until = int(ts + vt * 1000)
+-- Anything but a positive number turns a rule off.
+local max_receives = tonumber(q[4]) or 0
+local ttl_ms = (tonumber(q[5]) or 0) * 1000
+-- Ids sort by send time (the base-36 µs in front, fixed width), so an id below `cutoff`,
+-- the id prefix of the instant ttl ago, is one of a message sent before it. That one
+-- string comparison is all a message that is not dead costs; expired() then confirms from
+-- the id's digits, for ids some other writer made differently.
+local cutoff = ttl_ms > 0 and base36(math.floor(ts - ttl_ms) * 1000)
+local function expired(id)
+  local sent = tonumber(string.sub(id, 1, 10), 36)
+  return sent ~= nil and ts - sent / 1000 > ttl_ms
+end
+local COLON = string.byte(":")
+local CHUNK = 1000
 
-local ids = {}
-if n >= 1 then
-  ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", int(ts), "LIMIT", "0", int(n))
+-- An rc field HINCRBY could count up: missing, or digits. Up to 15 digits are exact in a
+-- double; up to 18 cannot overflow HINCRBY's 64 bits.
+local function valid_rc(rc)
+  return not rc or (#rc <= 18 and string.find(rc, "^%d+$") ~= nil)
 end
 
-local out = {}
-if #ids > 0 then
-  local hidden_until = int(ts + vt * 1000)
-  local now = int(ts)
-
-  -- Receives message i the way rsmq does, one command at a time.
-  local function receive_one(i, id)
-    redis.call("ZADD", KEYS[1], hidden_until, id)
-    local body = redis.call("HGET", KEYS[2], id)
-    local rc = redis.call("HINCRBY", KEYS[2], id .. ":rc", 1)
-    local fr
-    if rc == 1 then
-      redis.call("HSET", KEYS[2], id .. ":fr", now)
-      fr = ts
-    else
-      -- rsmq turns a missing fr into Number(null), which is 0.
-      fr = tonumber(redis.call("HGET", KEYS[2], id .. ":fr")) or 0
-    end
-    out[4 * i - 3] = id
-    out[4 * i - 2] = body
-    out[4 * i - 1] = rc
-    out[4 * i] = fr
-  end
-
-  -- Four calls per message cost more than the work they do. Instead, per chunk of
-  -- messages: one HMGET of every body and rc, one of fr for those received before, and
-  -- one ZADD and one HSET for all their writes, held back until then.
-  --
-  -- Only what this can do exactly as HINCRBY does takes that path: a missing rc
-  -- (HINCRBY counts from 0) or a plain positive integer short enough to stay exact in a
-  -- double. Any other rc goes through receive_one, so that HINCRBY itself answers or
-  -- fails (not an integer, overflow). So does an id with a ':' third from last: "x:rc"
-  -- is x's rc, and only such ids can name another message's fields, which must then be
-  -- read after the writes before them. receive_one runs after the held-back writes, so
-  -- even a failing batch leaves the partial effects of calls made one at a time.
-  --
-  -- 1000 messages write at most 4000 values, well under the 8000 that Lua's unpack()
-  -- can return (LUAI_MAXCSTACK).
-  local CHUNK = 1000
-  local COLON = string.byte(":")
-  local zargs, hargs = {}, {}
-  local function flush()
-    if #zargs > 0 then
-      redis.call("ZADD", KEYS[1], unpack(zargs))
-      redis.call("HSET", KEYS[2], unpack(hargs))
-      zargs, hargs = {}, {}
-    end
-  end
-
+-- Phase 1 reads and decides; it writes nothing, so a failure on the way (a key of the
+-- wrong type) leaves the queue as it was. Candidates come in visibility order; the ones
+-- set aside stay in the zset, so the next round starts after all those already seen.
+local picked, picked_body, picked_rc = {}, {}, {}
+local dead_ids, dead_bodies = {}, {}
+local over, too_old, corrupt = 0, 0, 0
+local seen = 0
+while n >= 1 and #picked < n do
+  local want = n - #picked
+  local ids = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", now, "LIMIT", int(seen), int(want))
+  seen = seen + #ids
   for first = 1, #ids, CHUNK do
     local last = math.min(first + CHUNK - 1, #ids)
     local fields = {}
@@ -98,57 +88,146 @@ if #ids > 0 then
       fields[k + 1], fields[k + 2] = ids[i], ids[i] .. ":rc"
     end
     local values = redis.call("HMGET", KEYS[2], unpack(fields))
-
-    -- Which messages take the fast path, and the fr fields that it reads.
-    local fast, fr_fields = {}, {}
-    for i = first, last do
-      local rc = values[2 * (i - first) + 2]
-      if
-        (not rc or (#rc <= 15 and string.find(rc, "^[1-9]%d*$")))
-        and string.byte(ids[i], -3) ~= COLON
-      then
-        fast[i] = true
-        if rc then
-          fr_fields[#fr_fields + 1] = ids[i] .. ":fr"
-        end
-      end
-    end
-    local frs = #fr_fields > 0 and redis.call("HMGET", KEYS[2], unpack(fr_fields)) or {}
-
-    local next_fr = 1
     for i = first, last do
       local id = ids[i]
-      if fast[i] then
-        local k = 2 * (i - first)
-        local rc, fr = values[k + 2], ts
-        if rc then
-          rc = tonumber(rc) + 1
-          hargs[#hargs + 1] = fields[k + 2]
-          hargs[#hargs + 1] = int(rc)
-          -- rsmq turns a missing fr into Number(null), which is 0.
-          fr = tonumber(frs[next_fr]) or 0
-          next_fr = next_fr + 1
-        else
-          rc = 1
-          hargs[#hargs + 1] = fields[k + 2]
-          hargs[#hargs + 1] = "1"
-          hargs[#hargs + 1] = id .. ":fr"
-          hargs[#hargs + 1] = now
-        end
-        zargs[#zargs + 1] = hidden_until
-        zargs[#zargs + 1] = id
-        out[4 * i - 3] = id
-        out[4 * i - 2] = values[k + 1]
-        out[4 * i - 1] = rc
-        out[4 * i] = fr
+      local k = 2 * (i - first)
+      local body, rc = values[k + 1], values[k + 2]
+      if not valid_rc(rc) then
+        corrupt = corrupt + 1
       else
-        flush()
-        receive_one(i, id)
+        local dead = false
+        if max_receives > 0 and rc and tonumber(rc) >= max_receives then
+          over, dead = over + 1, true
+        elseif cutoff and id < cutoff and expired(id) then
+          too_old, dead = too_old + 1, true
+        end
+        if dead then
+          local d = #dead_ids + 1
+          dead_ids[d], dead_bodies[d] = id, body
+        else
+          local p = #picked + 1
+          picked[p], picked_body[p], picked_rc[p] = id, body, rc
+        end
       end
     end
-    flush()
   end
-  redis.call("HINCRBY", KEYS[2], "totalrecv", #ids)
+  if #ids < want then
+    break
+  end
+end
+
+local dl = false
+if #dead_ids > 0 then
+  local err
+  dl, err = dead_letter_keys(ARGV[4], q[6], KEYS[1])
+  if err then
+    return err
+  end
+end
+
+-- Phase 2 writes; nothing below can fail.
+dead_letter(KEYS[1], KEYS[2], KEYS[3], dl, dead_ids, dead_bodies, ts)
+
+local out = {}
+local delivered = 0
+local function emit(id, body, rc, fr)
+  out[4 * delivered + 1], out[4 * delivered + 2] = id, body
+  out[4 * delivered + 3], out[4 * delivered + 4] = rc, fr
+  delivered = delivered + 1
+end
+
+-- Receives one message the way rsmq does, one command at a time, reading its fields only
+-- now: for ids that may name fields of messages received before them in this batch.
+local function receive_one(id)
+  local body = redis.call("HGET", KEYS[2], id)
+  local rc = redis.call("HGET", KEYS[2], id .. ":rc")
+  if not valid_rc(rc) then
+    corrupt = corrupt + 1
+    return
+  end
+  redis.call("ZADD", KEYS[1], hidden_until, id)
+  if rc and #rc > 15 then
+    -- Exact in Redis, where a double would round.
+    rc = redis.call("HINCRBY", KEYS[2], id .. ":rc", 1)
+  else
+    rc = (tonumber(rc) or 0) + 1
+    redis.call("HSET", KEYS[2], id .. ":rc", int(rc))
+  end
+  local fr
+  if rc == 1 then
+    redis.call("HSET", KEYS[2], id .. ":fr", now)
+    fr = ts
+  else
+    -- rsmq turns a missing fr into Number(null), which is 0.
+    fr = tonumber(redis.call("HGET", KEYS[2], id .. ":fr")) or 0
+  end
+  emit(id, body, rc, fr)
+end
+
+-- Four calls per message cost more than the work they do. Instead, per chunk: one HMGET
+-- of fr for those received before, and one ZADD and one HSET for all the writes, held
+-- back until then. Only a count short enough to stay exact in a double takes that path,
+-- and only an id without a ':' third from last: "x:rc" is x's rc, and only such ids can
+-- name another message's fields, which must then be read after the writes before them.
+-- 1000 messages write at most 4000 values, under the 8000 unpack() can return.
+local zargs, hargs = {}, {}
+local function flush()
+  if #zargs > 0 then
+    redis.call("ZADD", KEYS[1], unpack(zargs))
+    redis.call("HSET", KEYS[2], unpack(hargs))
+    zargs, hargs = {}, {}
+  end
+end
+
+for first = 1, #picked, CHUNK do
+  local last = math.min(first + CHUNK - 1, #picked)
+  local fast, fr_fields = {}, {}
+  for i = first, last do
+    local rc = picked_rc[i]
+    if (not rc or #rc <= 15) and string.byte(picked[i], -3) ~= COLON then
+      fast[i] = true
+      if rc and tonumber(rc) > 0 then
+        fr_fields[#fr_fields + 1] = picked[i] .. ":fr"
+      end
+    end
+  end
+  local frs = #fr_fields > 0 and redis.call("HMGET", KEYS[2], unpack(fr_fields)) or {}
+
+  local next_fr = 1
+  for i = first, last do
+    local id = picked[i]
+    if fast[i] then
+      local rc = (tonumber(picked_rc[i]) or 0) + 1
+      local fr = ts
+      hargs[#hargs + 1] = id .. ":rc"
+      hargs[#hargs + 1] = int(rc)
+      if rc == 1 then
+        hargs[#hargs + 1] = id .. ":fr"
+        hargs[#hargs + 1] = now
+      else
+        -- rsmq turns a missing fr into Number(null), which is 0.
+        fr = tonumber(frs[next_fr]) or 0
+        next_fr = next_fr + 1
+      end
+      zargs[#zargs + 1] = hidden_until
+      zargs[#zargs + 1] = id
+      emit(id, picked_body[i], rc, fr)
+    else
+      flush()
+      receive_one(id)
+    end
+  end
+  flush()
+end
+
+if delivered > 0 then
+  local total = q[7]
+  if valid_rc(total) then
+    redis.call("HINCRBY", KEYS[2], "totalrecv", delivered)
+  else
+    -- rsmq's parseInt(x) || 0 reading of a counter another writer broke.
+    redis.call("HSET", KEYS[2], "totalrecv", int((tonumber(total) or 0) + delivered))
+  end
 end
 
 if not with_next then
@@ -157,8 +236,8 @@ end
 -- The first score after now: delayed messages, and in-flight ones including those just
 -- received (unless vt is 0, which leaves them visible). Lua's false is a nil reply.
 local next_ms = false
-local first = redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. int(ts), "+inf", "WITHSCORES", "LIMIT", "0", "1")
+local first = redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. now, "+inf", "WITHSCORES", "LIMIT", "0", "1")
 if #first == 2 then
   next_ms = math.ceil(tonumber(first[2]) - ts)
 end
-return {out, next_ms}
+return { out, next_ms, { over, too_old, dl and 1 or 0, corrupt } }

@@ -14,27 +14,8 @@
 --          "RSMQ invalidValue delay" resolved delay outside 0..9999999
 --          "RSMQ messageTooLong"    some body longer than maxsize; nothing is sent
 
--- Lua numbers are doubles: integers below 2^53 (16 digits) are exact, but tostring()
--- and ".." print only 14 significant digits, so every number that goes back into
--- Redis is formatted with %.0f.
-local function int(n)
-  return string.format("%.0f", n)
-end
-
-local function base36(n)
-  -- n < 2^53 and n / 36 < 2^48, so % and / below stay exact.
-  local digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-  local s = ""
-  repeat
-    local d = n % 36
-    s = string.sub(digits, d + 1, d + 1) .. s
-    n = (n - d) / 36
-  until n == 0
-  return s
-end
-
-local q = redis.call("HMGET", KEYS[2], "vt", "delay", "maxsize")
-if not q[1] or not q[2] or not q[3] then
+local q = queue_fields(KEYS[2])
+if not q then
   return redis.error_reply("RSMQ queueNotFound")
 end
 

@@ -2,7 +2,7 @@
 //! reason for a miss, the cost of each phase, the Redis commands per message and the
 //! sweep that chose the setting of (c).
 
-use super::{BODY_BYTES, Measured, Run, TARGET_VS_NPM, TARGET_VS_SINGLE};
+use super::{BODY_BYTES, Measured, Run, TARGET_RULES_OVERHEAD, TARGET_VS_NPM, TARGET_VS_SINGLE};
 use crate::bench::format::{short, thousands};
 
 pub(super) fn results_table(scenarios: &[(String, &Measured)], runs: usize) -> String {
@@ -52,6 +52,36 @@ pub(super) fn targets_table(npm: &Measured, single: &Measured, batched: &Measure
     }
     text.push('\n');
     text
+}
+
+/// (d) against (c): what wsmq's queue rules cost the batched receive when they only check.
+/// Both ran in the same rounds, so background load hit them alike; the verdict is on Redis
+/// CPU per message of the receive + delete phase (where the rules are checked), the wall
+/// time beside it.
+pub(super) fn rules_table(without: &Measured, with: &Measured) -> String {
+    let (c, d) = (&without.median, &with.median);
+    let cpu = d.receive_redis_us_per_message() / c.receive_redis_us_per_message();
+    let wall = c.receive_rate() / d.receive_rate();
+    let verdict = if cpu <= TARGET_RULES_OVERHEAD {
+        "met"
+    } else {
+        "not met"
+    };
+    format!(
+        "### Queue rules (issue 16)\n\n\
+         | receive + delete phase | (c) no rules | (d) rules set | (d) / (c) |\n\
+         |---|--:|--:|--:|\n\
+         | Redis CPU µs/msg | {:.2} | {:.2} | {cpu:.2} × |\n\
+         | msgs/s | {} | {} | {wall:.2} × the time |\n\n\
+         Target: (d) costs at most {:.0}% more Redis CPU per message than (c): {verdict}. \
+         (d)'s queue has `maxreceives` 5, `ttl` 3600 s and a dead-letter queue, none of which \
+         a message of the run reaches, so every receive checks them and nothing is moved.\n\n",
+        c.receive_redis_us_per_message(),
+        d.receive_redis_us_per_message(),
+        thousands(c.receive_rate()),
+        thousands(d.receive_rate()),
+        100.0 * (TARGET_RULES_OVERHEAD - 1.0),
+    )
 }
 
 /// Why (c) is not `target` times faster than `other`, from what the runs measured.
@@ -130,8 +160,8 @@ pub(super) fn commands_table(scenarios: &[(String, &Measured)]) -> String {
         .collect();
     names.sort();
     names.dedup();
-    let mut text = "### Redis commands per message\n\n| command | (a) | (b) | (c) |\n\
-                    |---|--:|--:|--:|\n"
+    let mut text = "### Redis commands per message\n\n| command | (a) | (b) | (c) | (d) |\n\
+                    |---|--:|--:|--:|--:|\n"
         .to_owned();
     for name in names {
         text.push_str(&format!("| {name} |"));
@@ -143,7 +173,7 @@ pub(super) fn commands_table(scenarios: &[(String, &Measured)]) -> String {
         text.push('\n');
     }
     text.push_str(
-        "\nIn (b) and (c) every command but EVALSHA runs inside a Lua script; in (a) rsmq \
+        "\nIn (b), (c) and (d) every command but EVALSHA runs inside a Lua script; in (a) rsmq \
          sends most of them itself, in MULTI … EXEC blocks.\n\n",
     );
     text
@@ -193,9 +223,11 @@ pub(super) fn method(
            with `send_message`, `receive_message`, `delete_message`.\n\
          - (c) `… --mode batched`, N = {messages}: `send_batch`, then `receive_batch` + \
            `delete_batch`, with several batches in flight over the one multiplexed \
-           connection; the sweep ran N = {sweep_messages}.\n\n\
-         Each scenario ran {runs} {}, in rounds of (a), (b), (c) so that changes in \
-         background load hit all three alike, each run in a fresh process after its warm-up; \
+           connection; the sweep ran N = {sweep_messages}.\n\
+         - (d) as (c), with `--rules on`: the queue has `maxreceives`, `ttl` and a \
+           dead-letter queue, which no message reaches.\n\n\
+         Each scenario ran {runs} {}, in rounds of (a), (b), (c), (d) so that changes in \
+         background load hit them alike, each run in a fresh process after its warm-up; \
          the tables show the run with the median rate. \
          The Rust program runs on a current-thread tokio runtime (one core for the client, \
          one for Redis).\n",

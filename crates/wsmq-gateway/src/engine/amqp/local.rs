@@ -101,9 +101,13 @@ impl Flag {
 }
 
 /// A message handed to a subscriber and not yet settled.
-pub(super) struct Held {
+pub(super) struct Holding {
     /// Acks or rejects it on the channel it came on.
     pub(super) acker: Acker,
+    /// The `rc` this delivery was handed out with: a release or dead-lettering names it, so
+    /// one meant for an earlier delivery of the message (its vt ran out, the node gave it
+    /// back, RabbitMQ delivered it again) does not touch this one.
+    pub(super) rc: u64,
     /// When it goes back to the queue unless settled: the vt, or a nack's delay.
     pub(super) deadline: Instant,
     /// The link it came on: after a reconnect the broker has requeued it already.
@@ -115,43 +119,52 @@ pub(super) struct Held {
 /// may settle it since they cannot be told apart).
 #[derive(Default)]
 pub(super) struct InFlight {
-    queues: Mutex<HashMap<String, HashMap<String, VecDeque<Held>>>>,
+    queues: Mutex<HashMap<String, HashMap<String, VecDeque<Holding>>>>,
 }
 
 impl InFlight {
     /// Records a handed-out message.
-    pub(super) fn hold(&self, queue: &str, id: String, held: Held) {
+    pub(super) fn hold(&self, queue: &str, id: String, held: Holding) {
         let mut queues = self.queues.lock().expect("in-flight poisoned");
         let ids = queues.entry(queue.to_owned()).or_default();
         ids.entry(id).or_default().push_back(held);
     }
 
-    /// Removes one delivery per id (those of link `generation` only), to settle them; also
-    /// returns the ids held only on an older link (the broker requeued those when it went).
-    pub(super) fn take(
+    /// Removes one delivery per id (those of link `generation` only, and with `rc` when one
+    /// is given), to settle them; also returns the ids held only on an older link (the broker
+    /// requeued those when it went).
+    pub(super) fn take<'k>(
         &self,
         queue: &str,
-        ids: &[String],
+        keys: impl IntoIterator<Item = (&'k str, Option<u64>)>,
         generation: u64,
-    ) -> (Vec<Held>, Vec<String>) {
+    ) -> (Vec<Holding>, Vec<String>) {
         let mut queues = self.queues.lock().expect("in-flight poisoned");
         let Some(held) = queues.get_mut(queue) else {
             return (Vec::new(), Vec::new());
         };
         let mut taken = Vec::new();
         let mut stale = Vec::new();
-        for id in ids {
-            if let Some(list) = held.get_mut(id) {
-                let before = list.len();
-                list.retain(|h| h.generation == generation);
-                match list.pop_front() {
-                    Some(h) => taken.push(h),
-                    None if before > 0 => stale.push(id.clone()),
-                    None => {}
-                }
-                if list.is_empty() {
-                    held.remove(id);
-                }
+        for (id, rc) in keys {
+            let Some(list) = held.get_mut(id) else {
+                continue;
+            };
+            let named = |h: &Holding| rc.is_none_or(|rc| h.rc == rc);
+            let before = list.len();
+            // What an older link delivered is back in the queue already: only an ack's
+            // "stale" answer still needs it.
+            list.retain(|h| h.generation == generation || !named(h));
+            let older = before - list.len();
+            match list
+                .iter()
+                .position(|h| h.generation == generation && named(h))
+            {
+                Some(at) => taken.extend(list.remove(at)),
+                None if older > 0 => stale.push(id.to_owned()),
+                None => {}
+            }
+            if list.is_empty() {
+                held.remove(id);
             }
         }
         if held.is_empty() {
@@ -160,25 +173,25 @@ impl InFlight {
         (taken, stale)
     }
 
-    /// Moves the deadline of one delivery per id to `deadline` (a nack with a delay keeps
-    /// the message here until then); returns how many were found.
+    /// Moves the deadline of the delivery of each held message (id and `rc`) to `deadline`
+    /// (a nack with a delay keeps the message here until then); returns how many were found.
     pub(super) fn postpone(
         &self,
         queue: &str,
-        ids: &[String],
+        held: &[crate::engine::Held],
         generation: u64,
         deadline: Instant,
     ) -> u64 {
         let mut queues = self.queues.lock().expect("in-flight poisoned");
-        let Some(held) = queues.get_mut(queue) else {
+        let Some(holding) = queues.get_mut(queue) else {
             return 0;
         };
         let mut found = 0;
-        for id in ids {
-            if let Some(h) = held
-                .get_mut(id)
-                .and_then(|list| list.iter_mut().find(|h| h.generation == generation))
-            {
+        for wanted in held {
+            if let Some(h) = holding.get_mut(&wanted.id).and_then(|list| {
+                list.iter_mut()
+                    .find(|h| h.generation == generation && h.rc == wanted.rc)
+            }) {
                 h.deadline = deadline;
                 found += 1;
             }
@@ -192,7 +205,7 @@ impl InFlight {
         &self,
         now: Instant,
         generation: u64,
-    ) -> (Vec<(String, Held)>, Option<Instant>) {
+    ) -> (Vec<(String, Holding)>, Option<Instant>) {
         let mut queues = self.queues.lock().expect("in-flight poisoned");
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;

@@ -27,13 +27,23 @@
 //! connection's unacked messages are requeued by the broker. `rc` is the quorum queue's
 //! `x-delivery-count` + 1.
 //!
+//! # Queue rules
+//!
+//! wsmq's [`QueueRules`] become arguments of the quorum queue when it is created (see
+//! `AmqpEngine::declare_queue` and docs/amqp.md): max receives N is `x-delivery-limit`
+//! N - 1, ttl is `x-message-ttl`, the dead-letter queue is `x-dead-letter-exchange` (the direct
+//! exchange) with `x-dead-letter-routing-key`. RabbitMQ then dead-letters on its own, when a
+//! message is returned or expires; a dead nack is `basic.reject` without requeue. Channel
+//! history is not offered: the configuration refuses it beside `--amqp-url`.
+//!
 //! # When the broker goes away
 //!
 //! A supervisor task owns the connection: when it breaks, calls fail with
 //! [`EngineError::Unavailable`] (and `/readyz` is 503) while it reconnects with backoff;
 //! then it declares the topology again, rebinds the node queue and restarts the consumers of
 //! the queues that still have local subscribers. What was in flight was requeued by the
-//! broker and is delivered again.
+//! broker and is delivered again. Revocations announced while the node queue was gone are
+//! lost, so the node is told ([`Revocation::Missed`]) and checks its sessions.
 
 mod config;
 mod local;
@@ -71,16 +81,25 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{info, warn};
 use wsmq_proto::NodeHeartbeat;
 
-use self::local::{Held, InFlight, LateAcks, QueueWake, to_message};
+use self::local::{Holding, InFlight, LateAcks, QueueWake, to_message};
 pub use self::{
     config::{AmqpConfig, DEFAULT_EXCHANGE},
     url::{AmqpUrl, AmqpUrlArg},
 };
 use super::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueStore, QueueWatch,
-    Received, interest::Interests, redis::RedisEngine,
+    Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
+    DeadCounts, DeadLettered, Engine, EngineError, HandlerSlot, Held, HistoryPage, HistoryPolicy,
+    HistoryRange, Published, QueueRules, QueueStore, QueueWatch, Received, Revocation,
+    interest::Interests, redis::RedisEngine,
 };
 use crate::clock;
+
+/// The rules of a queue created without any (`ensure_queue`).
+static DEFAULT_RULES: QueueRules = QueueRules {
+    max_receives: 0,
+    ttl: 0,
+    dead_letter: None,
+};
 
 /// The topic exchange of channels.
 pub const CHANNELS_EXCHANGE: &str = "wsmq.channels";
@@ -144,14 +163,19 @@ pub struct AmqpEngine {
     /// Queues declared and bound on the current link: `ensure_queue` (run before every
     /// publish) costs no round trip for them.
     declared: Mutex<HashSet<String>>,
+    /// Queues this node created with a dead-letter queue. RabbitMQ does not tell a client
+    /// where a rejected message went, so [`DeadLettered::moved`] says what this node knows:
+    /// `false` for a queue some other node or tool created.
+    dead_lettering: Mutex<HashSet<String>>,
     /// Channels the node wants (bound again after a reconnect).
     channels: Mutex<HashSet<String>>,
     /// Requests to the supervisor, which owns the node queue and the consumers.
     commands: mpsc::UnboundedSender<Command>,
     /// The node's hub.
     handler: Arc<HandlerSlot>,
-    /// Revoked user ids, from the control exchange (and Redis, when given).
-    revocations: broadcast::Sender<String>,
+    /// Revoked users, from the control exchange (and Redis, when given), and the notice that
+    /// some may have been missed while a link was down.
+    revocations: broadcast::Sender<Revocation>,
     /// The Redis beside, for the access-token registry.
     redis: Option<Arc<RedisEngine>>,
     /// Wakes the reaper when a deadline was set.
@@ -247,6 +271,7 @@ impl AmqpEngine {
             delayed: Mutex::default(),
             known: Mutex::default(),
             declared: Mutex::default(),
+            dead_lettering: Mutex::default(),
             channels: Mutex::default(),
             commands,
             handler: Arc::new(HandlerSlot::default()),
@@ -267,9 +292,12 @@ impl AmqpEngine {
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => break,
-                        user = from_redis.recv() => match user {
-                            Ok(user) => { let _ = to.send(user); }
-                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        revocation = from_redis.recv() => match revocation {
+                            Ok(revocation) => { let _ = to.send(revocation); }
+                            // Some were lost on the way here: the node checks its sessions.
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                let _ = to.send(Revocation::Missed);
+                            }
                             Err(broadcast::error::RecvError::Closed) => break,
                         },
                     }
@@ -512,47 +540,196 @@ impl AmqpEngine {
         Ok(link)
     }
 
-    /// Declares the queue (durable, quorum) and binds it to the direct exchange.
-    async fn declare_queue(&self, link: &Link, queue: &str) -> Result<(), EngineError> {
+    /// Makes sure the queue exists (a durable quorum queue) and is bound to the direct
+    /// exchange; a missing one is declared with `rules` as its arguments (and its dead-letter
+    /// queue first). Returns whether it created the queue.
+    ///
+    /// RabbitMQ's declare does not say whether it created the queue, and it answers a
+    /// redeclaration with other arguments with PRECONDITION_FAILED, so a passive declare
+    /// comes first: an existing queue keeps its own arguments, and only a missing one is
+    /// declared. That costs one more round trip once per queue and connection (callers keep
+    /// what was declared in `declared`). Two nodes that both find the queue missing both
+    /// report it created, which spends a user's queue-creation budget twice for one queue:
+    /// the budget errs on the strict side.
+    async fn declare_queue(
+        &self,
+        link: &Link,
+        queue: &str,
+        rules: &QueueRules,
+    ) -> Result<bool, EngineError> {
+        if let Some(dead) = &rules.dead_letter {
+            // Before the queue: a message dead-lettered to a routing key no queue is bound
+            // for is dropped.
+            self.declare_one(link, dead, &QueueRules::default()).await?;
+        }
+        let created = self.declare_one(link, queue, rules).await?;
+        if created && rules.dead_letter.is_some() {
+            self.dead_lettering
+                .lock()
+                .expect("dead-lettering poisoned")
+                .insert(queue.to_owned());
+        }
+        Ok(created)
+    }
+
+    /// [`AmqpEngine::declare_queue`] for one queue, its dead-letter queue aside.
+    async fn declare_one(
+        &self,
+        link: &Link,
+        queue: &str,
+        rules: &QueueRules,
+    ) -> Result<bool, EngineError> {
+        let name = self.queue_name(queue);
+        let created = match self.passive_declare(link, &name).await {
+            Ok(()) => false,
+            Err(EngineError::QueueNotFound) => {
+                let arguments = self.queue_arguments(rules);
+                let declared = self
+                    .with_ops(link, |ops| {
+                        let name = name.clone();
+                        async move {
+                            let durable = QueueDeclareOptions {
+                                durable: true,
+                                ..QueueDeclareOptions::default()
+                            };
+                            ops.queue_declare(name, durable, arguments).await.map(drop)
+                        }
+                        .boxed()
+                    })
+                    .await;
+                match declared {
+                    Ok(()) => true,
+                    // Refused: another node declared it meanwhile with other arguments (then
+                    // it exists now, and keeps them), or the broker cannot honour the rules.
+                    Err(EngineError::Invalid(why)) => match self.passive_declare(link, &name).await
+                    {
+                        Ok(()) => false,
+                        Err(EngineError::QueueNotFound) => {
+                            return Err(EngineError::Invalid(format!(
+                                "RabbitMQ refused queue {name} with these rules: {why}"
+                            )));
+                        }
+                        Err(err) => return Err(err),
+                    },
+                    Err(err) => return Err(err),
+                }
+            }
+            Err(err) => return Err(err),
+        };
+        if !created {
+            self.check_quorum(link, &name).await?;
+        }
+        self.with_ops(link, |ops| {
+            let name = name.clone();
+            let exchange: ShortString = self.options.exchange.as_str().into();
+            let key: ShortString = queue.into();
+            async move {
+                ops.queue_bind(
+                    name,
+                    exchange,
+                    key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+            }
+            .boxed()
+        })
+        .await?;
+        self.known
+            .lock()
+            .expect("known poisoned")
+            .insert(queue.to_owned());
+        self.declared
+            .lock()
+            .expect("declared poisoned")
+            .insert(queue.to_owned());
+        Ok(created)
+    }
+
+    /// The arguments of a new queue: a quorum queue, with wsmq's rules mapped onto
+    /// RabbitMQ's own features (docs/amqp.md, "Poison messages").
+    fn queue_arguments(&self, rules: &QueueRules) -> FieldTable {
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
-        let name = self.queue_name(queue);
-        let result = self
+        if rules.max_receives > 0 {
+            // RabbitMQ dead-letters a message once it was returned more than the limit times,
+            // that is when its (limit + 1)th delivery comes back; rsmq's "never delivered
+            // after N receives" is N deliveries, so the limit is N - 1 (measured in
+            // tests/amqp.rs: with the limit N a 4th delivery of max receives 3 comes).
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(to_i64(rules.max_receives - 1)),
+            );
+        }
+        if rules.ttl > 0 {
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(to_i64(rules.ttl.saturating_mul(1000))),
+            );
+        }
+        if let Some(dead) = &rules.dead_letter {
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.options.exchange.as_str().into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(dead.as_str().into()),
+            );
+        }
+        arguments
+    }
+
+    /// A passive declare of the broker-side queue `name`: `QueueNotFound` when it is missing
+    /// (RabbitMQ closes the channel then; `with_ops` replaces it).
+    async fn passive_declare(&self, link: &Link, name: &ShortString) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.with_ops(link, |ops| {
+            async move {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                ops.queue_declare(name, passive, FieldTable::default())
+                    .await
+                    .map(drop)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Checks that an existing queue is a quorum queue (`rc` comes from its
+    /// `x-delivery-count`, which classic queues lack), by declaring it as one with no other
+    /// argument. That declaration changes nothing on the broker: it succeeds for a plain
+    /// wsmq queue, and fails (PRECONDITION_FAILED, the ops channel is replaced) for any queue
+    /// with other arguments; the message names the first argument that differs, and only
+    /// `x-queue-type` is refused. A queue created with rules is thus accepted as it is.
+    async fn check_quorum(&self, link: &Link, name: &ShortString) -> Result<(), EngineError> {
+        let arguments = self.queue_arguments(&QueueRules::default());
+        let name = name.clone();
+        let declared = self
             .with_ops(link, |ops| {
                 let name = name.clone();
-                let exchange: ShortString = self.options.exchange.as_str().into();
-                let key: ShortString = queue.into();
                 async move {
                     let durable = QueueDeclareOptions {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     };
-                    ops.queue_declare(name.clone(), durable, arguments).await?;
-                    ops.queue_bind(
-                        name,
-                        exchange,
-                        key,
-                        QueueBindOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await
+                    ops.queue_declare(name, durable, arguments).await.map(drop)
                 }
                 .boxed()
             })
             .await;
-        match result {
-            Ok(()) => {
-                self.known
-                    .lock()
-                    .expect("known poisoned")
-                    .insert(queue.to_owned());
-                self.declared
-                    .lock()
-                    .expect("declared poisoned")
-                    .insert(queue.to_owned());
+        match declared {
+            Ok(()) => Ok(()),
+            Err(EngineError::Invalid(why))
+                if why.contains("inequivalent arg 'x-") && !why.contains("'x-queue-type'") =>
+            {
                 Ok(())
             }
             Err(EngineError::Invalid(why)) => Err(EngineError::Invalid(format!(
@@ -569,6 +746,10 @@ impl AmqpEngine {
         self.declared
             .lock()
             .expect("declared poisoned")
+            .remove(queue);
+        self.dead_lettering
+            .lock()
+            .expect("dead-lettering poisoned")
             .remove(queue);
     }
 
@@ -635,7 +816,8 @@ impl AmqpEngine {
             return Ok(());
         }
         // A consume on a missing queue would close the shared consumer channel.
-        self.declare_queue(link, queue).await?;
+        self.declare_queue(link, queue, &QueueRules::default())
+            .await?;
         let tag = format!("wsmq.{queue}");
         let consumer = link
             .consume
@@ -885,18 +1067,40 @@ impl AmqpEngine {
 }
 
 impl QueueStore for AmqpEngine {
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        self.create_queue(queue, &DEFAULT_RULES)
+    }
+
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
         async move {
             let link = self.track(self.link())?;
+            match self.check_queue(&link, queue).await {
+                Ok(()) => Ok(true),
+                Err(EngineError::QueueNotFound) => Ok(false),
+                Err(err) => Err(err),
+            }
+        }
+        .boxed()
+    }
+
+    fn create_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        rules: &'a QueueRules,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            rules.validate(queue)?;
+            let link = self.track(self.link())?;
+            // Declared on this link: it exists (and keeps its arguments); no round trip.
             if self
                 .declared
                 .lock()
                 .expect("declared poisoned")
                 .contains(queue)
             {
-                return Ok(());
+                return Ok(false);
             }
-            self.declare_queue(&link, queue).await
+            self.declare_queue(&link, queue, rules).await
         }
         .boxed()
     }
@@ -943,8 +1147,9 @@ impl QueueStore for AmqpEngine {
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                     continue;
                 }
-                let held = Held {
+                let held = Holding {
                     acker: delivery.acker,
+                    rc: message.rc,
                     deadline,
                     generation: link.generation,
                 };
@@ -957,6 +1162,10 @@ impl QueueStore for AmqpEngine {
             Ok(Received {
                 messages,
                 next_visible: self.next_visible(queue, link.generation, now),
+                // RabbitMQ applies the queue's delivery limit and TTL itself, when a message
+                // is returned or reaches the head of the queue: a receive here never sees a
+                // dead message, so there is nothing to count.
+                dead: DeadCounts::default(),
             })
         }
         .boxed()
@@ -969,7 +1178,8 @@ impl QueueStore for AmqpEngine {
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
             let link = self.track(self.link())?;
-            let (held, stale) = self.in_flight.take(queue, ids, link.generation);
+            let keys = ids.iter().map(|id| (id.as_str(), None));
+            let (held, stale) = self.in_flight.take(queue, keys, link.generation);
             let mut acked = stale.len() as u64;
             if !stale.is_empty() {
                 let until = Instant::now() + LATE_ACK_MEMORY;
@@ -988,7 +1198,7 @@ impl QueueStore for AmqpEngine {
     fn release<'a>(
         &'a self,
         queue: &'a str,
-        ids: &'a [String],
+        held: &'a [Held],
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
@@ -998,14 +1208,16 @@ impl QueueStore for AmqpEngine {
                 let deadline = Instant::now() + Duration::from_secs(delay_secs);
                 let found = self
                     .in_flight
-                    .postpone(queue, ids, link.generation, deadline);
+                    .postpone(queue, held, link.generation, deadline);
                 self.reaper.notify_one();
                 return Ok(found);
             }
             self.wait_stopped(queue).await;
             let mut released = 0;
-            // Those of an older link are back in the queue already.
-            for held in self.in_flight.take(queue, ids, link.generation).0 {
+            // Those of an older link are back in the queue already; those handed out again
+            // since (another rc) are not this release's to give back.
+            let keys = held.iter().map(|h| (h.id.as_str(), Some(h.rc)));
+            for held in self.in_flight.take(queue, keys, link.generation).0 {
                 let rejected = held
                     .acker
                     .reject(BasicRejectOptions { requeue: true })
@@ -1020,6 +1232,38 @@ impl QueueStore for AmqpEngine {
                 wake.notify.notify_waiters();
             }
             Ok(released)
+        }
+        .boxed()
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        queue: &'a str,
+        held: &'a [Held],
+    ) -> BoxFuture<'a, Result<DeadLettered, EngineError>> {
+        async move {
+            let link = self.track(self.link())?;
+            // `basic.reject` without requeue: RabbitMQ dead-letters the message through the
+            // queue's `x-dead-letter-exchange`, or drops it when the queue has none. Only the
+            // deliveries this node still holds as named; what an older link held is back in
+            // the queue, and stays there.
+            let keys = held.iter().map(|h| (h.id.as_str(), Some(h.rc)));
+            let mut count = 0;
+            for holding in self.in_flight.take(queue, keys, link.generation).0 {
+                let rejected = holding
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+                if rejected.is_ok() {
+                    count += 1;
+                }
+            }
+            let moved = self
+                .dead_lettering
+                .lock()
+                .expect("dead-lettering poisoned")
+                .contains(queue);
+            Ok(DeadLettered { count, moved })
         }
         .boxed()
     }
@@ -1146,6 +1390,25 @@ impl Broker for AmqpEngine {
         .boxed()
     }
 
+    fn publish_with_history<'a>(
+        &'a self,
+        _channel: &'a str,
+        _body: &'a str,
+        _history: HistoryPolicy,
+    ) -> BoxFuture<'a, Result<Published, EngineError>> {
+        futures_util::future::ready(Err(no_history())).boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        _channel: &'a str,
+        _history: HistoryPolicy,
+        _range: HistoryRange,
+        _limit: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        futures_util::future::ready(Err(no_history())).boxed()
+    }
+
     fn subscribe(&self, channel: &str) {
         self.want_channel(channel, true);
     }
@@ -1219,22 +1482,33 @@ impl AmqpEngine {
 }
 
 impl ClusterState for AmqpEngine {
-    fn is_access_token_registered<'a>(
+    fn check_credentials<'a>(
         &'a self,
-        user: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        queries: &'a [CredentialQuery<'a>],
+    ) -> BoxFuture<'a, Result<CredentialChecks, EngineError>> {
         async move {
-            match &self.redis {
-                Some(redis) => redis.is_access_token_registered(user, token).await,
-                // Refused at start when configured; without a registry nothing is registered.
-                None => Ok(false),
+            if let Some(redis) = &self.redis {
+                return redis.check_credentials(queries).await;
             }
+            // No registry and no marks without Redis: access tokens are refused at start when
+            // configured (so none is registered), and `token revoke` writes its marks in
+            // Redis only. The clock is the gateway's, as nothing else keeps one.
+            let checks = queries
+                .iter()
+                .map(|query| CredentialCheck {
+                    revoked_at: None,
+                    registered: query.access_token.map(|_| false),
+                })
+                .collect();
+            Ok(CredentialChecks {
+                now: clock::unix_secs(),
+                checks,
+            })
         }
         .boxed()
     }
 
-    fn revocations(&self) -> broadcast::Receiver<String> {
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
         self.revocations.subscribe()
     }
 
@@ -1306,6 +1580,13 @@ async fn supervise(
                     Ok(fresh) => {
                         let _ = this.track(Ok(()));
                         info!(generation, "rabbitmq connection restored");
+                        // The node queue is new: what was published on the channels and the
+                        // control exchange while there was none is lost. Channels keep no
+                        // history here, but revocations have their records (in the Redis
+                        // beside, when one is), so the node checks its sessions against them,
+                        // as the Redis engine does when its pub/sub link comes back.
+                        this.handler.on_link_restored();
+                        let _ = this.revocations.send(Revocation::Missed);
                         backoff = BACKOFF_MIN;
                         fresh
                     }
@@ -1386,7 +1667,7 @@ async fn node_deliveries(
     engine: Weak<AmqpEngine>,
     mut consumer: lapin::Consumer,
     handler: Arc<HandlerSlot>,
-    revocations: broadcast::Sender<String>,
+    revocations: broadcast::Sender<Revocation>,
 ) {
     while let Some(delivery) = consumer.next().await {
         let Ok(delivery) = delivery else { break };
@@ -1397,11 +1678,26 @@ async fn node_deliveries(
         match delivery.exchange.as_str() {
             CHANNELS_EXCHANGE => handler.on_publication(delivery.routing_key.as_str(), &body),
             CONTROL_EXCHANGE if delivery.routing_key.as_str() == REVOKE_KEY => {
-                let _ = revocations.send(body.into_owned());
+                let _ = revocations.send(Revocation::User(body.into_owned()));
             }
             _ => {}
         }
     }
+}
+
+/// Why [`Broker::publish_with_history`] and [`Broker::history`] fail here. A topic exchange
+/// keeps nothing and numbers nothing; a stream per channel could, but is not built, so the
+/// configuration refuses history beside `--amqp-url` at start and this is only reached by a
+/// caller that skipped it.
+fn no_history() -> EngineError {
+    EngineError::Invalid(
+        "channel history needs the Redis or in-memory engine; RabbitMQ channels keep none".into(),
+    )
+}
+
+/// `n` as an AMQP long-long, saturating (the rules' ranges keep it far below).
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Gives a delivery back to its queue (at once).

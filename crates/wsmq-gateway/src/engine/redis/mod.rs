@@ -18,10 +18,12 @@
 //! recovery once, when a call succeeds again; the recovery is counted in
 //! [`RedisMetrics::command_reconnects`]. Callers log their own failures at debug level only.
 
+mod changes;
+mod history;
 mod pubsub;
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -32,16 +34,21 @@ use std::{
 use futures_util::future::{BoxFuture, FutureExt};
 use prometheus_client::metrics::counter::Counter;
 use redis::Client;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
-use self::pubsub::{PubSub, PubSubCommand, QueueWake};
+use self::{
+    changes::Changes,
+    pubsub::{PubSub, QueueWake},
+};
 use super::{
-    Broker, BrokerHandler, ClusterState, Engine, EngineError, HandlerSlot, QueueMessage,
-    QueueStore, QueueWatch, Received, interest::Interests,
+    Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
+    DeadLettered, Engine, EngineError, HandlerSlot, Held, HistoryPage, HistoryPolicy, HistoryRange,
+    Published, QueueMessage, QueueRules, QueueStore, QueueWatch, Received, Revocation,
+    interest::Interests,
 };
 
 /// The Redis engine's counters, registered by the gateway.
@@ -72,12 +79,17 @@ pub struct RedisEngine {
     queues: Arc<Interests<Arc<QueueWake>>>,
     /// Channels the node subscribed to (to subscribe again after a reconnect).
     channels: Arc<Mutex<HashSet<String>>>,
+    /// Whether Redis confirmed the node's subscription to each of those channels.
+    channel_wakes: Mutex<HashMap<String, Arc<QueueWake>>>,
     /// Where the pub/sub task hands channel publications: the node's hub.
     handler: Arc<HandlerSlot>,
-    /// Subscribe/unsubscribe requests to the pub/sub task.
-    commands: mpsc::UnboundedSender<PubSubCommand>,
-    /// Revoked user ids, from `wsmq:revoke`.
-    revocations: broadcast::Sender<String>,
+    /// Subscribe/unsubscribe wishes for the pub/sub task, coalesced per channel.
+    changes: Arc<Changes>,
+    /// Revoked user ids, from `wsmq:revoke`, and notices of missed ones.
+    revocations: broadcast::Sender<Revocation>,
+    /// Queues already warned about for holding corrupt messages: a receive skips them every
+    /// time, and one warning per queue and process says it (the metric counts each skip).
+    corrupt_warned: Mutex<HashSet<String>>,
     /// Stops the pub/sub task when the engine goes away (the task holds the registries, whose
     /// callbacks hold its command sender, so it would not notice otherwise).
     _pubsub: DropGuard,
@@ -102,14 +114,13 @@ impl RedisEngine {
         };
         let rsmq = Rsmq::connect(url, options).await.map_err(map_err)?;
         let client = Client::open(url).map_err(|e| EngineError::Unavailable(e.to_string()))?;
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let queue_commands = commands.clone();
+        let changes = Arc::new(Changes::default());
+        let queue_changes = Arc::clone(&changes);
         let rt_ns = ns.to_owned();
         let queues = Interests::new(Box::new(
             move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
                 let channel = wsmq_rsmq::keys::realtime_channel(&rt_ns, queue);
-                let wake = Some(Arc::clone(wake));
-                let _ = queue_commands.send(PubSubCommand::toggle(channel, wake, first));
+                queue_changes.toggle(channel, Some(Arc::clone(wake)), first);
             },
         ));
         let channels = Arc::default();
@@ -121,7 +132,7 @@ impl RedisEngine {
             redis_back: Arc::clone(&redis_back),
             stop: stop.clone(),
             client,
-            commands: command_rx,
+            changes: Arc::clone(&changes),
             rt_prefix: wsmq_rsmq::keys::realtime_channel(ns, ""),
             queues: Arc::clone(&queues),
             channels: Arc::clone(&channels),
@@ -138,9 +149,11 @@ impl RedisEngine {
             redis_back,
             queues,
             channels,
+            channel_wakes: Mutex::default(),
             handler,
-            commands,
+            changes,
             revocations,
+            corrupt_warned: Mutex::default(),
             _pubsub: stop.drop_guard(),
         }))
     }
@@ -160,13 +173,23 @@ impl RedisEngine {
         } else {
             channels.remove(channel);
         }
-        let command = PubSubCommand::toggle(keys::channel(channel), None, wanted);
-        let _ = self.commands.send(command);
+        // Both carriers: publications with history come on their own pub/sub channel.
+        for name in PubSub::carriers(channel) {
+            self.changes.toggle(name, None, wanted);
+        }
     }
 
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
         self.track(self.rsmq.query(cmd).await)
+    }
+
+    /// Runs a pipeline on rsmq's shared connection, in one round trip.
+    async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, EngineError> {
+        self.track(self.rsmq.query_pipeline(pipe).await)
     }
 
     /// Maps an rsmq result to the engine's, noting whether Redis was reached: the first
@@ -194,15 +217,50 @@ impl RedisEngine {
 }
 
 impl QueueStore for RedisEngine {
-    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+    fn ensure_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
         async move {
             let created = match self
                 .rsmq
                 .create_queue(queue, &QueueOptions::default())
                 .await
             {
-                Err(RsmqError::QueueExists) => Ok(()),
-                other => other,
+                Ok(()) => Ok(true),
+                Err(RsmqError::QueueExists) => Ok(false),
+                Err(other) => Err(other),
+            };
+            self.track(created)
+        }
+        .boxed()
+    }
+
+    fn queue_exists<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            let exists = match self.rsmq.get_queue_attributes(queue).await {
+                Ok(_) => Ok(true),
+                Err(RsmqError::QueueNotFound) => Ok(false),
+                Err(other) => Err(other),
+            };
+            self.track(exists)
+        }
+        .boxed()
+    }
+
+    fn create_queue<'a>(
+        &'a self,
+        queue: &'a str,
+        rules: &'a QueueRules,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        async move {
+            let options = QueueOptions {
+                maxreceives: Some(rules.max_receives),
+                ttl: Some(rules.ttl),
+                deadletter: rules.dead_letter.clone(),
+                ..QueueOptions::default()
+            };
+            let created = match self.rsmq.create_queue(queue, &options).await {
+                Ok(()) => Ok(true),
+                Err(RsmqError::QueueExists) => Ok(false),
+                Err(err) => Err(err),
             };
             self.track(created)
         }
@@ -229,9 +287,27 @@ impl QueueStore for RedisEngine {
                     sent: m.sent,
                 })
                 .collect();
+            if batch.dead.corrupt > 0 {
+                let first = self
+                    .corrupt_warned
+                    .lock()
+                    .expect("corrupt queue set poisoned")
+                    .insert(queue.to_owned());
+                let count = batch.dead.corrupt;
+                if first {
+                    warn!(
+                        queue,
+                        count,
+                        "skipped messages whose receive count is not a number; fix or delete them"
+                    );
+                } else {
+                    debug!(queue, count, "skipped corrupt messages again");
+                }
+            }
             Ok(Received {
                 messages,
                 next_visible: batch.next_visible_ms.map(Duration::from_millis),
+                dead: batch.dead,
             })
         }
         .boxed()
@@ -248,15 +324,25 @@ impl QueueStore for RedisEngine {
     fn release<'a>(
         &'a self,
         queue: &'a str,
-        ids: &'a [String],
+        held: &'a [Held],
         delay_secs: u64,
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
-            let released = self
-                .rsmq
-                .change_visibility_batch(queue, ids, delay_secs)
-                .await;
+            let held = as_rsmq(held);
+            let released = self.rsmq.release_held(queue, &held, delay_secs).await;
             self.track(released)
+        }
+        .boxed()
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        queue: &'a str,
+        held: &'a [Held],
+    ) -> BoxFuture<'a, Result<DeadLettered, EngineError>> {
+        async move {
+            let held = as_rsmq(held);
+            self.track(self.rsmq.dead_letter_held(queue, &held).await)
         }
         .boxed()
     }
@@ -302,6 +388,25 @@ impl Broker for RedisEngine {
         .boxed()
     }
 
+    fn publish_with_history<'a>(
+        &'a self,
+        channel: &'a str,
+        body: &'a str,
+        history: HistoryPolicy,
+    ) -> BoxFuture<'a, Result<Published, EngineError>> {
+        self.publish_at(channel, body, history).boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        channel: &'a str,
+        history: HistoryPolicy,
+        range: HistoryRange,
+        limit: u64,
+    ) -> BoxFuture<'a, Result<HistoryPage, EngineError>> {
+        self.read_history(channel, history, range, limit).boxed()
+    }
+
     fn subscribe(&self, channel: &str) {
         self.want_channel(channel, true);
     }
@@ -309,23 +414,69 @@ impl Broker for RedisEngine {
     fn unsubscribe(&self, channel: &str) {
         self.want_channel(channel, false);
     }
+
+    fn channel_listening(&self, channel: &str) -> Option<Arc<super::Listening>> {
+        let wakes = self.channel_wakes.lock().expect("channel wakes poisoned");
+        wakes.get(channel).map(|wake| Arc::clone(&wake.listening))
+    }
 }
 
 impl ClusterState for RedisEngine {
-    fn is_access_token_registered<'a>(
+    fn check_credentials<'a>(
         &'a self,
-        user: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        queries: &'a [CredentialQuery<'a>],
+    ) -> BoxFuture<'a, Result<CredentialChecks, EngineError>> {
         async move {
-            let mut cmd = redis::cmd("SISMEMBER");
-            cmd.arg(keys::access_tokens(user)).arg(token);
-            self.query(&cmd).await
+            // TIME first: see the trait. A pipeline keeps the order of its commands. Errors
+            // stay per command, so that one user's damaged key fails that user, not the batch.
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors().cmd("TIME");
+            for query in queries {
+                pipe.cmd("GET").arg(keys::revoked(query.user));
+                if let Some(token) = query.access_token {
+                    pipe.cmd("SISMEMBER")
+                        .arg(keys::access_tokens(query.user))
+                        .arg(token);
+                }
+            }
+            let replies: Vec<redis::Value> = self.query_pipeline(&pipe).await?;
+            let mut replies = replies.into_iter();
+            let unexpected =
+                |what: &str| EngineError::Invalid(format!("unexpected reply to {what}"));
+            let (secs, _micros): (u64, u64) = replies
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .ok_or_else(|| unexpected("TIME"))?;
+            let mut checks = Vec::with_capacity(queries.len());
+            for query in queries {
+                // A mark that is not a number (or not a string) was not written by wsmq; it
+                // still says the user was revoked, so it counts as a revocation now. Likewise a
+                // registry that is not a set registers nothing: both fail closed.
+                let revoked_at = match replies.next() {
+                    Some(redis::Value::Nil) => None,
+                    Some(value) => Some(redis::from_redis_value::<u64>(value).unwrap_or(secs)),
+                    None => return Err(unexpected("GET")),
+                };
+                let registered = match query.access_token {
+                    Some(_) => match replies.next() {
+                        Some(value) => {
+                            Some(redis::from_redis_value::<bool>(value).unwrap_or(false))
+                        }
+                        None => return Err(unexpected("SISMEMBER")),
+                    },
+                    None => None,
+                };
+                checks.push(CredentialCheck {
+                    revoked_at,
+                    registered,
+                });
+            }
+            Ok(CredentialChecks { now: secs, checks })
         }
         .boxed()
     }
 
-    fn revocations(&self) -> broadcast::Receiver<String> {
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
         self.revocations.subscribe()
     }
 
@@ -356,15 +507,49 @@ impl ClusterState for RedisEngine {
     }
 }
 
-/// rsmq errors as engine errors (transport failures are `Unavailable`).
+fn as_rsmq(held: &[Held]) -> Vec<wsmq_rsmq::Held<'_>> {
+    held.iter()
+        .map(|h| wsmq_rsmq::Held {
+            id: &h.id,
+            rc: h.rc,
+        })
+        .collect()
+}
+
+/// rsmq errors as engine errors. Only a Redis that cannot be reached (or says it cannot serve
+/// now) is `Unavailable`, which readiness and the outage log follow; an error reply about the
+/// data (WRONGTYPE, "not an integer") or a reply of the wrong shape is `Internal`: Redis is up,
+/// and retrying will not help.
 fn map_err(err: RsmqError) -> EngineError {
     match err {
         RsmqError::QueueNotFound => EngineError::QueueNotFound,
         RsmqError::MessageTooLong => EngineError::TooLarge,
-        RsmqError::Connect(_)
-        | RsmqError::Redis(_)
-        | RsmqError::Pool(_)
-        | RsmqError::UnexpectedReply(_) => EngineError::Unavailable(err.to_string()),
+        RsmqError::Connect(_) | RsmqError::Pool(_) => EngineError::Unavailable(err.to_string()),
+        RsmqError::Redis(ref e) if unreachable(e) => EngineError::Unavailable(err.to_string()),
+        RsmqError::Redis(_) | RsmqError::UnexpectedReply(_) => {
+            EngineError::Internal(err.to_string())
+        }
         other => EngineError::Invalid(other.to_string()),
     }
+}
+
+/// Whether a Redis error means "not reachable now" rather than "refused this command".
+fn unreachable(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+        return true;
+    }
+    matches!(
+        err.kind(),
+        ErrorKind::Io
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    )
 }

@@ -1,9 +1,10 @@
 //! The node's one Redis pub/sub connection.
 //!
 //! It subscribes to `wsmq:revoke` always, to `{ns}:rt:{q}` for each queue with a local
-//! consumer and to `wsmq:ch:{c}` for each channel with a local subscriber (the interest
-//! registries send subscribe/unsubscribe commands on first/last local holder; commands that
-//! queue up together go out as one `SUBSCRIBE` or `UNSUBSCRIBE` with many channels). Messages
+//! consumer and to `wsmq:ch:{c}` and `wsmq:chh:{c}` (publications with history) for each
+//! channel with a local subscriber (the interest registries add wishes on first/last local
+//! holder to [`Changes`], coalesced per channel; what waits goes out as one `SUBSCRIBE` and one
+//! `UNSUBSCRIBE` with many channels). Messages
 //! are dispatched into the per-queue [`QueueWake`], the node's broker handler (its channel hub)
 //! and the revocation broadcast.
 //!
@@ -20,7 +21,9 @@
 //! wanted; once Redis confirmed that, it wakes every local consumer, because notifications
 //! sent while nobody listened are lost, while the messages are in their queues. (Waking them
 //! when the connection drops would be too early: a message sent after that wake-up and before
-//! the re-subscribe would wait for the poll.)
+//! the re-subscribe would wait for the poll.) For the same reason it then tells the node that
+//! revocations may have been missed ([`Revocation::Missed`]): their marks are in Redis, and the
+//! node checks its sessions against them.
 
 use std::{
     collections::HashSet,
@@ -31,12 +34,15 @@ use std::{
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
 use redis::{Client, Msg, RedisResult, aio::PubSubSink};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wsmq_proto::keys;
 
-use super::super::{EngineError, HandlerSlot, Listening, interest::Interests};
+use super::{
+    super::{EngineError, HandlerSlot, Listening, Revocation, interest::Interests},
+    changes::Changes,
+};
 
 /// Backoff between reconnection attempts: doubles from the first to the last value. The cap
 /// bounds how long delivery lags behind a Redis that is back (notifications resume only once
@@ -75,39 +81,12 @@ impl QueueWake {
     }
 }
 
-/// A change of what the node listens to.
-#[derive(Debug)]
-pub(super) enum PubSubCommand {
-    /// Subscribe to a channel; for a queue's realtime channel, `wake` is the queue's wake-up
-    /// to mark listening once Redis confirms.
-    Subscribe {
-        channel: String,
-        wake: Option<Arc<QueueWake>>,
-    },
-    Unsubscribe(String),
-}
-
-impl PubSubCommand {
-    /// `Subscribe` when a first holder appeared, `Unsubscribe` after the last left.
-    pub(super) fn toggle(
-        channel: String,
-        wake: Option<Arc<QueueWake>>,
-        first: bool,
-    ) -> PubSubCommand {
-        if first {
-            PubSubCommand::Subscribe { channel, wake }
-        } else {
-            PubSubCommand::Unsubscribe(channel)
-        }
-    }
-}
-
 /// Everything the pub/sub task needs; consumed by [`PubSub::start`].
 pub(super) struct PubSub {
     /// Opens connections.
     pub(super) client: Client,
-    /// Subscribe/unsubscribe requests from the interest registries.
-    pub(super) commands: mpsc::UnboundedReceiver<PubSubCommand>,
+    /// Subscribe/unsubscribe wishes from the interest registries.
+    pub(super) changes: Arc<Changes>,
     /// `{ns}:rt:`.
     pub(super) rt_prefix: String,
     /// Queue wake-ups.
@@ -116,8 +95,8 @@ pub(super) struct PubSub {
     pub(super) channels: Arc<Mutex<HashSet<String>>>,
     /// The node's handler of channel publications.
     pub(super) handler: Arc<HandlerSlot>,
-    /// Revocations.
-    pub(super) revocations: broadcast::Sender<String>,
+    /// Revocations, and notices of missed ones.
+    pub(super) revocations: broadcast::Sender<Revocation>,
     /// Reconnections (metric).
     pub(super) reconnects: Counter,
     /// Cancelled when the engine is dropped.
@@ -152,6 +131,13 @@ impl PubSub {
                             for (_, wake) in self.queues.entries() {
                                 wake.notify.notify_waiters();
                             }
+                            // Channel publications of the outage are lost on this link too;
+                            // those with history can be read back.
+                            self.handler.on_link_restored();
+                            // Revocations announced meanwhile are lost the same way; their
+                            // marks are in Redis, and the node checks its sessions against
+                            // them.
+                            let _ = self.revocations.send(Revocation::Missed);
                             c
                         }
                         Err(None) => return,
@@ -202,9 +188,10 @@ impl PubSub {
     async fn connect(&mut self) -> Result<(PubSubSink, redis::aio::PubSubStream), EngineError> {
         let unavailable = |e: redis::RedisError| EngineError::Unavailable(e.to_string());
         let queues = self.queues.entries();
+        let channels = self.channels.lock().expect("channel set poisoned").clone();
         let mut wanted = vec![keys::REVOKE_CHANNEL.to_owned()];
         wanted.extend(queues.iter().map(|(q, _)| format!("{}{q}", self.rt_prefix)));
-        wanted.extend(self.wanted_channels());
+        wanted.extend(channels.iter().flat_map(|c| Self::carriers(c)));
         let connecting = async {
             let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
             let (mut sink, stream) = pubsub.split();
@@ -220,16 +207,44 @@ impl PubSub {
                     "no pub/sub connection within {CONNECT_TIMEOUT:?}"
                 ))
             })??;
-        for (_, wake) in queues {
+        for (_, wake) in &queues {
             wake.listening.set(true);
         }
+        self.settle_changes(&queues, &channels);
         Ok((sink, stream))
     }
 
-    /// The pub/sub names of the channels the node subscribed to.
-    fn wanted_channels(&self) -> Vec<String> {
-        let channels = self.channels.lock().expect("channel set poisoned");
-        channels.iter().map(|c| keys::channel(c)).collect()
+    /// The pub/sub names that carry `channel`'s publications: without history and with it.
+    pub(super) fn carriers(channel: &str) -> [String; 2] {
+        [keys::channel(channel), keys::history_channel(channel)]
+    }
+
+    /// After a connection subscribed to what was wanted when it started (`queues` and
+    /// `channels`), makes exactly that what [`Changes`] judges wishes against (a subscribe
+    /// wished for meanwhile is still sent), and asks to leave what lost its last holder
+    /// meanwhile: that holder's wish was judged against the old connection, so no unsubscribe
+    /// was made for the new one.
+    fn settle_changes(&self, queues: &[(String, Arc<QueueWake>)], channels: &HashSet<String>) {
+        let realtime: Vec<String> = queues
+            .iter()
+            .map(|(q, _)| format!("{}{q}", self.rt_prefix))
+            .collect();
+        let subscribed = realtime
+            .iter()
+            .cloned()
+            .chain(channels.iter().flat_map(|c| Self::carriers(c)));
+        self.changes.connected(subscribed.collect());
+        for ((queue, _), channel) in queues.iter().zip(&realtime) {
+            if self.queues.get(queue).is_none() {
+                self.changes.drop_stale(channel);
+            }
+        }
+        let now = self.channels.lock().expect("channel set poisoned").clone();
+        for channel in channels.difference(&now) {
+            for carrier in Self::carriers(channel) {
+                self.changes.drop_stale(&carrier);
+            }
+        }
     }
 
     /// Serves one connection: `false` when the engine is gone, `true` when the connection
@@ -241,13 +256,10 @@ impl PubSub {
         loop {
             tokio::select! {
                 () = self.stop.cancelled() => return false,
-                command = self.commands.recv() => {
-                    let Some(command) = command else {
-                        return false;
-                    };
-                    // A command that is cut short is not lost: the reconnect subscribes to
+                () = self.changes.added.notified() => {
+                    // A batch that is cut short is not lost: the reconnect subscribes to
                     // everything wanted by then.
-                    if !answered("command", self.apply(&mut sink, command)).await {
+                    if !answered("command", self.apply(&mut sink)).await {
                         return true;
                     }
                 }
@@ -264,41 +276,22 @@ impl PubSub {
         }
     }
 
-    /// Applies `first` and every command already queued behind it, in order: each run of
-    /// subscribes (or unsubscribes) is one command to Redis, which matters when many sessions
-    /// subscribe at once (a reconnect storm) and each waits for its confirmation.
-    async fn apply(&mut self, sink: &mut PubSubSink, first: PubSubCommand) -> RedisResult<()> {
-        let mut next = Some(first);
-        while let Some(head) = next.take() {
-            let subscribing = matches!(head, PubSubCommand::Subscribe { .. });
-            let mut channels = Vec::new();
-            let mut wakes = Vec::new();
-            let mut current = Some(head);
-            while let Some(command) = current.take() {
-                match command {
-                    PubSubCommand::Subscribe { channel, wake } if subscribing => {
-                        channels.push(channel);
-                        wakes.extend(wake);
-                    }
-                    PubSubCommand::Unsubscribe(channel) if !subscribing => channels.push(channel),
-                    other => {
-                        // The other kind ends the run, and starts the next one.
-                        next = Some(other);
-                        break;
-                    }
-                }
-                if channels.len() < MAX_CHANNELS_PER_COMMAND {
-                    current = self.commands.try_recv().ok();
-                }
-            }
-            if subscribing {
-                sink.subscribe(&channels).await?;
-                for wake in wakes {
-                    wake.listening.set(true);
-                }
-            } else {
-                sink.unsubscribe(&channels).await?;
-            }
+    /// Sends every wish waiting: one `SUBSCRIBE` and one `UNSUBSCRIBE` (in chunks), whoever
+    /// made them, which matters when many sessions subscribe at once (a reconnect storm) and
+    /// each waits for its confirmation.
+    async fn apply(&mut self, sink: &mut PubSubSink) -> RedisResult<()> {
+        let batch = self.changes.take();
+        for wake in batch.already {
+            wake.listening.set(true);
+        }
+        for chunk in batch.subscribe.chunks(MAX_CHANNELS_PER_COMMAND) {
+            sink.subscribe(chunk).await?;
+        }
+        for wake in batch.wakes {
+            wake.listening.set(true);
+        }
+        for chunk in batch.unsubscribe.chunks(MAX_CHANNELS_PER_COMMAND) {
+            sink.unsubscribe(chunk).await?;
         }
         Ok(())
     }
@@ -312,9 +305,18 @@ impl PubSub {
         } else if let Some(name) = keys::channel_name(channel) {
             let body = String::from_utf8_lossy(msg.get_payload_bytes());
             self.handler.on_publication(name, &body);
+        } else if let Some(name) = keys::history_channel_name(channel) {
+            let payload = String::from_utf8_lossy(msg.get_payload_bytes());
+            match super::history::parse_payload(&payload) {
+                Some((position, body)) => self.handler.on_positioned(name, body, &position),
+                None => debug!(
+                    channel = name,
+                    "history publication without a position dropped"
+                ),
+            }
         } else if channel == keys::REVOKE_CHANNEL {
             let user = String::from_utf8_lossy(msg.get_payload_bytes()).into_owned();
-            let _ = self.revocations.send(user);
+            let _ = self.revocations.send(Revocation::User(user));
         }
     }
 }

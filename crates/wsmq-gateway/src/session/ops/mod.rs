@@ -6,9 +6,11 @@
 
 mod ack;
 mod auth;
+mod history;
 mod nack;
 mod ping;
 mod publish;
+mod recover;
 mod subscribe;
 mod unsubscribe;
 
@@ -49,15 +51,41 @@ impl Reply {
 /// Runs one decoded client frame and sends its reply.
 pub(super) async fn dispatch(session: &mut Session, frame: ClientFrame) {
     let reference = frame.reference;
+    let cost = match &frame.op {
+        ClientOp::Subscribe(_) | ClientOp::Unsubscribe(_) | ClientOp::Publish(_) => 1.0,
+        ClientOp::Auth { .. } => super::rate::AUTH_COST,
+        _ => 0.0,
+    };
+    if cost > 0.0 && !session.ops.take(cost) {
+        session.gateway.metrics.rate_limited.inc();
+        let frame = ServerFrame::error(
+            reference,
+            ErrorCode::RateLimited,
+            "too many subscribe, unsubscribe, publish or auth ops; slow down",
+        );
+        session.send(encode_server(&frame));
+        return;
+    }
     let reply = match frame.op {
         ClientOp::Subscribe(target) => subscribe::apply(session, target, reference).await,
+        ClientOp::SubscribeSince { channel, since } => {
+            recover::apply(session, channel, Some(since), reference).await
+        }
+        ClientOp::History {
+            channel,
+            limit,
+            before,
+        } => history::apply(session, channel, limit, before, reference).await,
         ClientOp::Unsubscribe(target) => unsubscribe::apply(session, target, reference),
         ClientOp::Ack { queue, id } => ack::apply(session, queue, id, reference).await,
-        ClientOp::Nack { queue, id, delay } => {
-            nack::apply(session, queue, id, delay, reference).await
-        }
+        ClientOp::Nack {
+            queue,
+            id,
+            delay,
+            dead,
+        } => nack::apply(session, queue, id, delay, dead, reference).await,
         ClientOp::Publish(publish) => publish::apply(session, publish, reference).await,
-        ClientOp::Auth { token } => auth::apply(session, &token, reference),
+        ClientOp::Auth { token } => auth::apply(session, &token, reference).await,
         ClientOp::Ping => ping::apply(reference),
     };
     if let Reply::Now(frame) = reply {

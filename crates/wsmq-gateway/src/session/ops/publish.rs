@@ -1,15 +1,13 @@
 //! `{"op":"publish","queue"|"channel","message","delay"?}`: publish from a client.
 //!
 //! A client may publish to its own queue and to what its `wsmq` grants name as `queue:GLOB`
-//! or `channel:GLOB`. A queue is created if missing; the reply carries the new message id.
+//! or `channel:GLOB`. A queue is created if missing; the reply carries the new message id,
+//! or, on a channel with history, the publication's `offset` and `epoch`.
 
 use wsmq_proto::{ErrorCode, MessageId, Publish, Ref, ServerFrame, Target};
 
 use super::{Reply, Session};
-use crate::{
-    error::GatewayError,
-    publish::{self, Published},
-};
+use crate::publish::{self, Published};
 
 /// Authorizes and publishes.
 pub(super) async fn apply(
@@ -27,12 +25,24 @@ pub(super) async fn apply(
     if let Some(message) = refused {
         return Reply::error(reference, ErrorCode::Forbidden, message);
     }
-    match publish::publish(&session.gateway, &publish).await {
+    let user = session.identity.user.as_str();
+    match publish::publish(&session.gateway, Some(user), &publish, None).await {
         Ok(Published::Queue { id }) => Reply::Now(ServerFrame::Ok {
             reference,
             id: MessageId::new(id).ok(),
+            offset: None,
+            epoch: None,
+            recovered: None,
+            messages: None,
         }),
-        Ok(Published::Channel { .. }) => Reply::ok(reference),
-        Err(err) => Reply::failed(reference, &GatewayError::Engine(err)),
+        Ok(Published::Channel { position, .. }) => Reply::Now(ServerFrame::Ok {
+            reference,
+            id: None,
+            offset: position.as_ref().map(|p| p.offset),
+            epoch: position.map(|p| p.epoch.to_string()),
+            recovered: None,
+            messages: None,
+        }),
+        Err(err) => Reply::failed(reference, &err),
     }
 }

@@ -15,6 +15,9 @@ pub(super) async fn apply(session: &mut Session, target: Target, reference: Opti
     let ok = encode_server(&ServerFrame::ok(reference.clone()));
     let subscribed = match target {
         Target::Queue(queue) => subscribe::queue(session, queue, Some(OutFrame::text(ok))).await,
+        Target::Channel(channel) if session.gateway.history_policy(channel.as_str()).is_some() => {
+            return super::recover::apply(session, channel, None, reference).await;
+        }
         Target::Channel(channel) => subscribe::channel(session, channel, ok.into()),
     };
     match subscribed {
