@@ -13,7 +13,7 @@
 //! - `routes`: `/healthz`, `/readyz`, `/metrics`, `/api/publish`, upgrade dispatch; `demo`:
 //!   `/client/wsmq.js`, and with `--demo` the chat page and its token endpoint.
 //! - `upgrade`: WebSocket handshake: validation, auth, subprotocol, 101.
-//! - `session`: one WebSocket session: reader/writer tasks, the legacy and v1 dialects, one
+//! - `session`: one WebSocket session in one task, the legacy and v1 dialects, one
 //!   module per v1 op under `session::ops`, subscribing in `session::subscribe`.
 //! - `publish`: publishing for the v1 op and the HTTP API; `node`: heartbeats;
 //!   `revocation`: closing revoked users' sessions, and re-checking them when an announcement

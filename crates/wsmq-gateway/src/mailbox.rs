@@ -6,12 +6,13 @@
 //! 512 bytes of cache-padded channel state), which made these two queues a third of an idle
 //! session's memory. Here the items live in a `VecDeque` that the receiver frees each time it
 //! finds the queue empty and goes to sleep: a busy queue keeps its buffer, an idle one costs
-//! a mutex, two `Notify`s and a few counters.
+//! a mutex, a `Notify`, the receiver's waker and a few counters.
 //!
 //! The API follows the subset of `tokio::sync::mpsc` the gateway uses: `send` (waits for
-//! room), `try_send` (full or closed is the caller's business), `recv`, `try_recv` and
-//! `close`, with the same end-of-stream rule: `recv` returns what was sent before the last
-//! sender left or the receiver closed, then `None`.
+//! room), `try_send` (full or closed is the caller's business), `recv`, `poll_recv`,
+//! `try_recv` and `close`, with the same end-of-stream rule: `recv` returns what was sent
+//! before the last sender left or the receiver closed, then `None`. `poll_recv` lets a
+//! session poll its outbound queue beside its socket in one task, without a future to keep.
 //!
 //! One addition: [`Sender::send_exempt`] queues an item that does not count against the
 //! capacity, for producers whose items are bounded elsewhere (a session's queue deliveries
@@ -21,8 +22,10 @@ use std::{
     collections::VecDeque,
     fmt,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::{Context, Poll},
 };
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Creates a queue holding at most `capacity` items.
@@ -34,7 +37,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
             senders: 1,
             closed: false,
         }),
-        readable: Notify::new(),
+        readable: AtomicWaker::new(),
         writable: Notify::new(),
         capacity: capacity.max(1),
     });
@@ -48,8 +51,8 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    /// Wakes the receiver: an item arrived or the last sender left.
-    readable: Notify,
+    /// Wakes the receiver (there is one): an item arrived or the last sender left.
+    readable: AtomicWaker,
     /// Wakes senders waiting for room: an item was taken or the receiver closed.
     writable: Notify,
     capacity: usize,
@@ -108,7 +111,7 @@ impl<T> Sender<T> {
         }
         state.items.push_back((item, false));
         drop(state);
-        self.shared.readable.notify_one();
+        self.shared.readable.wake();
         Ok(())
     }
 
@@ -126,7 +129,7 @@ impl<T> Sender<T> {
         state.items.push_back((item, true));
         state.exempt += 1;
         drop(state);
-        self.shared.readable.notify_one();
+        self.shared.readable.wake();
         Ok(())
     }
 
@@ -167,7 +170,7 @@ impl<T> Drop for Sender<T> {
         let last = state.senders == 0;
         drop(state);
         if last {
-            self.shared.readable.notify_one();
+            self.shared.readable.wake();
         }
     }
 }
@@ -196,16 +199,25 @@ impl<T> Receiver<T> {
     /// The next item, waiting for one; `None` once the queue is empty and every sender is
     /// gone or the receiver closed.
     pub(crate) async fn recv(&mut self) -> Option<T> {
-        loop {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next item: `Ready(None)` once the queue is empty and every sender is
+    /// gone or the receiver closed; `Pending` wakes `cx` when that changes.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        for attempt in 0..2 {
             match self.try_recv() {
-                Ok(item) => return Some(item),
-                Err(TryRecvError::Disconnected) => return None,
+                Ok(item) => return Poll::Ready(Some(item)),
+                Err(TryRecvError::Disconnected) => return Poll::Ready(None),
+                // Registered, then checked again: an item queued between the first check and
+                // the registration would otherwise wake nobody.
+                Err(TryRecvError::Empty) if attempt == 0 => {
+                    self.shared.readable.register(cx.waker())
+                }
                 Err(TryRecvError::Empty) => {}
             }
-            // `notify_one` keeps a permit when nobody waits, so an item queued between the
-            // check and this wait still wakes us.
-            self.shared.readable.notified().await;
         }
+        Poll::Pending
     }
 
     /// The next item if one is queued. Taking the last one frees the buffer.
@@ -315,6 +327,25 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(rx);
         assert_eq!(sender.await.unwrap(), Err(SendError(2)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_for_an_item_and_for_the_last_sender() {
+        let (tx, mut rx) = channel::<u8>(4);
+        let receiver = tokio::spawn(async move {
+            let first = rx.recv().await;
+            let end = rx.recv().await;
+            (first, end)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!receiver.is_finished(), "an empty queue makes recv wait");
+        tx.try_send(7).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(tx);
+        let received = tokio::time::timeout(Duration::from_secs(5), receiver)
+            .await
+            .expect("the receiver was woken");
+        assert_eq!(received.unwrap(), (Some(7), None));
     }
 
     #[tokio::test]

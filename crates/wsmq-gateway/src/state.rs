@@ -166,10 +166,39 @@ pub(crate) struct SessionRegistry {
 
 #[derive(Default)]
 struct Registry {
-    /// user → session number → entry.
-    by_user: HashMap<String, HashMap<u64, Entry>>,
+    /// user → that user's sessions.
+    by_user: HashMap<Box<str>, UserSessions>,
     /// Revocations seen (and notices of missed ones), ever.
     epoch: u64,
+}
+
+/// The sessions of one user, by session number.
+///
+/// Most users hold one session at a time, which then sits in the registry's own entry: a
+/// table per user (a `HashMap`) cost every idle session about 250 bytes.
+enum UserSessions {
+    One((u64, Entry)),
+    Many(Vec<(u64, Entry)>),
+}
+
+impl UserSessions {
+    fn entries(&self) -> &[(u64, Entry)] {
+        match self {
+            UserSessions::One(one) => std::slice::from_ref(one),
+            UserSessions::Many(many) => many,
+        }
+    }
+
+    fn entries_mut(&mut self) -> &mut [(u64, Entry)] {
+        match self {
+            UserSessions::One(one) => std::slice::from_mut(one),
+            UserSessions::Many(many) => many,
+        }
+    }
+
+    fn get(&self, n: u64) -> Option<&Entry> {
+        self.entries().iter().find(|(m, _)| *m == n).map(|(_, e)| e)
+    }
 }
 
 struct Entry {
@@ -208,19 +237,30 @@ impl SessionRegistry {
         credential: Credential,
     ) -> (u64, u64) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = (n, Entry { closer, credential });
         let mut inner = self.lock();
-        inner
-            .by_user
-            .entry(user.to_owned())
-            .or_default()
-            .insert(n, Entry { closer, credential });
+        let by_user = &mut inner.by_user;
+        match by_user.remove_entry(user) {
+            None => {
+                by_user.insert(user.into(), UserSessions::One(entry));
+            }
+            Some((key, UserSessions::One(first))) => {
+                by_user.insert(key, UserSessions::Many(vec![first, entry]));
+            }
+            Some((key, UserSessions::Many(mut sessions))) => {
+                sessions.push(entry);
+                by_user.insert(key, UserSessions::Many(sessions));
+            }
+        }
         (n, inner.epoch)
     }
 
     /// Records a session's new credential (after an `auth` refresh).
     pub(crate) fn set_credential(&self, user: &str, n: u64, credential: Credential) {
         let mut inner = self.lock();
-        if let Some(entry) = inner.by_user.get_mut(user).and_then(|s| s.get_mut(&n)) {
+        let sessions = inner.by_user.get_mut(user);
+        let entries = sessions.map(UserSessions::entries_mut).unwrap_or_default();
+        if let Some((_, entry)) = entries.iter_mut().find(|(m, _)| *m == n) {
             entry.credential = credential;
         }
     }
@@ -228,11 +268,16 @@ impl SessionRegistry {
     /// Forgets a session.
     pub(crate) fn unregister(&self, user: &str, n: u64) {
         let mut inner = self.lock();
-        if let Some(sessions) = inner.by_user.get_mut(user) {
-            sessions.remove(&n);
-            if sessions.is_empty() {
-                inner.by_user.remove(user);
+        let now_empty = match inner.by_user.get_mut(user) {
+            None => false,
+            Some(UserSessions::One((one, _))) => *one == n,
+            Some(UserSessions::Many(sessions)) => {
+                sessions.retain(|(one, _)| *one != n);
+                sessions.is_empty()
             }
+        };
+        if now_empty {
+            inner.by_user.remove(user);
         }
     }
 
@@ -243,10 +288,10 @@ impl SessionRegistry {
         let Some(sessions) = inner.by_user.get(user) else {
             return 0;
         };
-        for entry in sessions.values() {
+        for (_, entry) in sessions.entries() {
             entry.closer.close(code);
         }
-        sessions.len()
+        sessions.entries().len()
     }
 
     /// Notes that revocations may have been missed: sessions registering from now on re-check.
@@ -257,7 +302,7 @@ impl SessionRegistry {
     /// Closes one session with `code`; `false` when it is gone already.
     pub(crate) fn close_session(&self, user: &str, n: u64, code: CloseCode) -> bool {
         let inner = self.lock();
-        let entry = inner.by_user.get(user).and_then(|s| s.get(&n));
+        let entry = inner.by_user.get(user).and_then(|s| s.get(n));
         if let Some(entry) = entry {
             entry.closer.close(code);
         }
@@ -271,12 +316,73 @@ impl SessionRegistry {
             .by_user
             .iter()
             .flat_map(|(user, sessions)| {
-                sessions.iter().map(|(n, entry)| RegisteredSession {
-                    user: user.clone(),
-                    n: *n,
-                    credential: entry.credential.clone(),
-                })
+                sessions
+                    .entries()
+                    .iter()
+                    .map(|(n, entry)| RegisteredSession {
+                        user: user.to_string(),
+                        n: *n,
+                        credential: entry.credential.clone(),
+                    })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn closer() -> (Closer, CancellationToken) {
+        let token = CancellationToken::new();
+        (Closer::new(token.clone()), token)
+    }
+
+    fn register(registry: &SessionRegistry, user: &str, closer: Closer) -> u64 {
+        registry.register(user, closer, Credential::Jwt(Some(1))).0
+    }
+
+    #[test]
+    fn the_registry_closes_every_session_of_a_user_and_only_those() {
+        let registry = SessionRegistry::default();
+        let (a1, a1_token) = closer();
+        let (a2, a2_token) = closer();
+        let (a3, a3_token) = closer();
+        let (b, b_token) = closer();
+        let n1 = register(&registry, "alice", a1);
+        let n2 = register(&registry, "alice", a2);
+        let nb = register(&registry, "bob", b);
+        registry.unregister("alice", n1);
+        let n3 = register(&registry, "alice", a3);
+        registry.set_credential("alice", n3, Credential::Jwt(Some(2)));
+        let mut seen: Vec<_> = registry
+            .snapshot()
+            .into_iter()
+            .map(|s| (s.user, s.n, s.credential))
+            .collect();
+        seen.sort_by_key(|(_, n, _)| *n);
+        assert_eq!(
+            seen,
+            [
+                ("alice".to_owned(), n2, Credential::Jwt(Some(1))),
+                ("bob".to_owned(), nb, Credential::Jwt(Some(1))),
+                ("alice".to_owned(), n3, Credential::Jwt(Some(2))),
+            ]
+        );
+        let before = registry.epoch();
+        assert_eq!(registry.close_user("alice", CloseCode::FORBIDDEN), 2);
+        assert_eq!(registry.epoch(), before + 1);
+        assert!(!a1_token.is_cancelled(), "unregistered: no longer closed");
+        assert!(a2_token.is_cancelled() && a3_token.is_cancelled());
+        assert!(!b_token.is_cancelled());
+        registry.unregister("alice", n2);
+        registry.unregister("alice", n3);
+        assert_eq!(registry.close_user("alice", CloseCode::FORBIDDEN), 0);
+        assert!(!registry.lock().by_user.contains_key("alice"));
+        assert!(registry.close_session("bob", nb, CloseCode::FORBIDDEN));
+        assert!(b_token.is_cancelled());
+        assert_eq!(registry.close_user("carol", CloseCode::FORBIDDEN), 0);
     }
 }

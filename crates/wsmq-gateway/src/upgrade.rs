@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt, future::Either};
 use hyper::{
     Request, Response, StatusCode,
     body::Incoming,
@@ -125,21 +125,34 @@ pub(crate) async fn handle(
     let config = socket_config(gateway.config.limits.max_frame);
     let span = info_span!("session", user = %identity.user, ?dialect);
     let session_gateway = Arc::clone(&gateway);
-    gateway.shutdown.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let io = TokioIo::new(upgraded);
-                    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                    let (sink, stream) = ws.split();
-                    session::run(sink, stream, session_gateway, identity, dialect, epoch).await;
-                }
-                Err(err) => debug!(cause = %err, "upgrade failed"),
-            }
-            drop(permit);
+    // Chained rather than one `async` block: a block would keep what it captured (the
+    // identity, the socket config) for the session's whole life, in every idle session's
+    // task, while a chain holds each step's state only until the step is done.
+    let upgraded_socket = on_upgrade.then(move |upgraded| async move {
+        let io = TokioIo::new(upgraded?);
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        Ok::<_, hyper::Error>(ws)
+    });
+    let session = upgraded_socket.then(move |ws| match ws {
+        Ok(ws) => {
+            let (sink, stream) = ws.split();
+            Either::Left(session::run(
+                sink,
+                stream,
+                session_gateway,
+                identity,
+                dialect,
+                epoch,
+            ))
         }
-        .instrument(span),
-    );
+        Err(err) => {
+            debug!(cause = %err, "upgrade failed");
+            Either::Right(std::future::ready(()))
+        }
+    });
+    gateway
+        .shutdown
+        .spawn(session.map(move |()| drop(permit)).instrument(span));
     let mut response = Response::new(Body::default());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();

@@ -1,12 +1,16 @@
-//! One WebSocket session: a reader and a writer joined by a bounded queue of outbound frames.
+//! One WebSocket session: one task that reads client frames and writes the bounded queue of
+//! outbound frames.
 //!
-//! The reader (this task) reads client frames and dispatches them to the dialect
-//! ([`legacy`] or [`v1`], with one module per v1 op under [`ops`]). The writer (a task of its
-//! own, in `writer`) writes frames from the bounded [`Outbound`] queue, batching what is ready
-//! before each flush, and reports written queue deliveries back (legacy deletes on write).
-//! Every producer (replies, deliveries, channel frames) pushes without waiting (see
-//! [`crate::outbound`]): a client whose queue is full is not reading, and is closed with 4008;
-//! its unacked messages are released for redelivery.
+//! The task waits on the socket's read half, the outbound queue, the ping timer and the ways a
+//! session ends, all in one `select!`. Client frames go to the dialect ([`legacy`] or [`v1`],
+//! with one module per v1 op under [`ops`]); frames from the bounded [`Outbound`] queue go to
+//! the socket through the `writer`, which batches what is ready before each flush and reports
+//! written queue deliveries back (legacy deletes on write). Writing goes on while a client
+//! frame is being handled, and reading goes on while a write waits for the client, as with a
+//! reader and a writer task of their own, without the second task (and its share of an idle
+//! session's memory). Every producer (replies, deliveries, channel frames) pushes without
+//! waiting (see [`crate::outbound`]): a client whose queue is full is not reading, and is
+//! closed with 4008; its unacked messages are released for redelivery.
 //!
 //! Everything ends through one [`Closer`] (a child of the root shutdown token plus the close
 //! code): revocation (4003), JWT expiry (4001), slow client (4008), oversize frame (1009), the
@@ -19,10 +23,11 @@ mod legacy;
 mod ops;
 mod rate;
 mod subscribe;
+mod subscriptions;
 mod v1;
 mod writer;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures_util::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
@@ -41,6 +46,8 @@ use crate::{
     revocation,
     state::Gateway,
 };
+use subscriptions::Subscriptions;
+use writer::{Stop, Writer};
 
 /// The state of one session, shared by the dialects and ops.
 pub(crate) struct Session {
@@ -57,9 +64,9 @@ pub(crate) struct Session {
     /// Parent of the subscription tasks' tokens.
     pub token: CancellationToken,
     /// Queue subscriptions (dropping one ends it and releases its in-flight messages).
-    pub queues: HashMap<QueueName, QueueSubscription>,
+    pub queues: Subscriptions<QueueName, QueueSubscription>,
     /// Channel subscriptions (dropping one ends it).
-    pub channels: HashMap<ChannelName, ChannelSubscription>,
+    pub channels: Subscriptions<ChannelName, ChannelSubscription>,
     /// When the session's JWT expires (4001), if it does.
     pub expires_at: Option<Instant>,
     /// When grants adopted by an access-token session (from an `auth` JWT) end, if any.
@@ -109,19 +116,24 @@ fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
     now.checked_add(Duration::from_secs(exp.saturating_sub(now_secs)))
 }
 
-/// Runs a session on an upgraded socket until it ends, then cleans up.
+/// Starts a session on an upgraded socket; the future runs it until it ends, then cleans up.
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
 /// `epoch` is the session registry's epoch read before the credential was checked.
-pub(crate) async fn run<W, R>(
+///
+/// Not an `async fn`: the session is set up here, and the future holds only what it runs
+/// on. An `async fn` keeps its arguments for as long as it runs, beside the session that
+/// took them over (the identity alone is about 120 bytes), in every idle session's task.
+pub(crate) fn run<W, R>(
     sink: W,
     stream: R,
     gateway: Arc<Gateway>,
     identity: Identity,
     dialect: Dialect,
     epoch: u64,
-) where
-    W: Sink<Message, Error = tungstenite::Error> + Send + Unpin + 'static,
+) -> impl Future<Output = ()>
+where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
     R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     let token = gateway.shutdown.token.child_token();
@@ -135,52 +147,57 @@ pub(crate) async fn run<W, R>(
             .register(&user, closer.clone(), identity.credential());
     gateway.metrics.connections.inc();
     info!("session opened");
-    if registered_epoch != epoch {
-        recheck(&gateway, &user, &identity, &closer).await;
-    }
-    let writing = writer::run(sink, rx, closer.clone(), Arc::clone(&gateway));
-    let writer = gateway.shutdown.spawn(writing);
+    let mut writer = Writer::new(sink, rx, Arc::clone(&gateway));
+    let ops = rate::OpBudget::new(gateway.config.limits.op_rate_limit);
     let mut session = Session {
-        gateway: Arc::clone(&gateway),
+        gateway,
         identity,
         dialect,
         out,
         closer: closer.clone(),
         token,
-        queues: HashMap::new(),
-        channels: HashMap::new(),
+        queues: Subscriptions::new(),
+        channels: Subscriptions::new(),
         expires_at: None,
         grants_expire_at: None,
         registration,
-        ops: rate::OpBudget::new(gateway.config.limits.op_rate_limit),
+        ops,
     };
     session.set_expiry(session.identity.exp);
-    // A session closed by its re-check gets no welcome (nor the token in it).
-    if dialect == Dialect::V1 && !closer.is_closed() {
-        v1::welcome(&session);
-    }
     // Fused: `linger` reads on after the read loop, which may have seen the end already.
     let mut stream = stream.fuse();
-    read_loop(&mut session, &mut stream).await;
-    // Every frame the reader took was handled before it read the next, so each ack or nack
-    // it read is in its subscription's command channel by now; the subscriptions apply
-    // those before they release what is still in flight for redelivery.
-    // Cancel without choosing a code: whoever ended the session chose one already, and a
-    // root cancellation (shutdown) means 1012.
-    session.token.cancel();
-    session.queues.clear();
-    session.channels.clear();
-    drop(session);
-    let _ = writer.await;
-    let code = closer.code();
-    if code == CloseCode::SLOW_CONSUMER {
-        gateway.metrics.slow_clients.inc();
+    async move {
+        if registered_epoch != epoch {
+            let gateway = &session.gateway;
+            // Boxed: rare, and it would otherwise add to every idle session's task.
+            Box::pin(recheck(gateway, &user, &session.identity, &closer)).await;
+        }
+        // A session closed by its re-check gets no welcome (nor the token in it).
+        if dialect == Dialect::V1 && !closer.is_closed() {
+            v1::welcome(&session);
+        }
+        read_loop(&mut session, &mut stream, &mut writer).await;
+        // Every frame the session took was handled before it read the next, so each ack or
+        // nack it read is in its subscription's command channel by now; the subscriptions
+        // apply those before they release what is still in flight for redelivery.
+        // Cancel without choosing a code: whoever ended the session chose one already, and
+        // a root cancellation (shutdown) means 1012.
+        session.token.cancel();
+        session.queues.clear();
+        session.channels.clear();
+        let gateway = Arc::clone(&session.gateway);
+        drop(session);
+        writer.close(&closer).await;
+        let code = closer.code();
+        if code == CloseCode::SLOW_CONSUMER {
+            gateway.metrics.slow_clients.inc();
+        }
+        gateway.metrics.session_closed(code.as_u16());
+        gateway.sessions.unregister(&user, registration);
+        gateway.metrics.connections.dec();
+        info!(code = code.as_u16(), "session closed");
+        linger(&mut stream).await;
     }
-    gateway.metrics.session_closed(code.as_u16());
-    gateway.sessions.unregister(&user, registration);
-    gateway.metrics.connections.dec();
-    info!(code = code.as_u16(), "session closed");
-    linger(&mut stream).await;
 }
 
 /// Re-checks the credential of a session that registered while the node saw a revocation: the
@@ -200,16 +217,23 @@ async fn recheck(gateway: &Gateway, user: &str, identity: &Identity, closer: &Cl
     }
 }
 
-async fn read_loop<R>(session: &mut Session, mut stream: R)
+/// Reads and handles client frames, and writes outbound ones, until the session closes.
+async fn read_loop<W, R>(session: &mut Session, mut stream: R, writer: &mut Writer<W>)
 where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
     R: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
 {
     let closer = session.closer.clone();
     // Server pings keep NATs and proxies open and detect dead peers: a client that sends
     // nothing at all (not even the automatic pong) for two intervals is gone.
     let ping_every = session.gateway.config.limits.ping_interval;
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    let mut next_ping = Instant::now() + ping_every;
     let mut last_seen = Instant::now();
+    // One timer, inside the task, for the next ping and the token's expiry, whichever comes
+    // first: an `Interval` boxes a timer of its own, and each timer is part of every idle
+    // session.
+    let timer = tokio::time::sleep_until(next_ping);
+    tokio::pin!(timer);
     let config = &session.gateway.config;
     let mut rate = rate::RateLimit::new(config.limits.rate_limit, config.limits.rate_burst);
     // Resolves in a drain once the session holds no unacknowledged message (at once for a
@@ -227,6 +251,13 @@ where
     loop {
         let expiry = session.expires_at;
         let grants_expiry = session.grants_expire_at;
+        let wake = [expiry, grants_expiry]
+            .into_iter()
+            .flatten()
+            .fold(next_ping, Instant::min);
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         let frame = tokio::select! {
             biased;
             () = closer.closed() => break,
@@ -234,28 +265,41 @@ where
                 closer.close(CloseCode::SERVICE_RESTART);
                 break;
             }
-            () = sleep_until_opt(expiry) => {
-                info!("token expired");
-                closer.close(CloseCode::TOKEN_EXPIRED);
-                break;
+            () = &mut timer => {
+                // Never before the deadline, so that whatever it was set for is due.
+                let now = Instant::now().max(timer.deadline());
+                if expiry.is_some_and(|at| at <= now) {
+                    info!("token expired");
+                    closer.close(CloseCode::TOKEN_EXPIRED);
+                    break;
+                }
+                if grants_expiry.is_some_and(|at| at <= now) {
+                    session.drop_adopted_grants();
+                }
+                if now >= next_ping {
+                    // As an `Interval` would (missed pings are caught up at once).
+                    next_ping += ping_every;
+                    if last_seen.elapsed() >= ping_every * 2 {
+                        info!("idle timeout");
+                        closer.close(CloseCode::POLICY);
+                        break;
+                    }
+                    session.out.push(OutFrame {
+                        payload: Payload::Ping,
+                        report: None,
+                    });
+                }
+                continue;
             }
-            () = sleep_until_opt(grants_expiry) => {
-                session.drop_adopted_grants();
+            // Before the socket, so that a client sending fast still gets written to; it
+            // yields after each batch, so that a busy queue does not keep us from reading.
+            stop = std::future::poll_fn(|cx| writer.poll_write(cx)), if writer.is_writing() => {
+                if let Stop::Failed(err) = stop {
+                    Box::pin(writer.fail(err, &closer)).await;
+                }
                 continue;
             }
             frame = stream.next() => frame,
-            _ = ping.tick() => {
-                if last_seen.elapsed() >= ping_every * 2 {
-                    info!("idle timeout");
-                    closer.close(CloseCode::POLICY);
-                    break;
-                }
-                session.out.push(OutFrame {
-                    payload: Payload::Ping,
-                    report: None,
-                });
-                continue;
-            }
         };
         last_seen = Instant::now();
         if let Some(Ok(Message::Text(_) | Message::Binary(_))) = &frame {
@@ -282,8 +326,14 @@ where
                 // Boxed: handling a frame takes more state than waiting for one, and an
                 // unboxed handler would be part of every idle session's task for good.
                 match session.dialect {
-                    Dialect::Legacy => Box::pin(legacy::on_text(session, text.as_str())).await,
-                    Dialect::V1 => Box::pin(v1::on_text(session, text.as_str())).await,
+                    Dialect::Legacy => {
+                        let handling = legacy::on_text(session, text.as_str());
+                        Box::pin(writing_meanwhile(writer, &closer, handling)).await;
+                    }
+                    Dialect::V1 => {
+                        let handling = v1::on_text(session, text.as_str());
+                        Box::pin(writing_meanwhile(writer, &closer, handling)).await;
+                    }
                 }
             }
             Some(Ok(Message::Binary(_))) => {
@@ -319,6 +369,28 @@ where
                 debug!(cause = %err, "read failed");
                 closer.close(CloseCode::NORMAL);
                 break;
+            }
+        }
+    }
+}
+
+/// Awaits `work` (the handling of a client frame, which may wait for the engine) while the
+/// writer goes on writing: replies and deliveries do not pile up behind a slow engine call
+/// until the queue overflows (4008).
+async fn writing_meanwhile<W, F>(writer: &mut Writer<W>, closer: &Closer, work: F)
+where
+    W: Sink<Message, Error = tungstenite::Error> + Unpin,
+    F: Future<Output = ()>,
+{
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut work => return,
+            stop = std::future::poll_fn(|cx| writer.poll_write(cx)), if writer.is_writing() => {
+                if let Stop::Failed(err) = stop {
+                    writer.fail(err, closer).await;
+                }
             }
         }
     }
@@ -382,13 +454,6 @@ where
         }
     })
     .await;
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The v1 ops, one module each, all the same shape: authorize → apply → reply.
 //!
 //! Each op returns a [`Reply`]: most answer at once; `ack` and `nack` are handed to the
-//! queue's subscription task, which answers after its batched delete (pipelining: the reader
+//! queue's subscription task, which answers after its batched delete (pipelining: the session
 //! does not wait for Redis between two acks).
 
 mod ack;
