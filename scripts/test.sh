@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every wsmq test on a fresh machine: installs what is missing, then `cargo xtask ci`.
 #
-# Installs (only when missing): redis-server, Node.js + npm, and Debian's chromium for the browser
+# Installs (only when missing): redis-server, rabbitmq-server (the AMQP engine's tests start
+# their own node from it), Node.js + npm, and Debian's chromium for the browser
 # suite (apt-get, when root). The npm packages of the e2e suites (npm rsmq, playwright-core) are
 # installed by `cargo xtask e2e` into git-ignored node_modules folders.
 set -euo pipefail
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The Debian package puts the real scripts in /usr/lib/rabbitmq/bin (/usr/sbin has wrappers).
+[[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || command -v rabbitmq-server >/dev/null 2>&1 ||
+  need_apt+=(rabbitmq-server)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)

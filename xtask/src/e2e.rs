@@ -1,4 +1,4 @@
-//! `cargo xtask e2e`: suites that need a real `redis-server` and Node.js.
+//! `cargo xtask e2e`: suites that need a real `redis-server` (or `rabbitmq-server`) and Node.js.
 //!
 //! Each suite is an ignored cargo test target (so a plain `cargo test` stays
 //! self-contained); this task prepares what it needs (one `redis-server` on a
@@ -36,6 +36,15 @@ const SUITES: &[Suite] = &[
         test: "e2e",
         npm_dir: Some("interop"),
         build: &["wsmq-gateway", "wsmq-cli"],
+    },
+    Suite {
+        // The Node chat's publisher (npm amqplib) on RabbitMQ: the test process starts its own
+        // rabbitmq-server node unless WSMQ_TEST_AMQP_URL names one.
+        name: "amqp",
+        package: "wsmq-gateway",
+        test: "amqp",
+        npm_dir: Some("interop"),
+        build: &[],
     },
     Suite {
         name: "browser",

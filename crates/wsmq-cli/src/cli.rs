@@ -58,6 +58,39 @@ pub struct GlobalOpts {
     )]
     pub ns: String,
 
+    /// RabbitMQ URL (amqp://user:pass@host:5672/vhost): send, queue create|stats|delete and
+    /// publish go to RabbitMQ, as the gateways' --amqp-url
+    // Hidden from --help for the same reason as --redis-url.
+    #[arg(
+        long,
+        env = "WSMQ_AMQP_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
+    pub amqp_url: Option<String>,
+
+    /// With --amqp-url: the prefix of queue names on RabbitMQ, as the gateways' flag [default: none]
+    #[arg(
+        long,
+        env = "WSMQ_AMQP_QUEUE_PREFIX",
+        global = true,
+        value_name = "PREFIX",
+        help_heading = "Global options"
+    )]
+    pub amqp_queue_prefix: Option<String>,
+
+    /// With --amqp-url: the direct exchange of the queues, as the gateways' flag [default: wsmq.direct]
+    #[arg(
+        long,
+        env = "WSMQ_AMQP_EXCHANGE",
+        global = true,
+        value_name = "EXCHANGE",
+        help_heading = "Global options"
+    )]
+    pub amqp_exchange: Option<String>,
+
     /// Print JSON on stdout instead of text (notes and progress still go to stderr)
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,

@@ -45,6 +45,9 @@ fn secrets(cli: &Cli) -> Vec<String> {
         .map(str::to_owned)
         .into_iter()
         .collect();
+    if let Some(url) = &cli.global.amqp_url {
+        secrets.extend(redact::url_password(url).map(str::to_owned));
+    }
     if let cli::Command::Token(cli::TokenCmd::Issue(args)) = &cli.command {
         secrets.extend(args.jwt_secret.iter().cloned());
         secrets.extend(args.access_token_secret.iter().cloned());

@@ -257,6 +257,23 @@ impl Output {
         )
     }
 
+    /// `queue stats` with `--amqp-url`: what RabbitMQ reports of the queue.
+    pub(crate) fn amqp_queue_counts(
+        &self,
+        queue: &str,
+        ready: u32,
+        consumers: u32,
+    ) -> anyhow::Result<()> {
+        self.emit(
+            |w| {
+                writeln!(w, "{:<16}{queue}", "queue:")?;
+                writeln!(w, "{:<16}{ready}", "ready:")?;
+                writeln!(w, "{:<16}{consumers}", "consumers:")
+            },
+            || json!({ "queue": queue, "ready": ready, "consumers": consumers }),
+        )
+    }
+
     /// `queue redrive`: how many moved, and how many are left in the source.
     pub(crate) fn redriven(
         &self,

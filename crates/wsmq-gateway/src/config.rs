@@ -12,7 +12,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rand::{Rng, distr::Alphanumeric};
 use serde::Deserialize;
 
-use crate::error::GatewayError;
+use crate::{
+    engine::amqp::{AmqpConfig, AmqpUrlArg},
+    error::GatewayError,
+};
 
 /// `wsmq-gateway`: WebSocket delivery of rsmq queues and pub/sub channels.
 #[derive(Debug, Parser)]
@@ -54,6 +57,18 @@ pub struct ServeArgs {
     /// Redis URL; without it an in-memory engine runs (single node, not durable).
     #[arg(long, env = "WSMQ_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// RabbitMQ URL, amqp://user:pass@host:5672/vhost: queues and channels on RabbitMQ; a
+    /// --redis-url beside it serves only the access-token registry (docs/amqp.md)
+    /// [default: none].
+    #[arg(long, env = "WSMQ_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<AmqpUrlArg>,
+    /// Put before every queue name on RabbitMQ [default: none].
+    #[arg(long, env = "WSMQ_AMQP_QUEUE_PREFIX")]
+    pub amqp_queue_prefix: Option<String>,
+    /// Durable direct exchange the user queues are bound to on RabbitMQ
+    /// [default: wsmq.direct].
+    #[arg(long, env = "WSMQ_AMQP_EXCHANGE")]
+    pub amqp_exchange: Option<String>,
     /// rsmq namespace [default: rsmq].
     #[arg(long, env = "WSMQ_RSMQ_NS")]
     pub rsmq_ns: Option<String>,
@@ -328,8 +343,11 @@ pub struct Limits {
 /// Which engine, and how it is read. `Debug` shows the Redis URL without its password.
 #[derive(Clone)]
 pub struct EngineConfig {
-    /// Redis URL, or `None` for the in-memory engine.
+    /// Redis URL, or `None` for the in-memory engine. With `amqp`, only the access-token
+    /// registry (and a copy of the heartbeats) lives there.
     pub redis_url: Option<String>,
+    /// RabbitMQ, which then holds queues and channels.
+    pub amqp: Option<AmqpConfig>,
     /// rsmq namespace.
     pub rsmq_ns: String,
     /// Poll fallback period.
@@ -638,8 +656,21 @@ impl EngineConfig {
             return bad("--poll-interval must be at least 10ms");
         }
         let poll_interval = at_most_an_hour("--poll-interval", poll_interval)?;
+        let amqp = AmqpConfig::from_args(
+            args.amqp_url.as_ref(),
+            args.amqp_queue_prefix.as_deref(),
+            args.amqp_exchange.as_deref(),
+        )
+        .map_err(GatewayError::Config)?;
+        if amqp.is_some() && args.redis_url.is_none() && args.access_token_secret.is_some() {
+            return bad(
+                "--access-token-secret with --amqp-url needs --redis-url beside it: RabbitMQ \
+                 has no place for the access-token registry",
+            );
+        }
         Ok(EngineConfig {
             redis_url: args.redis_url.clone(),
+            amqp,
             rsmq_ns,
             poll_interval,
         })
@@ -675,6 +706,9 @@ impl ServeArgs {
             config: self.config,
             listen: self.listen.or(file.listen),
             redis_url: self.redis_url.or(file.redis_url),
+            amqp_url: self.amqp_url.or(file.amqp_url),
+            amqp_queue_prefix: self.amqp_queue_prefix.or(file.amqp_queue_prefix),
+            amqp_exchange: self.amqp_exchange.or(file.amqp_exchange),
             rsmq_ns: self.rsmq_ns.or(file.rsmq_ns),
             jwt_secret: self.jwt_secret.or(file.jwt_secret),
             jwt_public_key: self.jwt_public_key.or(file.jwt_public_key),
@@ -758,6 +792,23 @@ impl HistoryConfig {
             args.history_ttl.unwrap_or(default::HISTORY_TTL),
             "--history",
         )?;
+        // RabbitMQ's topic exchange keeps and numbers nothing (docs/amqp.md): refused at start
+        // rather than a history that silently stays empty.
+        if args.amqp_url.is_some() {
+            if default.size > 0 {
+                return bad(
+                    "--history-size needs the Redis or in-memory engine: RabbitMQ channels \
+                     (--amqp-url) keep no history",
+                );
+            }
+            if let Some(rule) = args.history.first() {
+                return bad(format!(
+                    "[[history]] {:?} needs the Redis or in-memory engine: RabbitMQ channels \
+                     (--amqp-url) keep no history",
+                    rule.pattern
+                ));
+            }
+        }
         let mut rules = Vec::new();
         for rule in &args.history {
             if rule.pattern.is_empty() {
@@ -768,7 +819,8 @@ impl HistoryConfig {
             let ttl = rule.ttl.unwrap_or(default.ttl);
             rules.push((rule.pattern.clone(), check(size, ttl, &what)?));
         }
-        if args.demo {
+        // Not on RabbitMQ: the demo runs there too, its rooms without history.
+        if args.demo && args.amqp_url.is_none() {
             // After the file's entries, so a file can still say otherwise for the rooms.
             let size = default.size.max(default::DEMO_HISTORY_SIZE);
             rules.push((
@@ -993,6 +1045,10 @@ mod tests {
                 "queue_create_limit",
                 default::QUEUE_CREATE_LIMIT.to_string(),
             ),
+            (
+                "amqp_exchange",
+                crate::engine::amqp::DEFAULT_EXCHANGE.to_owned(),
+            ),
         ];
         let cli = Cli::command();
         let serve = cli.find_subcommand("serve").expect("serve subcommand");
@@ -1014,6 +1070,68 @@ mod tests {
         assert_eq!(config.engine.poll_interval, default::POLL_INTERVAL);
         assert_eq!(config.limits.outbound_buffer, default::OUTBOUND_BUFFER);
         assert_eq!(config.auth.own_queue, default::OWN_QUEUE);
+    }
+
+    #[test]
+    fn amqp_flags_select_rabbitmq_and_keep_the_password_out_of_sight() {
+        let url = "amqp://app:hunter2-pw@rabbit:5672/prod";
+        let config = parse(&["--amqp-url", url, "--amqp-queue-prefix", "chat."]).unwrap();
+        let amqp = config.engine.amqp.as_ref().expect("amqp selected");
+        assert_eq!(amqp.url.expose(), url);
+        assert_eq!(
+            (amqp.queue_prefix.as_str(), amqp.exchange.as_str()),
+            ("chat.", "wsmq.direct")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let err = parse(&["--amqp-url", "amqps://app:hunter2-pw@rabbit"]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // Access tokens need a registry: Redis beside RabbitMQ, or a refusal at start.
+        let err =
+            parse(&["--amqp-url", url, "--access-token-secret", "s3cret-s3cret"]).unwrap_err();
+        assert!(err.to_string().contains("--redis-url"), "{err}");
+        let both = [
+            "--amqp-url",
+            url,
+            "--access-token-secret",
+            "s3cret-s3cret",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ];
+        assert!(parse(&both).is_ok());
+    }
+
+    #[test]
+    fn history_is_refused_beside_rabbitmq_and_the_demo_runs_there_without_it() {
+        let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+        let err = parse(&["--amqp-url", url, "--history-size", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--history-size") && err.contains("RabbitMQ"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+        assert!(parse(&["--amqp-url", url, "--history-size", "0"]).is_ok());
+
+        let dir = std::env::temp_dir().join(format!("wsmq-amqp-history-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, "[[history]]\npattern = \"chat-*\"\nsize = 5\n").unwrap();
+        let with_file = ["--amqp-url", url, "--config", path.to_str().unwrap()];
+        let err = parse(&with_file).unwrap_err().to_string();
+        assert!(
+            err.contains("[[history]] \"chat-*\"") && err.contains("RabbitMQ"),
+            "{err}"
+        );
+        // The same file is fine on the other engines.
+        assert!(parse(&["--config", path.to_str().unwrap()]).is_ok());
+
+        // --demo keeps its rooms' history on Redis and in memory, but adds none on RabbitMQ.
+        let demo = parse(&["--demo"]).unwrap();
+        assert_eq!(demo.history.rules.len(), 1);
+        let demo = parse(&["--demo", "--amqp-url", url]).unwrap();
+        assert!(demo.history.rules.is_empty(), "{:?}", demo.history.rules);
+        assert_eq!(demo.history.default.size, 0);
     }
 
     #[test]

@@ -34,7 +34,8 @@
 //! - `presence`: the node's channel memberships, written to the engine in batches, refreshed
 //!   with the heartbeat, and the joins and leaves announced once a second.
 //! - [`engine`]: the four engine interfaces (queue store, broker, cluster state, presence)
-//!   and their Redis and in-memory implementations.
+//!   and their Redis and in-memory implementations, and the RabbitMQ one (queues, broker,
+//!   cluster state; it refuses history and presence).
 //! - `quota`: the per-user budget of queue creations.
 //! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
 
@@ -76,6 +77,7 @@ pub use crate::{config::Config, error::GatewayError};
 use crate::{
     engine::{
         Engine,
+        amqp::AmqpEngine,
         memory::MemoryEngine,
         redis::{RedisEngine, RedisMetrics},
     },
@@ -84,8 +86,9 @@ use crate::{
 
 /// Runs the gateway on `listener` until `shutdown` resolves, then drains.
 ///
-/// Connects the engine selected by the configuration (Redis with `--redis-url`, else
-/// in-memory) first, so an unreachable Redis fails here rather than on the first client.
+/// Connects the engine selected by the configuration (RabbitMQ with `--amqp-url`, Redis with
+/// `--redis-url`, else in-memory) first, so an unreachable backend fails here rather than on
+/// the first client.
 ///
 /// # Errors
 ///
@@ -96,17 +99,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let metrics = Metrics::new();
-    let engine = match &config.engine.redis_url {
+    let redis = match &config.engine.redis_url {
         Some(url) => {
             let counters = RedisMetrics {
                 pubsub_reconnects: metrics.pubsub_reconnects.clone(),
                 command_reconnects: metrics.redis_reconnects.clone(),
             };
-            RedisEngine::connect(url, &config.engine.rsmq_ns, counters)
-                .await?
-                .engine()
+            Some(RedisEngine::connect(url, &config.engine.rsmq_ns, counters).await?)
         }
-        None => MemoryEngine::new().engine(),
+        None => None,
+    };
+    let engine = match (&config.engine.amqp, redis) {
+        // RabbitMQ holds queues and channels; a Redis beside it, the access-token registry.
+        (Some(amqp), redis) => AmqpEngine::connect(amqp.options(config.limits.window), redis)
+            .await?
+            .engine(),
+        (None, Some(redis)) => redis.engine(),
+        (None, None) => MemoryEngine::new().engine(),
     };
     let addr = listener.local_addr()?;
     let gateway = state::Gateway::new(config, engine, metrics, addr)?;

@@ -1,4 +1,5 @@
-//! [`Error`]: every way starting or stopping a [`RedisServer`](crate::RedisServer) can fail.
+//! [`Error`]: every way starting or stopping a [`RedisServer`](crate::RedisServer) or a
+//! [`RabbitServer`](crate::RabbitServer) can fail.
 
 use std::{io, path::PathBuf, process::ExitStatus, time::Duration};
 
@@ -14,7 +15,41 @@ pub enum Error {
          redis-server`, macOS: `brew install redis`)"
     )]
     NotInstalled,
-    /// Spawning `redis-server` failed for another reason.
+    /// `rabbitmq-server` (or `rabbitmqctl`) is not installed.
+    #[error(
+        "rabbitmq-server not found (neither /usr/lib/rabbitmq/bin nor PATH): install it \
+         (Debian/Ubuntu: `apt-get install rabbitmq-server`, macOS: `brew install rabbitmq`)"
+    )]
+    RabbitNotInstalled,
+    /// The RabbitMQ node exited before it accepted AMQP connections.
+    #[error("rabbitmq-server on port {port} exited ({status}) before accepting AMQP; log: {log}")]
+    RabbitExited {
+        /// Its AMQP port.
+        port: u16,
+        /// How it exited.
+        status: ExitStatus,
+        /// The end of its output.
+        log: String,
+    },
+    /// The RabbitMQ node did not accept AMQP connections in time.
+    #[error("rabbitmq-server on port {port} did not accept AMQP within {timeout:?}; log: {log}")]
+    RabbitNotReady {
+        /// Its AMQP port.
+        port: u16,
+        /// How long it was given.
+        timeout: Duration,
+        /// The end of its output.
+        log: String,
+    },
+    /// `rabbitmqctl` exited non-zero.
+    #[error("rabbitmqctl {args} failed: {output}")]
+    Ctl {
+        /// Its arguments after `-n node`.
+        args: String,
+        /// What it printed.
+        output: String,
+    },
+    /// Spawning a server (or its watchdog) failed for another reason.
     #[error("cannot start redis-server: {0}")]
     Spawn(io::Error),
     /// No free loopback port could be found.

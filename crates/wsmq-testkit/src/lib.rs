@@ -1,5 +1,5 @@
 //! Dev-only helpers shared by wsmq's integration tests and `cargo xtask`: a throwaway
-//! `redis-server` that a test or task owns, and free loopback ports.
+//! `redis-server` or `rabbitmq-server` that a test or task owns, and free loopback ports.
 //!
 //! Not published: the crates use it as a `[dev-dependencies]` entry, xtask as a normal one.
 //!
@@ -24,6 +24,8 @@
 //! - `server`: [`RedisServer`], the process guard, and its [`Builder`].
 //! - `test_redis`: [`TestRedis`], for tests that may be pointed at an existing Redis by an
 //!   environment variable instead.
+//! - `rabbit`: [`RabbitServer`], a `rabbitmq-server` node of its own, and [`TestRabbit`], the
+//!   broker of a test process (or of an environment variable).
 //! - `net`: [`free_port`] and [`free_addr`].
 //! - `error`: [`Error`], every way starting or stopping the server can fail.
 //!
@@ -33,10 +35,12 @@
 
 mod error;
 mod net;
+mod rabbit;
 mod server;
 mod test_redis;
 
 pub use error::Error;
 pub use net::{free_addr, free_port};
+pub use rabbit::{RabbitServer, TestRabbit};
 pub use server::{Builder, RedisServer};
 pub use test_redis::TestRedis;

@@ -5,6 +5,7 @@
 //! hand the result to [`Output`]. Checking first means a typo never costs a connection
 //! attempt, and an unreachable Redis is never blamed for a bad argument.
 
+mod amqp;
 mod channel;
 mod nodes;
 mod publish;
@@ -34,6 +35,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         out: Output::new(cli.global.json),
         global: cli.global,
     };
+    if ctx.global.amqp_url.is_some() {
+        return amqp::run(&ctx, cli.command).await;
+    }
     match cli.command {
         Command::Send(args) => send::run(&ctx, args).await,
         Command::Receive(args) => receive::run(&ctx, args).await,
@@ -55,7 +59,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// What every command gets: the global options and the printer.
 pub(crate) struct Ctx {
-    /// `--redis-url`, `--ns`, `--json`.
+    /// `--redis-url`, `--ns`, `--amqp-*`, `--json`.
     global: GlobalOpts,
     /// Prints results, text or JSON.
     out: Output,

@@ -136,7 +136,7 @@ fn progress_bar(len: u64) -> ProgressBar {
 ///
 /// One line naming the flag, for a value out of range, a negative or non-numeric one, or a
 /// dead-letter queue that is not a valid name or is the queue itself.
-fn options(queue: &str, attrs: &QueueAttrArgs) -> anyhow::Result<QueueOptions> {
+pub(super) fn options(queue: &str, attrs: &QueueAttrArgs) -> anyhow::Result<QueueOptions> {
     let max_receives = attrs
         .max_receives
         .as_deref()

@@ -19,11 +19,14 @@ use serde_json::Value;
 
 /// The environment variables `wsmq-cli` reads; cleared for every run so that the developer's
 /// own settings cannot leak into a test.
-const CLI_ENV: [&str; 4] = [
+const CLI_ENV: [&str; 7] = [
     "WSMQ_REDIS_URL",
     "WSMQ_RSMQ_NS",
     "WSMQ_JWT_SECRET",
     "WSMQ_ACCESS_TOKEN_SECRET",
+    "WSMQ_AMQP_URL",
+    "WSMQ_AMQP_QUEUE_PREFIX",
+    "WSMQ_AMQP_EXCHANGE",
 ];
 
 /// Makes names unique within this test process.

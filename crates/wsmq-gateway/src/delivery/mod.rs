@@ -187,6 +187,10 @@ impl DeliveryTask {
         // Boxed: an idle subscription's task is sized by its largest state, and the ending
         // states would otherwise make every subscription pay for them all along.
         Box::pin(self.finish_queued()).await;
+        // Stop watching before handing messages back: an engine whose consumer pushes
+        // messages (RabbitMQ) then stops pushing to this node, rather than taking them back
+        // at once and counting a delivery nobody saw.
+        drop(watch);
         Box::pin(self.release()).await;
         gateway.metrics.subscriptions.dec();
     }

@@ -18,6 +18,7 @@
 //! Names arrive already validated (the session layer parses them with `wsmq-proto`), which is
 //! why the interfaces take plain `&str`. No engine module knows about WebSockets.
 
+pub mod amqp;
 mod broker;
 mod cluster;
 pub mod interest;

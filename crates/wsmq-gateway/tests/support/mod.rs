@@ -70,6 +70,8 @@ pub struct TestGateway {
     pub ns: String,
     /// The Redis URL, when that is the engine.
     pub redis_url: Option<String>,
+    /// The RabbitMQ options, when that is the engine.
+    pub amqp: Option<wsmq_gateway::engine::amqp::AmqpOptions>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), GatewayError>>>,
 }
@@ -78,6 +80,7 @@ pub struct TestGateway {
 pub struct Builder {
     config: Config,
     redis: Option<String>,
+    amqp: Option<wsmq_gateway::engine::amqp::AmqpOptions>,
 }
 
 impl TestGateway {
@@ -85,6 +88,7 @@ impl TestGateway {
         Builder {
             config: Config::for_tests(SECRET),
             redis: None,
+            amqp: None,
         }
     }
 
@@ -96,6 +100,12 @@ impl TestGateway {
     /// An engine on the same data as the gateway, to publish and inspect from the test: the
     /// gateway's own in-memory engine, or a second Redis engine on the same namespace.
     pub async fn engine(&self) -> Engine {
+        if let Some(options) = &self.amqp {
+            return wsmq_gateway::engine::amqp::AmqpEngine::connect(options.clone(), None)
+                .await
+                .expect("amqp engine connects")
+                .engine();
+        }
         match (&self.memory, &self.redis_url) {
             (Some(memory), _) => memory.engine(),
             (None, Some(url)) => {
@@ -214,6 +224,13 @@ impl Builder {
         self
     }
 
+    /// Uses the RabbitMQ engine with these options (see [`amqp_options`]); a Redis given
+    /// too serves the access-token registry.
+    pub fn amqp(mut self, options: wsmq_gateway::engine::amqp::AmqpOptions) -> Builder {
+        self.amqp = Some(options);
+        self
+    }
+
     /// Starts the gateway on `127.0.0.1:0`.
     pub async fn start(self) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -225,7 +242,23 @@ impl Builder {
         let mut config = self.config;
         let ns = format!("t{}", unique());
         let redis_url = self.redis.clone();
+        let amqp = self.amqp.clone();
+        if let Some(options) = self.amqp {
+            config.engine.amqp = Some(wsmq_gateway::engine::amqp::AmqpConfig {
+                url: options.url,
+                queue_prefix: options.queue_prefix,
+                exchange: options.exchange,
+            });
+        }
         let (memory, task) = match self.redis {
+            _ if amqp.is_some() => {
+                config.engine.redis_url = self.redis;
+                config.engine.rsmq_ns = ns.clone();
+                (
+                    None,
+                    tokio::spawn(wsmq_gateway::run(listener, config, shutdown)),
+                )
+            }
             Some(url) => {
                 config.engine.redis_url = Some(url);
                 config.engine.rsmq_ns = ns.clone();
@@ -256,6 +289,7 @@ impl Builder {
             memory,
             ns,
             redis_url,
+            amqp,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -403,6 +437,27 @@ pub async fn connect_at(
     }
 }
 
+/// Opens a v1 session on the gateway at `addr` (say, a [`process::Process`]) and reads the
+/// welcome.
+pub async fn v1_at(addr: SocketAddr, user: &str) -> (Client, Value) {
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("x-token", HeaderValue::from_str(&token(user)).unwrap());
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("wsmq.v1"),
+    );
+    let (ws, _) = connect_async(request).await.expect("v1 handshake succeeds");
+    let mut client = Client {
+        ws,
+        protocol: Some("wsmq.v1".to_owned()),
+        pending: Default::default(),
+    };
+    let welcome = client.recv_json().await;
+    assert_eq!(welcome["op"], "welcome", "{welcome}");
+    (client, welcome)
+}
+
 /// An HS256 JWT for `user`, valid for an hour.
 pub fn token(user: &str) -> String {
     token_with(Claims::new(user, now() + 3600))
@@ -492,5 +547,24 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         self.0.url().to_owned()
+    }
+}
+
+/// The RabbitMQ of this test process: `WSMQ_TEST_AMQP_URL` when set, else one
+/// `rabbitmq-server` node started on first use (own node name, ports and data folder) and
+/// stopped by PID when the process exits. Tests keep apart by unique names.
+pub fn rabbit() -> &'static wsmq_testkit::TestRabbit {
+    wsmq_testkit::TestRabbit::shared("WSMQ_TEST_AMQP_URL")
+}
+
+/// AMQP engine options with names of their own (queue prefix and direct exchange), so tests
+/// sharing a broker never see each other's messages.
+pub fn amqp_options() -> wsmq_gateway::engine::amqp::AmqpOptions {
+    let id = unique();
+    wsmq_gateway::engine::amqp::AmqpOptions {
+        url: rabbit().url().parse().expect("a valid AMQP URL"),
+        queue_prefix: format!("t{id}."),
+        exchange: format!("wsmq.direct.t{id}"),
+        prefetch: 64,
     }
 }

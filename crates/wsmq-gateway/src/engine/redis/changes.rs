@@ -17,7 +17,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use super::pubsub::QueueWake;
+use super::wake::QueueWake;
 
 /// What the node should do about one channel.
 #[derive(Debug)]

@@ -22,6 +22,7 @@ mod changes;
 mod history;
 mod presence;
 mod pubsub;
+mod wake;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -41,10 +42,7 @@ use tracing::{debug, info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
-use self::{
-    changes::Changes,
-    pubsub::{PubSub, QueueWake},
-};
+use self::{changes::Changes, pubsub::PubSub, wake::QueueWake};
 use super::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
     DeadLettered, Engine, EngineError, HandlerSlot, Held, HistoryPage, HistoryPolicy, HistoryRange,

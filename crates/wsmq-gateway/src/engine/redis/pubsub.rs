@@ -40,8 +40,9 @@ use tracing::{debug, info, warn};
 use wsmq_proto::keys;
 
 use super::{
-    super::{Announcement, EngineError, HandlerSlot, Listening, Revocation, interest::Interests},
+    super::{Announcement, EngineError, HandlerSlot, Revocation, interest::Interests},
     changes::Changes,
+    wake::QueueWake,
 };
 
 /// Backoff between reconnection attempts: doubles from the first to the last value. The cap
@@ -61,25 +62,6 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most channels in one `SUBSCRIBE`/`UNSUBSCRIBE`, so one command stays a modest size.
 const MAX_CHANNELS_PER_COMMAND: usize = 1024;
-
-/// The wake-up of one queue with local consumers, shared by all of them.
-#[derive(Debug)]
-pub(super) struct QueueWake {
-    /// Woken with `notify_waiters` on each realtime notification of the queue.
-    pub(super) notify: Arc<Notify>,
-    /// Whether the node's `SUBSCRIBE` to the queue's realtime channel is in effect.
-    pub(super) listening: Arc<Listening>,
-}
-
-impl QueueWake {
-    /// Not listening yet: the `SUBSCRIBE` is still to be made.
-    pub(super) fn new() -> QueueWake {
-        QueueWake {
-            notify: Arc::new(Notify::new()),
-            listening: Arc::default(),
-        }
-    }
-}
 
 /// Everything the pub/sub task needs; consumed by [`PubSub::start`].
 pub(super) struct PubSub {
