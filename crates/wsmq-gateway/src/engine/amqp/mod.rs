@@ -584,19 +584,7 @@ impl AmqpEngine {
             Ok(()) => false,
             Err(EngineError::QueueNotFound) => {
                 let arguments = self.queue_arguments(rules);
-                let declared = self
-                    .with_ops(link, |ops| {
-                        let name = name.clone();
-                        async move {
-                            let durable = QueueDeclareOptions {
-                                durable: true,
-                                ..QueueDeclareOptions::default()
-                            };
-                            ops.queue_declare(name, durable, arguments).await.map(drop)
-                        }
-                        .boxed()
-                    })
-                    .await;
+                let declared = self.declare_durable(link, &name, arguments).await;
                 match declared {
                     Ok(()) => true,
                     // Refused: another node declared it meanwhile with other arguments (then
@@ -711,20 +699,7 @@ impl AmqpEngine {
     /// `x-queue-type` is refused. A queue created with rules is thus accepted as it is.
     async fn check_quorum(&self, link: &Link, name: &ShortString) -> Result<(), EngineError> {
         let arguments = self.queue_arguments(&QueueRules::default());
-        let name = name.clone();
-        let declared = self
-            .with_ops(link, |ops| {
-                let name = name.clone();
-                async move {
-                    let durable = QueueDeclareOptions {
-                        durable: true,
-                        ..QueueDeclareOptions::default()
-                    };
-                    ops.queue_declare(name, durable, arguments).await.map(drop)
-                }
-                .boxed()
-            })
-            .await;
+        let declared = self.declare_durable(link, name, arguments).await;
         match declared {
             Ok(()) => Ok(()),
             Err(EngineError::Invalid(why))
@@ -781,6 +756,27 @@ impl AmqpEngine {
 
     /// Runs `op` on the ops channel, one at a time; a channel error closes that channel, so
     /// it is replaced before the next op.
+    /// Declares the durable queue `name` with `arguments` on the link's operations channel.
+    async fn declare_durable(
+        &self,
+        link: &Link,
+        name: &ShortString,
+        arguments: FieldTable,
+    ) -> Result<(), EngineError> {
+        let name = name.clone();
+        self.with_ops(link, |ops| {
+            async move {
+                let durable = QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                };
+                ops.queue_declare(name, durable, arguments).await.map(drop)
+            }
+            .boxed()
+        })
+        .await
+    }
+
     async fn with_ops<T>(
         &self,
         link: &Link,
