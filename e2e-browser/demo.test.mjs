@@ -9,10 +9,12 @@
 //   WSMQ_DEMO_CLI, WSMQ_DEMO_REDIS_URL, WSMQ_DEMO_NS  wsmq-cli and its --redis-url / --ns
 //   WSMQ_CHROMIUM                      the browser [default: /usr/bin/chromium]
 // Every wait is bounded (Playwright timeouts, the test timeout); the browser is closed in
-// `after`, whatever happens.
+// `after`, whatever happens. The SSE test puts a proxy of its own (loopback only, closed in
+// `after` or after two minutes at most) in front of node A that refuses WebSocket upgrades.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -62,7 +64,14 @@ before(async () => {
   context.setDefaultTimeout(WAIT);
 });
 
+/** Proxies in front of a node that refuse WebSocket upgrades, as some corporate ones do. */
+const proxies = [];
+
 after(async () => {
+  for (const proxy of proxies) {
+    proxy.closeAllConnections();
+    proxy.close();
+  }
   await context?.close().catch(() => {});
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
@@ -293,4 +302,98 @@ test('wsmq.js: a revoked session (4003) stops until it is given a new token', as
   });
   assert.equal(after, 'open');
   await page.close();
+});
+
+/** Starts an HTTP proxy on 127.0.0.1 in front of `target` (host:port) that forwards plain
+ * requests, streaming the answers (SSE must not be buffered), and answers every WebSocket
+ * upgrade with 400. Resolves with its host:port. */
+async function noWebSocketProxy(target) {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  const proxy = http.createServer((req, res) => {
+    const upstream = http.request(
+      { host, port, method: req.method, path: req.url, headers: { ...req.headers, host: target } },
+      (answer) => {
+        res.writeHead(answer.statusCode, answer.headers);
+        // Node holds the head back until the first body byte, and a stream of queues says
+        // nothing until its first message or keep-alive: pass the head on at once.
+        res.flushHeaders();
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    res.on('close', () => upstream.destroy());
+    req.pipe(upstream);
+  });
+  proxy.upgrades = 0;
+  proxy.on('upgrade', (req, socket) => {
+    proxy.upgrades += 1;
+    socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+  });
+  proxies.push(proxy);
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  // Bounded lifetime even if `after` never runs.
+  setTimeout(() => {
+    proxy.closeAllConnections();
+    proxy.close();
+  }, 120_000).unref();
+  return { proxy, addr: `127.0.0.1:${proxy.address().port}` };
+}
+
+/** `wsmq-cli queue stats Q --json`. */
+function queueStats(queue) {
+  const args = ['--redis-url', env('WSMQ_DEMO_REDIS_URL'), '--ns', env('WSMQ_DEMO_NS'), '--json', 'queue', 'stats', queue];
+  return JSON.parse(execFileSync(env('WSMQ_DEMO_CLI'), args, { timeout: 30_000, stdio: ['ignore', 'pipe', 'inherit'] }));
+}
+
+test('behind a proxy that refuses WebSocket upgrades the demo runs on SSE: receives and acks', async (t) => {
+  const { proxy, addr } = await noWebSocketProxy(A);
+  let sam;
+  let walt;
+
+  await t.test('sam signs in through the proxy and the page says SSE', async () => {
+    sam = await context.newPage();
+    sam.on('pageerror', (err) => console.error('[sam page error]', err));
+    await sam.goto(`http://${addr}/demo`);
+    await sam.fill('#name', 'sam');
+    await sam.click('#signin-form button[type=submit]');
+    await sam.waitForSelector('#state[data-state="open"]');
+    await sam.waitForSelector('#transport[data-transport="sse"]');
+    assert.equal(await sam.textContent('#transport'), 'SSE');
+    assert.ok(proxy.upgrades >= 1, 'the page tried the WebSocket first');
+    // Sending needs the WebSocket: the composer says so rather than failing.
+    await openDm(sam, 'walt');
+    assert.ok(await sam.isDisabled('#text'));
+    walt = await signIn(A, [], 'walt');
+    assert.equal(await walt.textContent('#transport'), 'WebSocket');
+  });
+
+  await t.test('a room message reaches sam over SSE', async () => {
+    for (const page of [sam, walt]) {
+      await page.fill('#room-name', 'sse-room');
+      await page.press('#room-name', 'Enter');
+      await page.waitForSelector('#messages li[data-system="joined"]');
+    }
+    await say(walt, 'Hello sse-room, from walt');
+    await message(sam, 'Hello sse-room, from walt').waitFor();
+  });
+
+  await t.test('a direct message reaches sam and is acked over HTTP', async () => {
+    await openDm(walt, 'sam');
+    await say(walt, 'A direct message over SSE');
+    await sam.waitForSelector(`#dms li[data-conv="dm:${USER_PREFIX}walt"]`);
+    await openConv(sam, `dm:${USER_PREFIX}walt`);
+    await message(sam, 'A direct message over SSE').waitFor();
+    // Acked by POST /api/ack through the proxy: the message left sam's queue.
+    const started = Date.now();
+    let stats = queueStats(`${USER_PREFIX}sam`);
+    while (stats.msgs !== 0 && Date.now() - started < WAIT) {
+      await sam.waitForTimeout(200);
+      stats = queueStats(`${USER_PREFIX}sam`);
+    }
+    assert.equal(stats.msgs, 0, JSON.stringify(stats));
+    assert.ok(stats.totalrecv >= 1, JSON.stringify(stats));
+  });
+
+  await sam?.close();
+  await walt?.close();
 });

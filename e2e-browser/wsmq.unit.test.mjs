@@ -1,5 +1,6 @@
 // wsmq.unit.test.mjs: wsmq.js's reconnect rules against a fake WebSocket, in Node (no browser,
-// no gateway): which close codes reconnect, where to, how soon, and which ones stop.
+// no gateway): which close codes reconnect, where to, how soon, and which ones stop; and its
+// fallback to Server-Sent Events against a fake fetch (streams, acks over HTTP, going back).
 //
 // Run with the browser suite (crates/wsmq-gateway/tests/browser.rs), or alone:
 //   node --test e2e-browser/wsmq.unit.test.mjs
@@ -38,6 +39,59 @@ class FakeWebSocket {
 }
 globalThis.WebSocket = FakeWebSocket;
 
+/** Records every fetch: GET /sse streams a test opens, pushes events into and ends; POSTs
+ * (acks) are answered `ackStatus` at once. Honours the abort signal, as fetch does. */
+class FakeFetch {
+  static calls = [];
+  static ackStatus = 200;
+  constructor(url, init) {
+    this.url = new URL(url);
+    this.init = init;
+    this.headers = init.headers || {};
+    this.aborted = false;
+    this.controller = null;
+    this.promise = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    init.signal?.addEventListener('abort', () => {
+      this.aborted = true;
+      const err = new DOMException('aborted', 'AbortError');
+      if (this.controller) this.controller.error(err);
+      else this.reject(err);
+    });
+    if (init.method === 'POST') {
+      this.body = JSON.parse(init.body);
+      const ok = FakeFetch.ackStatus === 200;
+      const reply = ok ? { ok: true } : { error: 'not_found', message: 'no stream holds it' };
+      this.resolve(new Response(JSON.stringify(reply), { status: FakeFetch.ackStatus }));
+    }
+  }
+  /** The server answers 200 and starts the event stream. */
+  open() {
+    const body = new ReadableStream({ start: (c) => (this.controller = c) });
+    this.resolve(new Response(body, { status: 200, headers: { 'content-type': 'text/event-stream' } }));
+  }
+  /** One event: `type` null for a delivery (`message`). */
+  push(type, frame, id) {
+    let text = type ? `event: ${type}\n` : '';
+    if (id) text += `id: ${id}\n`;
+    text += `data: ${JSON.stringify(frame)}\n\n`;
+    this.controller.enqueue(new TextEncoder().encode(text));
+  }
+  end() {
+    this.controller.close();
+  }
+  refuse(status, body) {
+    this.resolve(new Response(JSON.stringify(body), { status }));
+  }
+}
+globalThis.fetch = (url, init = {}) => {
+  const call = new FakeFetch(String(url), init);
+  FakeFetch.calls.push(call);
+  return call.promise;
+};
+
 const { WsmqClient } = await import('../crates/wsmq-gateway/static/wsmq.js');
 
 const token = (expSeconds) =>
@@ -70,7 +124,9 @@ test('connects with the token in the query and the wsmq.v1 subprotocol, resubscr
 
 test('4008 and network errors reconnect with growing delays; a welcome resets them', async () => {
   FakeWebSocket.opened = [];
-  const client = new WsmqClient({ url: 'ws://a/ws', token: token(hourFromNow()), minDelay: 40, maxDelay: 1000 });
+  // Sockets closed before their welcome would mean a blocked upgrade: this is about the
+  // WebSocket's own reconnects, so without the SSE fallback.
+  const client = new WsmqClient({ url: 'ws://a/ws', token: token(hourFromNow()), minDelay: 40, maxDelay: 1000, sse: false });
   last().welcome();
   const delays = [];
   for (const code of [4008, 1006, 1006]) {
@@ -207,4 +263,143 @@ test('history resolves with the epoch and the messages', async () => {
   ws.onmessage({ data: JSON.stringify({ op: 'ok', ref: req.ref, offset: 12, epoch: 'E', messages }) });
   assert.deepEqual(await page, { epoch: 'E', offset: 12, messages });
   client.close();
+});
+
+const streams = () => FakeFetch.calls.filter((c) => c.url.pathname === '/sse');
+const posts = () => FakeFetch.calls.filter((c) => c.init.method === 'POST');
+/** Waits (bounded) until `done()` holds. */
+async function until(what, done, ms = 2000) {
+  const started = Date.now();
+  while (!done()) {
+    assert.ok(Date.now() - started < ms, `${what} did not happen within ${ms} ms`);
+    await sleep(5);
+  }
+}
+
+test('a failed upgrade falls back to SSE: one stream, acks and nacks over HTTP, publish unsupported', async () => {
+  FakeWebSocket.opened = [];
+  FakeFetch.calls = [];
+  const t = token(hourFromNow());
+  const client = new WsmqClient({ url: 'ws://a:3000/ws', token: t, minDelay: 10 });
+  const transports = [];
+  client.addEventListener('transport', (e) => transports.push(e.detail.transport));
+  const got = [];
+  const queue = client.subscribeQueue('q', (m) => {
+    got.push(m.message);
+    if (m.message === 'bad') throw new Error('the handler failed');
+  });
+  const room = client.subscribeChannel('room', (m) => got.push(`room:${m.message}`));
+  assert.equal(client.transport, 'websocket');
+
+  // The upgrade is refused: the socket closes before any welcome.
+  last().serverClose(1006);
+  assert.equal(client.transport, 'sse');
+  assert.deepEqual(transports, ['sse']);
+  const [stream] = streams();
+  assert.equal(`${stream.url.origin}${stream.url.pathname}`, 'http://a:3000/sse');
+  assert.deepEqual([...stream.url.searchParams], [['queue', 'q'], ['channel', 'room']]);
+  // The token goes in a header, not in a URL that proxies log.
+  assert.equal(stream.headers.authorization, `Bearer ${t}`);
+  assert.equal(stream.url.searchParams.get('token'), null);
+
+  stream.open();
+  await queue.ready;
+  assert.equal(client.state, 'open');
+  stream.push('ok', { op: 'ok' });
+  await room.ready;
+
+  stream.push(null, { op: 'message', queue: 'q', id: 'id-1', message: 'hi', rc: 1, sent: 1 }, 'id-1');
+  stream.push(null, { op: 'message', queue: 'q', id: 'id-2', message: 'bad', rc: 1, sent: 1 }, 'id-2');
+  stream.push(null, { op: 'message', channel: 'room', message: 'all' });
+  await until('an ack and a nack', () => posts().length === 2);
+  const [ack, nack] = posts().sort((a, b) => a.url.pathname.localeCompare(b.url.pathname));
+  assert.equal(ack.url.href, 'http://a:3000/api/ack');
+  assert.deepEqual(ack.body, { queue: 'q', id: 'id-1' });
+  assert.equal(ack.headers.authorization, `Bearer ${t}`);
+  assert.equal(nack.url.href, 'http://a:3000/api/nack');
+  assert.deepEqual(nack.body, { queue: 'q', id: 'id-2' });
+  assert.deepEqual(got.sort(), ['bad', 'hi', 'room:all']);
+
+  await assert.rejects(client.publish({ queue: 'q', message: 'm' }), { code: 'unsupported' });
+  await assert.rejects(client.presence('room'), { code: 'unsupported' });
+  client.close();
+  assert.ok(stream.aborted);
+});
+
+test('no welcome in time falls back; subscription changes reopen the stream with the channel position', async () => {
+  FakeWebSocket.opened = [];
+  FakeFetch.calls = [];
+  const client = new WsmqClient({ url: 'ws://a/ws', token: token(hourFromNow()), minDelay: 10, fallbackTimeout: 30 });
+  const resets = [];
+  client.addEventListener('reset', (e) => resets.push(e.detail));
+  client.subscribeChannel('room', () => {});
+  // The upgrade hangs (a proxy that holds it): after fallbackTimeout, SSE.
+  await until('the fallback', () => streams().length === 1);
+  assert.equal(last().readyState, 3, 'the hanging socket was closed');
+  let stream = streams()[0];
+  stream.open();
+  stream.push('ok', { op: 'ok', offset: 4, epoch: 'E' });
+  stream.push(null, { op: 'message', channel: 'room', message: 'm5', offset: 5, epoch: 'E' }, 'E:5');
+  await sleep(10);
+
+  // A new subscription: the stream is reopened with both, resuming the channel after 5.
+  const queue = client.subscribeQueue('q', () => {});
+  await until('the second stream', () => streams().length === 2);
+  assert.ok(stream.aborted);
+  stream = streams()[1];
+  assert.deepEqual([...stream.url.searchParams], [['channel', 'room'], ['queue', 'q']]);
+  assert.equal(stream.headers['last-event-id'], 'E:5');
+  stream.open();
+  await queue.ready;
+  stream.push('ok', { op: 'ok', offset: 7, epoch: 'E', recovered: true });
+  await sleep(10);
+  assert.deepEqual(resets, []);
+
+  // A forbidden one is refused as a v1 subscribe would be; the others keep streaming.
+  const secret = client.subscribeChannel('secret', () => {});
+  await until('the third stream', () => streams().length === 3);
+  streams()[2].refuse(403, { error: 'forbidden', message: 'you may not subscribe to channel secret' });
+  await assert.rejects(secret.ready, { code: 'forbidden' });
+  await until('the fourth stream', () => streams().length === 4);
+  assert.deepEqual(streams()[3].url.searchParams.getAll('channel'), ['room']);
+  client.close();
+});
+
+test('on SSE: a close event reconnects or stops by its code, and the WebSocket is tried again', async () => {
+  FakeWebSocket.opened = [];
+  FakeFetch.calls = [];
+  const client = new WsmqClient({ url: 'ws://a/ws', token: token(hourFromNow()), minDelay: 10, wsRetryInterval: 300 });
+  client.subscribeQueue('q', () => {});
+  last().serverClose(1006);
+  streams()[0].open();
+  await until('open', () => client.state === 'open');
+
+  // The node drains: the stream says 1012 and ends; the client comes back at once, on SSE
+  // again (the upgrade failed a moment ago).
+  streams()[0].push('close', { code: 1012, reason: 'restarting' });
+  streams()[0].end();
+  await until('the new stream', () => streams().length === 2);
+  assert.equal(FakeWebSocket.opened.length, 1);
+  streams()[1].open();
+  await until('open', () => client.state === 'open');
+
+  // wsRetryInterval later a WebSocket is tried; once welcomed, the client moves to it.
+  await until('the WebSocket probe', () => FakeWebSocket.opened.length === 2, 1000);
+  last().welcome('a');
+  assert.equal(client.transport, 'websocket');
+  assert.ok(streams()[1].aborted);
+  assert.deepEqual(last().sent.map((f) => [f.op, f.queue]), [['subscribe', 'q']]);
+  client.close();
+
+  // A revoked token (401) stops, as a 4003 would.
+  FakeWebSocket.opened = [];
+  FakeFetch.calls = [];
+  const stopped = new WsmqClient({ url: 'ws://a/ws', token: token(hourFromNow()), minDelay: 10 });
+  stopped.subscribeQueue('q', () => {});
+  last().serverClose(1006);
+  streams()[0].refuse(401, { error: 'unauthorized', reason: 'revoked' });
+  await until('stopped', () => stopped.state === 'stopped');
+  await sleep(50);
+  assert.equal(streams().length, 1);
+  stopped.close();
 });

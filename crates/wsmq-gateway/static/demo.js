@@ -1,5 +1,7 @@
 // demo.js: the wsmq chat demo (/demo): sign-in, direct messages with delivered marks, rooms,
-// connection state and node failover, all on /client/wsmq.js.
+// connection state and node failover, all on /client/wsmq.js. Where WebSocket upgrades are
+// blocked the client falls back to Server-Sent Events: the page then receives and acks, says
+// "SSE", and cannot send (publishing needs the WebSocket).
 //
 // Wire format of the chat, inside wsmq message bodies (JSON strings):
 // - direct message, to the recipient's own queue: {"t":"dm","id","from","text","at"}
@@ -112,6 +114,7 @@ async function signIn(name) {
   });
   app.client = client;
   client.addEventListener('state', (e) => showState(e.detail));
+  client.addEventListener('transport', () => render());
   client.addEventListener('welcome', (e) => {
     $('node').textContent = e.detail.node;
     // Presence frames missed while disconnected: read the rooms' lists again.
@@ -150,6 +153,15 @@ function signOut() {
 }
 
 function showState({ state, code }) {
+  const transport = $('transport');
+  const on = app.client && app.client.transport;
+  transport.hidden = !app.client;
+  transport.dataset.transport = on || '';
+  transport.textContent = on === 'sse' ? 'SSE' : 'WebSocket';
+  transport.title =
+    on === 'sse'
+      ? 'WebSocket upgrades fail here: receiving over Server-Sent Events; sending needs the WebSocket'
+      : 'connected over a WebSocket';
   const pill = $('state');
   pill.dataset.state = state;
   const labels = {
@@ -164,8 +176,11 @@ function showState({ state, code }) {
   pill.textContent = labels[state] || state;
   pill.title = code ? `last close code ${code}` : '';
   if (state !== 'open') $('node').textContent = '–';
-  const usable = state === 'open';
+  // Publishing needs the WebSocket: on SSE the page only receives (and acks).
+  const sse = on === 'sse';
+  const usable = state === 'open' && !sse;
   $('text').disabled = !usable || !app.current || app.current === 'inbox';
+  $('text').placeholder = sse ? 'Sending needs the WebSocket (this page is on SSE)' : 'Write a message';
   $('send').disabled = $('text').disabled;
 }
 
@@ -229,7 +244,8 @@ function joinRoom(name) {
   c.sub.ready.then(
     () => {
       addMessage(c.key, { system: true, text: `you joined ${c.title}`, joined: true });
-      loadRoster(c);
+      // The presence list needs the WebSocket.
+      if (app.client.transport === 'websocket') loadRoster(c);
     },
     (err) => addMessage(c.key, { system: true, text: `cannot join: ${err.code}` }),
   );

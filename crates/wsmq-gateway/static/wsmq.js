@@ -5,6 +5,14 @@
 // for you once the handler returns, or by hand) and channels, publishes with promises settled
 // by the `ok` / `error` reply, refreshes the token with the `auth` op, and reconnects with
 // exponential backoff and jitter according to the close code, resubscribing afterwards.
+//
+// When the WebSocket upgrade fails (an error or close before the welcome, or no welcome within
+// `fallbackTimeout`), it falls back to Server-Sent Events: one `GET /sse` stream for all its
+// subscriptions, read with fetch (so the token travels in `Authorization`, a channel position
+// in `Last-Event-ID`, and a refusal's status and reason can be read, none of which
+// EventSource allows), acks and nacks with `POST /api/ack` / `/api/nack`. Requests the stream
+// cannot carry (publish, presence, history, ping) reject with `unsupported` there. While on
+// SSE it tries the WebSocket again every `wsRetryInterval` and moves back when it works.
 
 /** The subprotocol of the v1 dialect. */
 export const SUBPROTOCOL = 'wsmq.v1';
@@ -23,7 +31,8 @@ export const CloseCode = Object.freeze({
 });
 
 /** A refused request: `code` is the wire code (`forbidden`, `invalid`, …) or one of the
- * client's own: `disconnected` (the socket closed before the reply), `timeout`, `closed`. */
+ * client's own: `disconnected` (the socket closed before the reply), `timeout`, `closed`,
+ * `unsupported` (the request needs the WebSocket and the client is on SSE). */
 export class WsmqError extends Error {
   constructor(code, message) {
     super(message || code);
@@ -47,8 +56,10 @@ export function tokenExpiry(token) {
  * A v1 connection that survives node restarts and network drops.
  *
  * Events (an EventTarget; `event.detail` holds the data):
- * - `state`: `{state, code?, reason?}`; state is `connecting`, `open`, `reconnecting`,
- *   `stopped` (4001/4003 and no new token yet) or `closed` (by `close()`).
+ * - `state`: `{state, transport, code?, reason?}`; state is `connecting`, `open`,
+ *   `reconnecting`, `stopped` (4001/4003 and no new token yet) or `closed` (by `close()`).
+ * - `transport`: `{transport}` when the client moves between `websocket` and `sse` (see
+ *   `client.transport`).
  * - `welcome`: the welcome frame `{user, node, token}`.
  * - `error`: `{error}` for problems no promise reports (a failed ack, a handler that threw).
  * - `token`: `{token}` whenever the client starts using a new token.
@@ -72,6 +83,12 @@ export class WsmqClient extends EventTarget {
    * @param {number} [options.requestTimeout=10000] how long a request waits for its reply
    *   (including time spent waiting for a connection), ms.
    * @param {boolean} [options.connect=true] connect at once.
+   * @param {boolean} [options.sse=true] fall back to Server-Sent Events when the WebSocket
+   *   upgrade fails.
+   * @param {number} [options.fallbackTimeout=3000] how long the upgrade may take before the
+   *   client falls back, ms.
+   * @param {number} [options.wsRetryInterval=60000] while on SSE, how often to try the
+   *   WebSocket again, ms.
    */
   constructor(options) {
     super();
@@ -82,6 +99,11 @@ export class WsmqClient extends EventTarget {
     this.minDelay = options.minDelay ?? 250;
     this.maxDelay = options.maxDelay ?? 15000;
     this.requestTimeout = options.requestTimeout ?? 10000;
+    this.sse = options.sse !== false;
+    this.fallbackTimeout = options.fallbackTimeout ?? 3000;
+    this.wsRetryInterval = options.wsRetryInterval ?? 60000;
+    /** `websocket`, or `sse` after a fallback. */
+    this.transport = 'websocket';
     this.state = 'idle';
     this.user = null;
     this.node = null;
@@ -95,6 +117,13 @@ export class WsmqClient extends EventTarget {
     this._subs = new Map(); // "queue:q" / "channel:c" → Subscription
     this._reconnectTimer = null;
     this._refreshTimer = null;
+    this._welcomed = false; // whether this._ws got its welcome (else a close means fallback)
+    this._fallbackTimer = null;
+    this._stream = null; // the SSE stream: {abort, channels, resuming}
+    this._sseUntil = 0; // until then, reconnects go straight to SSE
+    this._probe = null; // a WebSocket tried while on SSE
+    this._probeTimer = null;
+    this._restreamTimer = null;
     if (options.connect !== false) this.connect();
   }
 
@@ -102,7 +131,7 @@ export class WsmqClient extends EventTarget {
   connect() {
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = null;
-    if (this._ws) return;
+    if (this._ws || this._stream) return;
     this._open();
   }
 
@@ -113,6 +142,9 @@ export class WsmqClient extends EventTarget {
     this._reconnectTimer = null;
     this._setState('closed');
     this._failAll('closed', 'the client was closed');
+    this._endStream();
+    this._endProbe();
+    clearTimeout(this._fallbackTimer);
     if (this._ws) {
       const ws = this._ws;
       this._ws = null;
@@ -186,8 +218,14 @@ export class WsmqClient extends EventTarget {
 
   /** Switches to a new token: when connected it is sent with `auth` and taken once the
    * server accepts it (the promise rejects with the server's code otherwise); when not, it
-   * is used for the next connection (a client stopped by 4001 or 4003 reconnects with it). */
+   * is used for the next connection (a client stopped by 4001 or 4003 reconnects with it).
+   * On SSE the stream is reopened with it (a stream cannot change its token). */
   setToken(token) {
+    if (this.state === 'open' && this.transport === 'sse') {
+      this._adoptToken(token);
+      this._restream();
+      return Promise.resolve();
+    }
     if (this.state === 'open') {
       return this._request({ op: 'auth', token }).then((ok) => {
         this._adoptToken(token);
@@ -220,25 +258,69 @@ export class WsmqClient extends EventTarget {
     const base = this.urls[this._urlIndex];
     this.url = base;
     this._setState(this._attempt === 0 && this.state !== 'reconnecting' ? 'connecting' : 'reconnecting');
-    const sep = base.includes('?') ? '&' : '?';
+    // Fallen back a short while ago: the upgrade would most likely fail again.
+    if (this.sse && Date.now() < this._sseUntil) {
+      this._openStream();
+      return;
+    }
     let ws;
     try {
-      ws = new WebSocket(`${base}${sep}token=${encodeURIComponent(this.token)}`, SUBPROTOCOL);
+      ws = this._newWebSocket(base);
     } catch (err) {
       this._emit('error', { error: err });
-      this._scheduleReconnect(null);
+      if (this.sse) this._fallBack();
+      else this._scheduleReconnect(null);
       return;
     }
     this._ws = ws;
+    this._welcomed = false;
     ws.onmessage = (event) => this._onFrame(ws, event.data);
-    ws.onclose = (event) => this._onClose(ws, event.code, event.reason);
+    ws.onclose = (event) => {
+      // Closed before its welcome: the upgrade (or the session's start) failed.
+      if (this.sse && ws === this._ws && !this._welcomed) this._fallBack();
+      else this._onClose(ws, event.code, event.reason);
+    };
     // An `error` event is always followed by `close`, which decides what happens next.
     ws.onerror = () => {};
+    if (this.sse) {
+      clearTimeout(this._fallbackTimer);
+      this._fallbackTimer = setTimeout(() => {
+        if (ws === this._ws && !this._welcomed) this._fallBack();
+      }, this.fallbackTimeout);
+    }
+  }
+
+  _newWebSocket(base) {
+    const sep = base.includes('?') ? '&' : '?';
+    return new WebSocket(`${base}${sep}token=${encodeURIComponent(this.token)}`, SUBPROTOCOL);
+  }
+
+  /** The upgrade failed: drop the socket and stream over SSE from the same node. */
+  _fallBack() {
+    clearTimeout(this._fallbackTimer);
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+      try {
+        ws.close();
+      } catch {
+        // Closing a socket that never opened may throw in some browsers; it is gone anyway.
+      }
+    }
+    this._sseUntil = Date.now() + this.wsRetryInterval;
+    this._openStream();
   }
 
   _onClose(ws, code, reason) {
     if (ws !== this._ws) return;
     this._ws = null;
+    this._closed(code, reason);
+  }
+
+  /** The connection (socket or stream) is gone: reconnect, refresh, or stop, by its code. */
+  _closed(code, reason) {
     this.node = null;
     this._failAll('disconnected', `the connection closed (${code})`);
     if (this.state === 'closed') return;
@@ -345,6 +427,9 @@ export class WsmqClient extends EventTarget {
   }
 
   _onWelcome(frame) {
+    this._welcomed = true;
+    clearTimeout(this._fallbackTimer);
+    this._setTransport('websocket');
     this.user = frame.user;
     this.node = frame.node;
     this._attempt = 0;
@@ -394,7 +479,11 @@ export class WsmqClient extends EventTarget {
         reject(new WsmqError('timeout', `no reply to ${frame.op} within ${this.requestTimeout} ms`));
       }, this.requestTimeout);
       this._pending.set(ref, entry);
-      if (this.state === 'open') this._send(frame);
+      if (this.state === 'open' && this.transport === 'sse') {
+        this._pending.delete(ref);
+        clearTimeout(entry.timer);
+        reject(unsupported(frame.op));
+      } else if (this.state === 'open') this._send(frame);
       else if (this.state === 'closed') {
         this._pending.delete(ref);
         clearTimeout(entry.timer);
@@ -444,22 +533,307 @@ export class WsmqClient extends EventTarget {
     sub.onPresence = onPresence || null;
     if (since) sub.position = { offset: since.offset, epoch: since.epoch };
     this._subs.set(key, sub);
-    if (this.state === 'open') sub._renew();
+    if (this.state === 'open' && this.transport === 'sse') this._restream();
+    else if (this.state === 'open') sub._renew();
     return sub;
   }
 
-  _deliver(frame) {
+  /** `stream` is the SSE stream that delivered it (acks then go over HTTP), or null. */
+  _deliver(frame, stream = null) {
     const key = frame.queue !== undefined ? `queue:${frame.queue}` : `channel:${frame.channel}`;
     const sub = this._subs.get(key);
     if (!sub) return;
-    sub._handle(frame);
+    sub._handle(frame, stream);
   }
 
-  _ackFrame(frame) {
+  _ackFrame(frame, stream) {
+    // A message from a stream is acked over HTTP, through any node, even after the client
+    // moved on: the server answers not_found if that stream is gone.
+    if (stream) return this._postAck(frame);
     // Acks are only meaningful on the connection that delivered the message: after a
     // reconnect the message is redelivered anyway.
-    if (this.state !== 'open') return Promise.reject(new WsmqError('disconnected', 'not connected'));
+    if (this.state !== 'open' || this.transport !== 'websocket') {
+      return Promise.reject(new WsmqError('disconnected', 'not connected'));
+    }
     return this._request(frame);
+  }
+
+  // ---- Server-Sent Events -----------------------------------------------------------
+
+  /** The HTTP URL of `path` on the node of `this.url` (ws: → http:, `/ws` dropped). */
+  _httpUrl(path) {
+    const u = new URL(this.url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = u.pathname.replace(/\/(ws)?$/, '') + path;
+    u.search = '';
+    u.hash = '';
+    return u;
+  }
+
+  /** Opens the SSE stream for every subscription (none: open, with nothing to stream). */
+  _openStream() {
+    this._setTransport('sse');
+    const subs = [...this._subs.values()].filter((s) => s.active);
+    if (subs.length === 0) {
+      this._streamOpened(null);
+      return;
+    }
+    const url = this._httpUrl('/sse');
+    const stream = { abort: new AbortController(), channels: [], resuming: null, replies: 0 };
+    const headers = { accept: 'text/event-stream', authorization: `Bearer ${this.token}` };
+    for (const sub of subs) {
+      url.searchParams.append(sub.kind, sub.name);
+      if (sub.kind !== 'channel') continue;
+      stream.channels.push(sub);
+      // One position per stream (Last-Event-ID): the first channel with history resumes;
+      // the others start live and emit `reset`.
+      if (sub.position && !stream.resuming) {
+        stream.resuming = sub;
+        headers['last-event-id'] = `${sub.position.epoch}:${sub.position.offset}`;
+      }
+    }
+    this._stream = stream;
+    fetch(url, { headers, signal: stream.abort.signal, cache: 'no-store' })
+      .then(async (response) => {
+        if (stream !== this._stream) return;
+        if (!response.ok) {
+          const body = await response.json().catch(() => ({}));
+          if (stream === this._stream) this._streamRefused(stream, response.status, body);
+          return;
+        }
+        this._streamOpened(stream);
+        await this._readEvents(stream, response.body);
+        this._streamEnded(stream, stream.closeCode ?? 1006, stream.closeReason ?? 'the stream ended');
+      })
+      .catch(() => this._streamEnded(stream, 1006, 'the stream failed'));
+  }
+
+  _streamOpened(stream) {
+    if (stream) stream.opened = true;
+    this._attempt = 0;
+    this.node = null;
+    this._setState('open');
+    if (stream) for (const sub of this._subs.values()) if (sub.kind === 'queue') sub._settleReady({ op: 'ok' });
+    // Waiting requests need the WebSocket.
+    for (const { frame, entry } of this._outbox.splice(0)) {
+      for (const [ref, e] of this._pending) if (e === entry) this._pending.delete(ref);
+      clearTimeout(entry.timer);
+      entry.reject(unsupported(frame.op));
+    }
+    this._scheduleRefresh();
+    this._scheduleProbe();
+  }
+
+  /** Reads events until the body ends; bounded, so a stream without newlines cannot grow. */
+  async _readEvents(stream, body) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let type = '';
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || stream !== this._stream) return;
+      buffer += decoder.decode(value, { stream: true });
+      if (buffer.length > MAX_EVENT) throw new Error('an event line over the limit');
+      let nl;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl).replace(/\r$/, '');
+        buffer = buffer.slice(nl + 1);
+        if (line === '') {
+          if (data.length) this._onEvent(stream, type || 'message', data.join('\n'));
+          if (stream !== this._stream) return;
+          type = '';
+          data = [];
+        } else if (line.startsWith(':')) {
+          // A keep-alive comment.
+        } else {
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'event') type = value;
+          else if (field === 'data') data.push(value);
+        }
+      }
+    }
+  }
+
+  _onEvent(stream, type, data) {
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      this._emit('error', { error: new WsmqError('invalid', 'the server sent an event that is not JSON') });
+      return;
+    }
+    switch (type) {
+      case 'message':
+        this._deliver(frame, stream);
+        break;
+      case 'ok': {
+        // Each channel of the stream gets one `ok` or `error` first, in the query's order.
+        const sub = stream.channels[stream.replies++];
+        if (sub) sub._streamOk(frame, stream.resuming === sub);
+        break;
+      }
+      case 'error': {
+        const sub = stream.replies < stream.channels.length ? stream.channels[stream.replies++] : null;
+        const error = new WsmqError(frame.code, frame.message);
+        if (sub) sub._refused(error);
+        else this._emit('error', { error });
+        break;
+      }
+      case 'reset': {
+        const sub = this._subs.get(`channel:${frame.channel}`);
+        if (sub) sub._reset(frame.offset, frame.epoch);
+        break;
+      }
+      case 'close':
+        stream.closeCode = frame.code;
+        stream.closeReason = frame.reason;
+        break;
+      default:
+        break;
+    }
+  }
+
+  _streamEnded(stream, code, reason) {
+    if (stream !== this._stream || stream === null) return;
+    this._stream = null;
+    // Neither transport reached the node: it is down, not blocking upgrades, so the next
+    // attempt tries the WebSocket first again.
+    if (!stream.opened && code === 1006) this._sseUntil = 0;
+    this._endProbe();
+    this._closed(code, reason);
+  }
+
+  /** A refused `GET /sse`: the status and body say why (which EventSource would hide). */
+  _streamRefused(stream, status, body) {
+    const reason = body.reason || body.message || `HTTP ${status}`;
+    if (status === 401) {
+      this._streamEnded(stream, reason === 'expired' ? CloseCode.TOKEN_EXPIRED : CloseCode.REVOKED, reason);
+      return;
+    }
+    if (status === 403 || status === 400) {
+      // A subscription the stream may not carry: refuse it (as a v1 subscribe would be) and
+      // stream the others. The 403 names it; a 400 blames the ones not yet confirmed.
+      const named = /(queue|channel) (\S+)$/.exec(body.message || '');
+      const culprits = [...this._subs.values()].filter((sub) =>
+        named ? sub.kind === named[1] && sub.name === named[2] : status === 400 && sub._resolveReady,
+      );
+      if (culprits.length) {
+        const error = new WsmqError(body.error || 'invalid', body.message || reason);
+        for (const sub of culprits) sub._refused(error);
+        this._stream = null;
+        this._openStream();
+        return;
+      }
+      this._emit('error', { error: new WsmqError(body.error || 'forbidden', reason) });
+    }
+    this._streamEnded(stream, status === 503 ? CloseCode.RESTARTING : 1006, reason);
+  }
+
+  /** Reopens the stream (subscriptions changed, or a new token): soon, once for a batch. */
+  _restream() {
+    if (this._restreamTimer) return;
+    this._restreamTimer = setTimeout(() => {
+      this._restreamTimer = null;
+      if (this.state !== 'open' || this.transport !== 'sse') return;
+      this._endStream();
+      this._openStream();
+    }, 0);
+  }
+
+  _endStream() {
+    clearTimeout(this._restreamTimer);
+    this._restreamTimer = null;
+    if (!this._stream) return;
+    const stream = this._stream;
+    this._stream = null;
+    stream.abort.abort();
+  }
+
+  _postAck(frame) {
+    const body = { queue: frame.queue, id: frame.id };
+    if (frame.op === 'nack' && frame.delay) body.delay = frame.delay;
+    const init = {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.token}` },
+      body: JSON.stringify(body),
+    };
+    if (typeof AbortSignal.timeout === 'function') init.signal = AbortSignal.timeout(this.requestTimeout);
+    return fetch(this._httpUrl(`/api/${frame.op}`), init).then(
+      async (response) => {
+        const reply = await response.json().catch(() => ({}));
+        if (response.ok) return { op: 'ok' };
+        throw new WsmqError(reply.error || `http_${response.status}`, reply.message || reply.reason);
+      },
+      (err) => {
+        throw new WsmqError(err && err.name === 'TimeoutError' ? 'timeout' : 'disconnected', String(err));
+      },
+    );
+  }
+
+  /** While on SSE: every wsRetryInterval, try a WebSocket; once welcomed, move to it. */
+  _scheduleProbe() {
+    clearTimeout(this._probeTimer);
+    this._probeTimer = setTimeout(() => this._tryWebSocket(), this.wsRetryInterval);
+  }
+
+  _tryWebSocket() {
+    if (this.state !== 'open' || this.transport !== 'sse' || this._probe) return;
+    let ws;
+    try {
+      ws = this._newWebSocket(this.url);
+    } catch {
+      this._scheduleProbe();
+      return;
+    }
+    this._probe = ws;
+    const failed = () => {
+      if (this._probe !== ws) return;
+      this._endProbe();
+      this._scheduleProbe();
+    };
+    const timer = setTimeout(failed, this.fallbackTimeout);
+    ws.onerror = () => {};
+    ws.onclose = () => {
+      clearTimeout(timer);
+      failed();
+    };
+    ws.onmessage = (event) => {
+      clearTimeout(timer);
+      let frame = null;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        // Not a welcome.
+      }
+      if (this._probe !== ws || !frame || frame.op !== 'welcome') return failed();
+      // The WebSocket works again: the stream's unacked messages come back on it.
+      this._probe = null;
+      this._endStream();
+      this._sseUntil = 0;
+      this._ws = ws;
+      ws.onmessage = (e) => this._onFrame(ws, e.data);
+      ws.onclose = (e) => this._onClose(ws, e.code, e.reason);
+      this._onWelcome(frame);
+    };
+  }
+
+  _endProbe() {
+    clearTimeout(this._probeTimer);
+    this._probeTimer = null;
+    if (!this._probe) return;
+    const ws = this._probe;
+    this._probe = null;
+    ws.onclose = null;
+    ws.onmessage = null;
+    try {
+      ws.close();
+    } catch {
+      // Never opened: nothing to close.
+    }
   }
 
   // ---- events -----------------------------------------------------------------------
@@ -467,7 +841,13 @@ export class WsmqClient extends EventTarget {
   _setState(state, code, reason) {
     if (this.state === state && code === undefined) return;
     this.state = state;
-    this._emit('state', { state, code, reason });
+    this._emit('state', { state, transport: this.transport, code, reason });
+  }
+
+  _setTransport(transport) {
+    if (this.transport === transport) return;
+    this.transport = transport;
+    this._emit('transport', { transport });
   }
 
   _emit(type, detail) {
@@ -495,6 +875,10 @@ export class Subscription {
     this.active = false;
     this.client._subs.delete(`${this.kind}:${this.name}`);
     if (this.client.state !== 'open') return Promise.resolve();
+    if (this.client.transport === 'sse') {
+      this.client._restream();
+      return Promise.resolve();
+    }
     return this.client._request({ op: 'unsubscribe', [this.kind]: this.name }).then(() => undefined);
   }
 
@@ -544,12 +928,40 @@ export class Subscription {
     );
   }
 
+  _settleReady(ok) {
+    const resolve = this._resolveReady;
+    this._resolveReady = null;
+    this._rejectReady = null;
+    if (resolve) resolve(ok);
+  }
+
+  /** Refused by the server: it ends, and says so. */
+  _refused(error) {
+    this.active = false;
+    this.client._subs.delete(`${this.kind}:${this.name}`);
+    const reject = this._rejectReady;
+    this._resolveReady = null;
+    this._rejectReady = null;
+    if (reject) reject(error);
+    this.client._emit('error', { error });
+  }
+
+  /** A channel's `ok` on an SSE stream; `resumed`: the stream was given its position. */
+  _streamOk(ok, resumed) {
+    const since = this.position;
+    if (ok.epoch !== undefined && !(resumed && ok.recovered === true)) {
+      this.position = { offset: ok.offset, epoch: ok.epoch };
+      if (since) this._reset(ok.offset, ok.epoch);
+    }
+    this._settleReady(ok);
+  }
+
   _reset(offset, epoch) {
     this.position = { offset, epoch };
     this.client._emit('reset', { channel: this.name, offset, epoch });
   }
 
-  async _handle(frame) {
+  async _handle(frame, stream) {
     if (this.kind === 'channel') {
       const message = { channel: frame.channel, message: frame.message };
       if (frame.offset !== undefined) {
@@ -570,7 +982,7 @@ export class Subscription {
     const settle = (f) => {
       if (settled) return Promise.resolve();
       settled = true;
-      return client._ackFrame(f);
+      return client._ackFrame(f, stream);
     };
     const message = {
       queue: frame.queue,
@@ -599,6 +1011,15 @@ export class Subscription {
     message.ack().catch((error) => client._emit('error', { error }));
   }
 }
+
+/** The longest SSE event line the client buffers (the server's frames are far smaller). */
+const MAX_EVENT = 16 * 1024 * 1024;
+
+const unsupported = (op) =>
+  new WsmqError(
+    'unsupported',
+    `${op} needs the WebSocket; on SSE (the upgrade failed) only receiving and acking work`,
+  );
 
 /** `new WsmqClient(options)`. */
 export function connect(options) {
