@@ -379,12 +379,37 @@ async fn idle_streams_get_keep_alive_comments() {
         .await;
     let user = format!("u{}", unique());
     let mut stream = own_stream(&gw, &user).await;
+    assert_eq!(
+        first_line(&mut stream, Duration::from_secs(2)).await,
+        ": stream open\n"
+    );
     let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.reader.read_line(&mut line))
-        .await
-        .expect("a keep-alive in time")
-        .unwrap();
+    while line.trim().is_empty() {
+        line = first_line(&mut stream, Duration::from_secs(2)).await;
+    }
     assert_eq!(line, ": keep-alive\n");
+}
+
+/// The stream's next line, failing the test if none comes within `wait`.
+async fn first_line(stream: &mut Stream, wait: Duration) -> String {
+    let mut line = String::new();
+    tokio::time::timeout(wait, stream.reader.read_line(&mut line))
+        .await
+        .expect("a line in time")
+        .unwrap();
+    line
+}
+
+#[tokio::test]
+async fn a_stream_of_idle_queues_starts_at_once() {
+    // The default keep-alive is 15 s: the first bytes must not wait for it.
+    let gw = TestGateway::builder().start().await;
+    let user = format!("u{}", unique());
+    let mut stream = own_stream(&gw, &user).await;
+    assert_eq!(
+        first_line(&mut stream, Duration::from_secs(1)).await,
+        ": stream open\n"
+    );
 }
 
 #[tokio::test]

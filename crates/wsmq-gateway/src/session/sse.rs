@@ -72,6 +72,9 @@ pub(crate) async fn open<H: Send + 'static>(
 ) -> Result<Body, GatewayError> {
     let (mut session, rx, registered_epoch) = Session::open(gateway, identity, Dialect::V1);
     let (tx, body) = mpsc::channel(BODY_CHUNKS);
+    // A first byte at once: proxies that hold the response headers back until the body starts
+    // would otherwise keep a stream of idle queues silent until the first keep-alive (15 s).
+    let _ = tx.try_send(Bytes::from_static(OPENED));
     let gone = tx.clone();
     let writer = Writer::new(EventSink::new(tx), rx, Arc::clone(&session.gateway));
     for queue in request.queues {
@@ -118,6 +121,9 @@ pub(crate) async fn open<H: Send + 'static>(
     gateway.shutdown.spawn(run);
     Ok(Body::Stream(body))
 }
+
+/// The comment a stream starts with.
+const OPENED: &[u8] = b": stream open\n\n";
 
 /// Writes the outbound queue to the body, with a keep-alive comment when idle, until the
 /// session closes, the node drains, the token expires or the client leaves.
