@@ -9,6 +9,7 @@
 # stable compiler with RUSTC_BOOTSTRAP=1. Environment:
 #   FUZZ_SANITIZER   address (default) or none (about twice the execs/s, no ASan)
 #   FUZZ_JOBS        parallel fuzzing processes per target (default 1)
+#   FUZZ_RUNS        stop each target after this many executions (SECONDS stays the cap)
 #   CARGO_TARGET_DIR build directory (default fuzz/target)
 # New corpus entries go to fuzz/corpus/TARGET and crashes to fuzz/artifacts/TARGET (both
 # git-ignored); the committed seeds in fuzz/seeds/TARGET are read but never written.
@@ -46,11 +47,13 @@ for target in "${targets[@]}"; do
   status=0
   parallel=()
   if ((jobs > 1)); then parallel=(-jobs="$jobs" -workers="$jobs"); fi
+  runs=()
+  if [[ -n ${FUZZ_RUNS:-} ]]; then runs=(-runs="$FUZZ_RUNS"); fi
   # -timeout: an input that takes a second is a finding (quadratic blow-up), not noise.
   "${fuzz[@]}" run --release --debug-assertions --sanitizer "$sanitizer" "$target" \
     "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -max_len=16384 \
-    "${parallel[@]}" -print_final_stats=1 >"$log" 2>&1 || status=$?
+    "${parallel[@]}" "${runs[@]}" -print_final_stats=1 >"$log" 2>&1 || status=$?
   # With -jobs, each worker writes fuzz-N.log; fold them into the target's log.
   for worker in fuzz-*.log; do [[ -e $worker ]] && cat "$worker" >>"$log" && rm -f "$worker"; done
   execs=$(awk '/stat::number_of_executed_units/ {s += $2} END {print s + 0}' "$log")

@@ -482,38 +482,7 @@ impl ClusterState for RedisEngine {
                 }
             }
             let replies: Vec<redis::Value> = self.query_pipeline(&pipe).await?;
-            let mut replies = replies.into_iter();
-            let unexpected =
-                |what: &str| EngineError::Invalid(format!("unexpected reply to {what}"));
-            let (secs, _micros): (u64, u64) = replies
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .ok_or_else(|| unexpected("TIME"))?;
-            let mut checks = Vec::with_capacity(queries.len());
-            for query in queries {
-                // A mark that is not a number (or not a string) was not written by wsmq; it
-                // still says the user was revoked, so it counts as a revocation now. Likewise a
-                // registry that is not a set registers nothing: both fail closed.
-                let revoked_at = match replies.next() {
-                    Some(redis::Value::Nil) => None,
-                    Some(value) => Some(redis::from_redis_value::<u64>(value).unwrap_or(secs)),
-                    None => return Err(unexpected("GET")),
-                };
-                let registered = match query.access_token {
-                    Some(_) => match replies.next() {
-                        Some(value) => {
-                            Some(redis::from_redis_value::<bool>(value).unwrap_or(false))
-                        }
-                        None => return Err(unexpected("SISMEMBER")),
-                    },
-                    None => None,
-                };
-                checks.push(CredentialCheck {
-                    revoked_at,
-                    registered,
-                });
-            }
-            Ok(CredentialChecks { now: secs, checks })
+            read_credential_replies(replies, queries)
         }
         .boxed()
     }
@@ -546,6 +515,97 @@ impl ClusterState for RedisEngine {
             self.query::<()>(&cmd).await
         }
         .boxed()
+    }
+}
+
+/// Reads the replies of [`ClusterState::check_credentials`]'s pipeline: `TIME`, then per query
+/// the mark's `GET` and, when the query names an access token, its `SISMEMBER`.
+///
+/// These are answers from Redis, so they are read as untrusted input (and fuzzed as such, see
+/// docs/fuzzing.md): whatever a damaged or foreign key holds fails closed. A mark that is not
+/// decimal digits was not written by wsmq; it still says the user was revoked, so it counts
+/// as a revocation now. A token is registered only on SISMEMBER's own "yes" (`1`, or RESP3's
+/// `true`), never on another reply that a lenient conversion would call true.
+pub fn read_credential_replies(
+    replies: Vec<redis::Value>,
+    queries: &[CredentialQuery<'_>],
+) -> Result<CredentialChecks, EngineError> {
+    let mut replies = replies.into_iter();
+    let unexpected = |what: &str| EngineError::Invalid(format!("unexpected reply to {what}"));
+    let secs = replies
+        .next()
+        .as_ref()
+        .and_then(time_secs)
+        .ok_or_else(|| unexpected("TIME"))?;
+    let mut checks = Vec::with_capacity(queries.len());
+    for query in queries {
+        let revoked_at = match replies.next() {
+            Some(value) => revocation_mark(&value, secs),
+            None => return Err(unexpected("GET")),
+        };
+        let registered = match query.access_token {
+            Some(_) => match replies.next() {
+                Some(value) => Some(is_member(&value)),
+                None => return Err(unexpected("SISMEMBER")),
+            },
+            None => None,
+        };
+        checks.push(CredentialCheck {
+            revoked_at,
+            registered,
+        });
+    }
+    Ok(CredentialChecks { now: secs, checks })
+}
+
+/// The revocation mark a `GET wsmq:revoked:U` answered, `now` for one wsmq did not write.
+///
+/// wsmq writes the revocation time as decimal digits. Anything else that is there still says
+/// the user was revoked, so it reads as a revocation now, and never through a numeric cast:
+/// those turn `-1` into 2^64-1 and a NaN double into 0, a mark that revokes nothing.
+fn revocation_mark(value: &redis::Value, now: u64) -> Option<u64> {
+    match value {
+        redis::Value::Nil => None,
+        redis::Value::Attribute { data, .. } => revocation_mark(data, now),
+        value => Some(decimal(value).unwrap_or(now)),
+    }
+}
+
+/// `TIME`'s seconds: a pair of decimal numbers, seconds and microseconds.
+fn time_secs(value: &redis::Value) -> Option<u64> {
+    match value {
+        redis::Value::Array(parts) => match parts.as_slice() {
+            [secs, micros] => decimal(micros).and(decimal(secs)),
+            _ => None,
+        },
+        redis::Value::Attribute { data, .. } => time_secs(data),
+        _ => None,
+    }
+}
+
+/// A non-negative integer as Redis sends one: decimal digits, or a RESP integer.
+fn decimal(value: &redis::Value) -> Option<u64> {
+    let digits = |bytes: &[u8]| {
+        if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(bytes).ok()?.parse::<u64>().ok()
+    };
+    match value {
+        redis::Value::BulkString(bytes) => digits(bytes),
+        redis::Value::SimpleString(text) => digits(text.as_bytes()),
+        redis::Value::Int(n) => u64::try_from(*n).ok(),
+        redis::Value::Attribute { data, .. } => decimal(data),
+        _ => None,
+    }
+}
+
+/// SISMEMBER's "yes": `1` (RESP2) or `true` (RESP3), possibly under RESP3 attributes.
+fn is_member(value: &redis::Value) -> bool {
+    match value {
+        redis::Value::Int(1) | redis::Value::Boolean(true) => true,
+        redis::Value::Attribute { data, .. } => is_member(data),
+        _ => false,
     }
 }
 
@@ -594,4 +654,85 @@ fn unreachable(err: &redis::RedisError) -> bool {
                     | ServerErrorKind::ReadOnly
             )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::*;
+
+    fn time() -> Value {
+        Value::Array(vec![
+            Value::BulkString(b"1700000000".to_vec()),
+            Value::BulkString(b"5".to_vec()),
+        ])
+    }
+
+    fn one(mark: Value, member: Value) -> CredentialCheck {
+        let query = CredentialQuery {
+            user: "u",
+            access_token: Some("00ff"),
+        };
+        let answer = read_credential_replies(vec![time(), mark, member], &[query]).unwrap();
+        assert_eq!(answer.now, 1_700_000_000);
+        answer.checks[0]
+    }
+
+    #[test]
+    fn only_sismembers_own_yes_registers_a_token() {
+        // A lenient conversion to bool calls `OK`, `2` and the string "1" true; SISMEMBER
+        // never answers them, so a registry that does is not one to trust.
+        for (reply, registered) in [
+            (Value::Int(1), true),
+            (Value::Boolean(true), true),
+            (Value::Int(0), false),
+            (Value::Okay, false),
+            (Value::Int(2), false),
+            (Value::BulkString(b"1".to_vec()), false),
+            (Value::SimpleString("1".into()), false),
+            (Value::Nil, false),
+            (Value::Array(vec![Value::Int(1)]), false),
+        ] {
+            let check = one(Value::Nil, reply.clone());
+            assert_eq!(check.registered, Some(registered), "{reply:?}");
+            assert_eq!(check.revoked_at, None);
+        }
+    }
+
+    #[test]
+    fn a_damaged_mark_revokes_as_of_now() {
+        let check = one(Value::BulkString(b"1699999000".to_vec()), Value::Int(1));
+        assert_eq!(check.revoked_at, Some(1_699_999_000));
+        // A numeric cast reads -1 as 2^64-1 and NaN as 0 (which would revoke nothing).
+        for mark in [
+            Value::BulkString(b"soon".to_vec()),
+            Value::BulkString(b"+5".to_vec()),
+            Value::BulkString(b"".to_vec()),
+            Value::Int(-1),
+            Value::Double(f64::NAN),
+            Value::Double(5.0),
+            Value::Okay,
+            Value::Array(vec![]),
+        ] {
+            assert_eq!(
+                one(mark.clone(), Value::Int(1)).revoked_at,
+                Some(1_700_000_000)
+            );
+        }
+    }
+
+    #[test]
+    fn missing_replies_are_an_error_not_a_pass() {
+        let query = CredentialQuery {
+            user: "u",
+            access_token: Some("00ff"),
+        };
+        assert!(read_credential_replies(vec![time(), Value::Nil], &[query]).is_err());
+        assert!(read_credential_replies(vec![Value::Okay, Value::Nil], &[query]).is_err());
+        assert!(read_credential_replies(vec![], &[]).is_err());
+        // A clock of -1 s is no clock (a cast would make it 2^64-1).
+        let negative = Value::Array(vec![Value::Int(-1), Value::Int(0)]);
+        assert!(read_credential_replies(vec![negative], &[]).is_err());
+    }
 }
