@@ -142,8 +142,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WSMQ_PING_INTERVAL", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub ping_interval: Option<Duration>,
-    /// How long a new connection may take to send its request headers before it is dropped
-    /// [default: 10s].
+    /// How long a new connection may take to send its request headers before it is dropped,
+    /// and an `/api/ack` or `/api/nack` its body before it is answered 408 [default: 10s].
     #[arg(long, env = "WSMQ_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde_opt")]
     pub handshake_timeout: Option<Duration>,
@@ -289,7 +289,8 @@ pub struct ListenConfig {
     pub admin: Option<SocketAddr>,
     /// Concurrent connections.
     pub max_connections: usize,
-    /// Time a connection has to send its request headers (the handshake timeout).
+    /// Time a connection has to send its request headers (the handshake timeout), and an ack
+    /// request its body.
     pub handshake_timeout: Duration,
     /// Shutdown deadline.
     pub drain_timeout: Duration,

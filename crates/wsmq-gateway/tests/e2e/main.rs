@@ -18,7 +18,8 @@
 //! - one file per scenario: `node_clients`, `redelivery`, `channels`, `delayed`, `authz`,
 //!   `outage` (Redis stopped and restarted mid-stream, on a `wsmq_testkit::RedisServer` of its
 //!   own with AOF on), `crash` (kill -9 of a node mid-stream), `history` (kill -9 of a
-//!   channel subscriber's node, recovery with `since` on the other),
+//!   channel subscriber's node, recovery with `since` on the other), `sse` (kill -9 of the
+//!   node holding an SSE stream whose acks went through the other node),
 //!   `nodes` (`wsmq-cli nodes` against live nodes).
 
 mod authz;
@@ -32,6 +33,7 @@ mod node_clients;
 mod nodes;
 mod outage;
 mod redelivery;
+mod sse;
 mod store;
 mod ws;
 

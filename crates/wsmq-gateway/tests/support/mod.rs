@@ -25,6 +25,7 @@ macro_rules! on_both_engines {
 
 pub mod process;
 pub mod proxy;
+pub mod sse;
 
 use std::{
     net::SocketAddr,
@@ -80,6 +81,8 @@ pub struct TestGateway {
 pub struct Builder {
     config: Config,
     redis: Option<String>,
+    /// The rsmq namespace, when it is to be another gateway's rather than one of its own.
+    ns: Option<String>,
     amqp: Option<wsmq_gateway::engine::amqp::AmqpOptions>,
 }
 
@@ -88,6 +91,7 @@ impl TestGateway {
         Builder {
             config: Config::for_tests(SECRET),
             redis: None,
+            ns: None,
             amqp: None,
         }
     }
@@ -218,6 +222,13 @@ impl Builder {
         self
     }
 
+    /// Shares the rsmq namespace `ns` (another gateway's [`TestGateway::ns`]), as a second
+    /// node of the same deployment does.
+    pub fn ns(mut self, ns: &str) -> Builder {
+        self.ns = Some(ns.to_owned());
+        self
+    }
+
     /// Uses the Redis engine at `url` (say, through a proxy), in a namespace of its own.
     pub fn redis_url(mut self, url: String) -> Builder {
         self.redis = Some(url);
@@ -240,7 +251,7 @@ impl Builder {
             let _ = rx.await;
         };
         let mut config = self.config;
-        let ns = format!("t{}", unique());
+        let ns = self.ns.unwrap_or_else(|| format!("t{}", unique()));
         let redis_url = self.redis.clone();
         let amqp = self.amqp.clone();
         if let Some(options) = self.amqp {
