@@ -58,6 +58,9 @@ pub enum Target {
     WsmqLegacy,
     /// Nchan: websocket subscriber at `/sub/<channel>`, HTTP publisher at `/pub/<channel>`.
     Nchan,
+    /// wsmq over Server-Sent Events: `GET /sse?queue=<queue>` with the JWT in
+    /// `Authorization: Bearer` (as wsmq.js sends it), acks over `POST /api/ack`.
+    WsmqSse,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +99,11 @@ pub struct QueueArgs {
     /// load processes together. This process waits for its own clients' share.
     #[arg(long, value_name = "N")]
     pub external: Option<usize>,
+    /// SSE clients (`--target wsmq-sse`): keep-alive HTTP/1.1 connections per client for
+    /// `POST /api/ack`, each carrying one request at a time (a browser's `fetch` spreads
+    /// requests over up to 6 connections per host, the stream taking one).
+    #[arg(long, default_value_t = 4)]
+    pub ack_connections: usize,
 }
 
 #[derive(Debug, Args)]

@@ -44,10 +44,14 @@ pub(crate) async fn run(
     args: &FanoutArgs,
     deadline: Instant,
 ) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        common.target != Target::WsmqSse,
+        "the fan-out scenario has WebSocket subscribers only"
+    );
     let sink = if args.publish {
         Some(match common.target {
             Target::Nchan => ChannelSink::Nchan(common.server, args.channel.clone()),
-            Target::Wsmq | Target::Legacy | Target::WsmqLegacy => {
+            Target::Wsmq | Target::Legacy | Target::WsmqLegacy | Target::WsmqSse => {
                 let url = args
                     .redis_url
                     .as_deref()
@@ -141,7 +145,7 @@ async fn subscriber(mut ws: Ws, target: Target, shared: Arc<Shared>, stop: Cance
         let now = unix_micros();
         let body = match target {
             Target::Nchan => Some(Cow::Borrowed(text.as_str())),
-            Target::Wsmq | Target::Legacy | Target::WsmqLegacy => {
+            Target::Wsmq | Target::Legacy | Target::WsmqLegacy | Target::WsmqSse => {
                 serde_json::from_str::<Frame<'_>>(&text)
                     .ok()
                     .filter(|frame| frame.op.as_deref() == Some("message"))

@@ -1,5 +1,6 @@
-//! A load generator for WebSocket message gateways: wsmq (v1 or legacy dialect), the Node
-//! design it replaces (legacy dialect) and Nchan, driven by `cargo xtask bench`.
+//! A load generator for WebSocket message gateways: wsmq (v1 or legacy dialect, or its
+//! Server-Sent Events with HTTP acks), the Node design it replaces (legacy dialect) and
+//! Nchan, driven by `cargo xtask bench`.
 //!
 //! One process holds up to a few thousand client sockets (a process here may not open
 //! more than 20,000 files, so xtask starts several for large counts). Each process
@@ -20,11 +21,12 @@
 //! - `cli`: the command line.
 //! - `clock`: Unix time in µs and s, read by the sockets and the measurements alike.
 //! - `net`: client sockets over several loopback source addresses, and the handshakes.
+//! - `sse`: wsmq's SSE streams, their events, and acks over `POST /api/ack`.
 //! - `stats`: histograms, duplicate detection and the result line.
 //! - `publish`: publishers: rsmq queues (batched sends with realtime notification), Redis
 //!   channels, Nchan over HTTP; paced or at full speed.
-//! - `queue`: N consumers of a queue each, acking over v1 or deleted on send (legacy);
-//!   this process publishes, or another does (`--external`).
+//! - `queue`: N consumers of a queue each, acking over v1 or `POST /api/ack` (SSE), or
+//!   deleted on send (legacy); this process publishes, or another does (`--external`).
 //! - `fanout`: N subscribers of one channel.
 //! - `sessions`: N idle subscribed sessions, held until told to stop.
 
@@ -35,6 +37,7 @@ mod net;
 mod publish;
 mod queue;
 mod sessions;
+mod sse;
 mod stats;
 
 use std::{io::Write as _, time::Duration};

@@ -1,10 +1,12 @@
-//! Client sockets and handshakes.
+//! Client sockets and WebSocket handshakes, and the connecting of a process's clients
+//! (WebSocket or SSE) with bounded concurrency.
 //!
 //! Each socket is bound to `127.0.0.(2 + index % sources):0` before it connects: one
 //! source address has about 28,000 ephemeral ports, fewer than a big run needs once
 //! closed sockets linger in TIME_WAIT.
 
 use std::{
+    future::Future,
     net::{Ipv4Addr, SocketAddr},
     time::Duration,
 };
@@ -27,7 +29,7 @@ use crate::{
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// How long one handshake (connect, upgrade, welcome, subscribe) may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long legacy clients wait, once all are connected, before reporting ready.
 const LEGACY_SETTLE: Duration = Duration::from_millis(250);
@@ -54,12 +56,7 @@ pub(crate) async fn connect(common: &Common, index: usize, what: &Subscribe) -> 
 }
 
 async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyhow::Result<Ws> {
-    let sources = usize::from(common.sources.max(1));
-    let source = Ipv4Addr::new(127, 0, 0, 2 + (index % sources) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source.into(), 0))?;
-    let stream = socket.connect(common.server).await?;
-    stream.set_nodelay(true)?;
+    let stream = dial(source(common, index), common.server).await?;
     let server = common.server;
     let path = match (common.target, what) {
         (Target::Wsmq, _) => "/ws".to_owned(),
@@ -67,22 +64,13 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
         (Target::Nchan, Subscribe::Channel(name) | Subscribe::Queue(name)) => {
             format!("/sub/{name}")
         }
+        (Target::WsmqSse, _) => anyhow::bail!("SSE clients open streams, not WebSockets"),
     };
     let mut request = format!("ws://{server}{path}").into_client_request()?;
     if let Target::Wsmq | Target::WsmqLegacy = common.target {
-        let user = match what {
-            Subscribe::Queue(queue) => queue.clone(),
-            Subscribe::Channel(_) => format!("{}{index}", common.prefix),
-        };
-        let mut claims = Claims::new(user, unix_secs() + 24 * 3600);
-        if let Subscribe::Channel(_) = what {
-            claims.wsmq = Some(Grants {
-                subscribe: vec!["*".to_owned()],
-                ..Grants::default()
-            });
-        }
-        let token = issue_hs256(&claims, common.jwt_secret.as_bytes());
-        request.headers_mut().insert("x-token", token.parse()?);
+        request
+            .headers_mut()
+            .insert("x-token", token(common, index, what).parse()?);
     }
     if common.target == Target::Wsmq {
         request
@@ -117,9 +105,41 @@ async fn connect_inner(common: &Common, index: usize, what: &Subscribe) -> anyho
             ws.send(Message::text(format!("/subscribe/{queue}")))
                 .await?;
         }
-        (Target::Nchan, _) => {}
+        (Target::Nchan | Target::WsmqSse, _) => {}
     }
     Ok(ws)
+}
+
+/// The source address of client `index`: `127.0.0.(2 + index % sources)`.
+pub(crate) fn source(common: &Common, index: usize) -> Ipv4Addr {
+    let sources = usize::from(common.sources.max(1));
+    Ipv4Addr::new(127, 0, 0, 2 + (index % sources) as u8)
+}
+
+/// A TCP connection from `source` (any port) to `server`, without Nagle's delay.
+pub(crate) async fn dial(source: Ipv4Addr, server: SocketAddr) -> anyhow::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source.into(), 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A fresh HS256 JWT for client `index` (wsmq): its user is its queue's name (the gateway's
+/// default own queue), or for channels `<prefix><index>` with a grant to subscribe to any.
+pub(crate) fn token(common: &Common, index: usize, what: &Subscribe) -> String {
+    let user = match what {
+        Subscribe::Queue(queue) => queue.clone(),
+        Subscribe::Channel(_) => format!("{}{index}", common.prefix),
+    };
+    let mut claims = Claims::new(user, unix_secs() + 24 * 3600);
+    if let Subscribe::Channel(_) = what {
+        claims.wsmq = Some(Grants {
+            subscribe: vec!["*".to_owned()],
+            ..Grants::default()
+        });
+    }
+    issue_hs256(&claims, common.jwt_secret.as_bytes())
 }
 
 /// Reads frames until one with `op`, failing on an `error` frame or the end.
@@ -138,9 +158,9 @@ async fn expect_op(ws: &mut Ws, op: &str) -> anyhow::Result<()> {
 }
 
 /// What connecting a process's clients took.
-pub(crate) struct Connected {
-    /// The sockets, with their client index.
-    pub(crate) sockets: Vec<(usize, Ws)>,
+pub(crate) struct Connected<T = Ws> {
+    /// The sockets (or SSE clients), with their client index.
+    pub(crate) sockets: Vec<(usize, T)>,
     /// Clients that could not connect, and the first reason.
     pub(crate) failures: usize,
     pub(crate) first_error: Option<String>,
@@ -150,17 +170,32 @@ pub(crate) struct Connected {
     pub(crate) handshakes: crate::stats::Micros,
 }
 
-/// Connects and subscribes every client of `common`, `connect_concurrency` at a time.
+/// Connects and subscribes every WebSocket client of `common`, `connect_concurrency` at a
+/// time.
 pub(crate) async fn connect_all(common: &Common, what: impl Fn(usize) -> Subscribe) -> Connected {
+    connect_all_with(common, |index| {
+        let what = what(index);
+        async move { connect(common, index, &what).await }
+    })
+    .await
+}
+
+/// Runs `connect` for every client index of `common`, `connect_concurrency` at a time, and
+/// times each: the WebSocket handshakes of [`connect_all`], or SSE streams.
+pub(crate) async fn connect_all_with<T, F, Fut>(common: &Common, connect: F) -> Connected<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
     let start = std::time::Instant::now();
     let handshakes = crate::stats::Micros::new();
+    let connect = &connect;
     let results: Vec<_> = futures_util::stream::iter(common.first..common.first + common.clients)
         .map(|index| {
-            let what = what(index);
             let handshakes = &handshakes;
             async move {
                 let began = std::time::Instant::now();
-                let result = connect(common, index, &what).await;
+                let result = connect(index).await;
                 if result.is_ok() {
                     handshakes.record(began.elapsed().as_micros() as u64);
                 }
@@ -198,7 +233,7 @@ pub(crate) async fn connect_all(common: &Common, what: impl Fn(usize) -> Subscri
     connected
 }
 
-impl Connected {
+impl<T> Connected<T> {
     /// The `ready` line's fields.
     pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -1,6 +1,7 @@
 //! Queue delivery: every client consumes its own queue, this process publishes to them.
 //!
-//! Over v1 each message is acked as soon as it arrives (the gateway deletes it then);
+//! Over v1 each message is acked as soon as it arrives (the gateway deletes it then); over
+//! SSE each is acked by a `POST /api/ack` on one of the client's keep-alive connections;
 //! over the legacy dialect the server deletes it once sent. A message counts once per
 //! sequence number: a second arrival is a duplicate, a missing one at the end is lost.
 //!
@@ -22,7 +23,7 @@ use crate::{
     clock::unix_micros,
     emit,
     net::{self, Subscribe, Ws},
-    publish,
+    publish, sse,
     stats::{Counts, Frame, Micros, own_cpu_seconds, parse_body},
     wait_for_driver,
 };
@@ -58,25 +59,45 @@ pub(crate) async fn run(
         missing: AtomicU64::new(expected),
         done: CancellationToken::new(),
     });
-    let connected = net::connect_all(common, |i| {
-        Subscribe::Queue(format!("{}{i}", common.prefix))
-    })
-    .await;
-    let ready = connected.json();
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut queues = Vec::new();
-    for (index, ws) in connected.sockets {
-        let queue = format!("{}{index}", common.prefix);
-        queues.push(queue.clone());
-        tasks.push(tokio::spawn(consume(
-            ws,
-            common.target,
-            queue,
-            shared.clone(),
-            stop.clone(),
-        )));
-    }
+    let ready = if common.target == Target::WsmqSse {
+        let connected = net::connect_all_with(common, |i| {
+            let queue = format!("{}{i}", common.prefix);
+            async move { sse::connect(common, i, &queue, args.ack_connections.max(1)).await }
+        })
+        .await;
+        let ready = connected.json();
+        for (index, client) in connected.sockets {
+            let queue = format!("{}{index}", common.prefix);
+            queues.push(queue);
+            tasks.push(tokio::spawn(consume_sse(
+                client,
+                shared.clone(),
+                stop.clone(),
+            )));
+        }
+        ready
+    } else {
+        let connected = net::connect_all(common, |i| {
+            Subscribe::Queue(format!("{}{i}", common.prefix))
+        })
+        .await;
+        let ready = connected.json();
+        for (index, ws) in connected.sockets {
+            let queue = format!("{}{index}", common.prefix);
+            queues.push(queue.clone());
+            tasks.push(tokio::spawn(consume(
+                ws,
+                common.target,
+                queue,
+                shared.clone(),
+                stop.clone(),
+            )));
+        }
+        ready
+    };
     emit(&ready)?;
     wait_for_driver().await;
 
@@ -143,9 +164,10 @@ async fn consume(
         };
         match next {
             Some(Ok(Message::Text(text))) => {
-                let Some(ack) = shared.handle(target, &queue, &text) else {
+                let Some(id) = shared.handle(target, &text) else {
                     continue;
                 };
+                let ack = format!(r#"{{"op":"ack","queue":"{queue}","id":"{id}"}}"#);
                 if ws.send(Message::text(ack)).await.is_err() {
                     shared.counts.closed.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -161,9 +183,42 @@ async fn consume(
     net::close(ws).await;
 }
 
+/// Reads one SSE client's events until told to stop or the stream ends, acking each
+/// delivery over `POST /api/ack` (several in flight, one per free connection).
+async fn consume_sse(client: sse::Client, shared: Arc<Shared>, stop: CancellationToken) {
+    let sse::Client {
+        mut stream,
+        mut acker,
+    } = client;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            applied = acker.next() => {
+                let counter = if applied { &shared.counts.replies } else { &shared.counts.failed_acks };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            event = stream.next() => match event {
+                // A delivery: an event of the default type whose data is the v1 frame.
+                Some(event) if event.event.is_empty() => {
+                    if let Some(id) = shared.handle(Target::WsmqSse, &event.data) {
+                        acker.push(id);
+                    }
+                }
+                Some(_) => {
+                    shared.counts.other.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    shared.counts.closed.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            },
+        }
+    }
+}
+
 impl Shared {
-    /// Counts a frame; returns the ack to send, if any.
-    fn handle(&self, target: Target, queue: &str, text: &str) -> Option<String> {
+    /// Counts a frame; returns the id of the message to ack, if the target acks.
+    fn handle(&self, target: Target, text: &str) -> Option<String> {
         let now = unix_micros();
         let frame: Frame<'_> = match serde_json::from_str(text) {
             Ok(frame) => frame,
@@ -177,7 +232,7 @@ impl Shared {
             return None;
         }
         let is_message = match target {
-            Target::Wsmq => frame.op.as_deref() == Some("message"),
+            Target::Wsmq | Target::WsmqSse => frame.op.as_deref() == Some("message"),
             Target::Legacy | Target::WsmqLegacy | Target::Nchan => frame.op.is_none(),
         };
         let (true, Some(body)) = (is_message, frame.message.as_deref()) else {
@@ -202,7 +257,7 @@ impl Shared {
             }
         }
         let id = frame.id?;
-        (target == Target::Wsmq).then(|| format!(r#"{{"op":"ack","queue":"{queue}","id":"{id}"}}"#))
+        matches!(target, Target::Wsmq | Target::WsmqSse).then(|| id.into_owned())
     }
 }
 

@@ -60,8 +60,11 @@ pub(crate) struct Counts {
     pub(crate) duplicates: AtomicU64,
     /// Frames that were not ours: error frames, bodies without a timestamp.
     pub(crate) other: AtomicU64,
-    /// `ok` and `pong` replies (wsmq answers every ack with an `ok`).
+    /// `ok` and `pong` replies (wsmq answers every ack with an `ok`), and acks over
+    /// `POST /api/ack` answered 200.
     pub(crate) replies: AtomicU64,
+    /// Acks over `POST /api/ack` not applied: another status, or no answer.
+    pub(crate) failed_acks: AtomicU64,
     /// Sockets closed by the server during the run.
     pub(crate) closed: AtomicU64,
     /// Unix µs of the first publish.
@@ -100,6 +103,7 @@ impl Counts {
             "duplicates": get(&self.duplicates),
             "other": get(&self.other),
             "replies": get(&self.replies),
+            "failed_acks": get(&self.failed_acks),
             "closed": get(&self.closed),
             "first_send_us": get(&self.first_send_us),
             "last_send_us": get(&self.last_send_us),

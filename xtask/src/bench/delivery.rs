@@ -1,5 +1,6 @@
 //! `cargo xtask bench delivery`: queue delivery end to end, publish → WebSocket, with
-//! acks, through wsmq (v1) and through the Node design it replaces (legacy dialect).
+//! acks, through wsmq (v1), through wsmq's Server-Sent Events with acks over
+//! `POST /api/ack`, and through the Node design it replaces (legacy dialect).
 //!
 //! Every client consumes a queue of its own; the load processes publish to those queues
 //! with `send_batch` and the rsmq realtime notification, and measure publish → deliver
@@ -26,6 +27,14 @@ const NPM_PACED_1000: &str = "npm rsmq sendMessage, paced 1,000/s";
 
 /// Clients of the npm rsmq run, in either mode (the issue's figure).
 const NPM_CLIENTS: usize = 100;
+
+/// Keep-alive connections per SSE client for its acks, one request in flight on each: a
+/// browser's `fetch` (wsmq.js) gets up to 6 connections per host over HTTP/1.1, the stream
+/// holding one.
+const ACK_CONNECTIONS: usize = 4;
+
+/// Issue 17: SSE with HTTP acks delivers at least this share of v1's full-speed rate.
+const SSE_SHARE: f64 = 0.5;
 
 /// One measured run.
 pub(super) struct Row {
@@ -70,14 +79,14 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
     let plan = if ctx.quick { &QUICK } else { &FULL };
     let mut rows = Vec::new();
     let mut run_no = 0;
-    for system in [System::Wsmq, System::Node] {
+    for system in [System::Wsmq, System::WsmqSse, System::Node] {
         let server = match system {
-            System::Wsmq | System::WsmqLegacy => Service::gateway(ctx.redis)?,
+            System::Wsmq | System::WsmqLegacy | System::WsmqSse => Service::gateway(ctx.redis)?,
             System::Node => Service::node(ctx.redis)?,
         };
         for &clients in plan.clients {
             let full_messages = match system {
-                System::Wsmq | System::WsmqLegacy => plan.messages,
+                System::Wsmq | System::WsmqLegacy | System::WsmqSse => plan.messages,
                 System::Node => plan.node_messages,
             };
             let mut measure = |mode: String, messages: u64, rate: f64| {
@@ -130,7 +139,7 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
         .collect();
     let chart = ctx.write_chart("delivery", "Queue delivery: publish → deliver", &chart_rows)?;
     Ok(Section {
-        title: "Queue delivery: publish → WebSocket, with acks".to_owned(),
+        title: "Queue delivery: publish → WebSocket or SSE, with acks".to_owned(),
         body: report(&rows, plan, &chart),
     })
 }
@@ -140,6 +149,9 @@ enum System {
     Wsmq,
     /// wsmq's gateway, its clients speaking the legacy dialect (no acks: deleted on send).
     WsmqLegacy,
+    /// wsmq's gateway, its clients reading `GET /sse` streams and acking each message with
+    /// `POST /api/ack`.
+    WsmqSse,
     Node,
 }
 
@@ -148,6 +160,7 @@ impl System {
         match self {
             System::Wsmq => "wsmq v1",
             System::WsmqLegacy => "wsmq legacy",
+            System::WsmqSse => "wsmq SSE",
             System::Node => "Node ws + rsmq-worker",
         }
     }
@@ -157,6 +170,7 @@ impl System {
         match self {
             System::Wsmq => "wsmq",
             System::WsmqLegacy => "wsmq-legacy",
+            System::WsmqSse => "wsmq-sse",
             System::Node => "legacy",
         }
     }
@@ -230,6 +244,9 @@ fn measure(
                 "--redis-url".to_owned(),
                 ctx.redis.url(),
             ]);
+            if system == System::WsmqSse {
+                args.extend(["--ack-connections".to_owned(), ACK_CONNECTIONS.to_string()]);
+            }
             if publish.npm {
                 // Numbered across all queues by the one publisher: each process is told the
                 // total and the client count so that it can work out its share.
@@ -347,6 +364,17 @@ fn targets(rows: &[Row]) -> String {
             });
         }
     }
+    for sse in rows
+        .iter()
+        .filter(|r| r.system == System::WsmqSse.name() && r.mode == FULL_SPEED)
+    {
+        let v1 = rows.iter().find(|r| {
+            r.system == System::Wsmq.name() && r.mode == FULL_SPEED && r.clients == sse.clients
+        });
+        if let Some(v1) = v1 {
+            targets.push(sse_target(v1, sse));
+        }
+    }
     for row in rows.iter().filter(|r| r.mode == NPM_PACED_1000) {
         let m = &row.merged;
         targets.push(Target {
@@ -366,6 +394,26 @@ fn targets(rows: &[Row]) -> String {
         });
     }
     targets_table(&targets)
+}
+
+/// SSE with HTTP acks at full speed delivers ≥ [`SSE_SHARE`] of v1's rate with as many
+/// clients, both from this run.
+fn sse_target(v1: &Row, sse: &Row) -> Target {
+    let (v1_rate, sse_rate) = (v1.merged.rate(), sse.merged.rate());
+    Target {
+        target: format!(
+            "{} clients, full speed: SSE delivered msgs/s ≥ {:.0}% of v1's",
+            thousands(sse.clients as f64),
+            SSE_SHARE * 100.0
+        ),
+        measured: format!(
+            "{} vs {} msgs/s ({:.0}%)",
+            thousands(sse_rate),
+            thousands(v1_rate),
+            100.0 * sse_rate / v1_rate.max(1e-9)
+        ),
+        met: sse_rate >= SSE_SHARE * v1_rate,
+    }
 }
 
 fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
@@ -402,6 +450,14 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
             thousands(stray)
         ));
     }
+    let failed_acks: f64 = rows.iter().map(|r| r.merged.failed_acks).sum();
+    if failed_acks > 0.0 {
+        text.push_str(&format!(
+            "\n{} acks over `POST /api/ack` were not applied (a status other than 200, or \
+             no answer).\n",
+            thousands(failed_acks)
+        ));
+    }
     text.push_str(&format!(
         "\n{chart}\n\n### Method\n\n\
          One gateway (`wsmq-gateway serve`, Redis engine, default window 64) or one Node \
@@ -418,6 +474,15 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
          (same machine, same clock). Lost = sent − distinct delivered at the end of the \
          run; duplicates = deliveries of a message already delivered. CPU is utime + \
          stime from `/proc/<pid>/stat` over the run, as % of one core.\n\n\
+         The SSE rows: a fresh gateway; each client opens `GET /sse?queue=<queue>` over \
+         HTTP/1.1 (hyper's client) with its JWT in `Authorization: Bearer`, as wsmq.js's SSE \
+         fallback does, and acks every message on arrival with `POST /api/ack` \
+         (`{{\"queue\":…,\"id\":…}}`, the same token) over {ack} keep-alive HTTP/1.1 connections \
+         of its own, one request in flight on each (a browser's `fetch` gets up to 6 \
+         connections per host, the stream holding one); an ack is answered once the gateway \
+         has applied it. Publishing and counting are as above. Target: at full speed SSE \
+         delivers at least {share:.0}% of the msgs/s of the v1 row with as many clients in \
+         the same run.\n\n\
          The npm rsmq run: a fresh gateway, {npm_clients} clients of the legacy dialect (JWT \
          in `x-token`, `/subscribe/<queue>` on `/`; the gateway deletes each message once \
          written, so no acks), fed by `bench/node/rsmq-publisher.js`: npm rsmq 0.12.4 with \
@@ -431,8 +496,62 @@ fn report(rows: &[Row], plan: &Plan, chart: &str) -> String {
         plan.paced_seconds,
         plan.paced_seconds,
         npm_clients = NPM_CLIENTS,
+        ack = ACK_CONNECTIONS,
+        share = SSE_SHARE * 100.0,
         per = thousands(load::CLIENTS_PER_PROCESS as f64),
         min = load::MIN_PROCESSES,
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{FULL_SPEED, Merged, Row, System, targets};
+
+    /// A full-speed row that delivered `rate` msgs/s for one second.
+    fn row(system: System, clients: usize, rate: u64) -> Row {
+        let result = json!({
+            "sent": rate,
+            "unique": rate,
+            "first_send_us": 1_000_000,
+            "last_send_us": 1_500_000,
+            "last_recv_us": 2_000_000,
+        });
+        Row {
+            system: system.name(),
+            clients,
+            mode: FULL_SPEED.to_owned(),
+            merged: Merged::of(&[], &[result]).unwrap(),
+            server_cpu: 0.0,
+            redis_cpu: 0.0,
+            load_cpu: 0.0,
+        }
+    }
+
+    #[test]
+    fn sse_is_judged_against_v1_with_as_many_clients() {
+        let rows = [
+            row(System::Wsmq, 100, 80_000),
+            row(System::Wsmq, 1_000, 90_000),
+            row(System::WsmqSse, 100, 40_000),
+            row(System::WsmqSse, 1_000, 44_000),
+        ];
+        let text = targets(&rows);
+        assert!(
+            text.contains(
+                "| 100 clients, full speed: SSE delivered msgs/s ≥ 50% of v1's \
+                 | 40,000 vs 80,000 msgs/s (50%) | met |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 1,000 clients, full speed: SSE delivered msgs/s ≥ 50% of v1's \
+                 | 44,000 vs 90,000 msgs/s (49%) | **not met** |"
+            ),
+            "{text}"
+        );
+    }
 }

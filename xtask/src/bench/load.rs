@@ -190,6 +190,8 @@ pub(crate) struct Merged {
     pub(crate) unique: f64,
     pub(crate) duplicates: f64,
     pub(crate) other: f64,
+    /// SSE acks (`POST /api/ack`) the gateway did not apply.
+    pub(crate) failed_acks: f64,
     pub(crate) closed: f64,
     pub(crate) first_send_us: f64,
     pub(crate) last_send_us: f64,
@@ -223,6 +225,7 @@ impl Merged {
             unique: sum(results, "unique"),
             duplicates: sum(results, "duplicates"),
             other: sum(results, "other"),
+            failed_acks: sum(results, "failed_acks"),
             closed: sum(results, "closed"),
             first_send_us: nonzero("first_send_us").fold(f64::INFINITY, f64::min),
             last_send_us: nonzero("last_send_us").fold(0.0, f64::max),

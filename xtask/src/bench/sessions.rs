@@ -1,8 +1,9 @@
 //! `cargo xtask bench sessions`: idle authenticated sessions, each subscribed to a queue
 //! of its own: how fast they connect and what each costs the server (RSS from `/proc`)
-//! and Redis (`INFO memory` used_memory), for wsmq in both dialects (v1 and legacy),
-//! Nchan (a channel per session) and the Node design (a queue, hence an `rsmq-worker` and
-//! its Redis connection, per session).
+//! and Redis (`INFO memory` used_memory), for wsmq in both dialects (v1 and legacy) and
+//! over Server-Sent Events (a `GET /sse` stream per session), Nchan (a channel per session)
+//! and the Node design (a queue, hence an `rsmq-worker` and its Redis connection, per
+//! session).
 //!
 //! Each system and size gets a fresh server, so the RSS delta is the sessions' alone.
 
@@ -19,6 +20,7 @@ use super::{
 
 const WSMQ: &str = "wsmq v1";
 const WSMQ_LEGACY: &str = "wsmq legacy";
+const WSMQ_SSE: &str = "wsmq SSE";
 
 /// The issue's bound on gateway RSS per idle subscribed session, KiB, in either dialect.
 const TARGET_KIB: f64 = 7.0;
@@ -60,6 +62,8 @@ const SETTLE: Duration = Duration::from_secs(2);
 enum System {
     Wsmq,
     WsmqLegacy,
+    /// wsmq's `GET /sse` streams, one per session.
+    WsmqSse,
     Nchan,
     Node,
 }
@@ -71,6 +75,7 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
     for system in [
         System::Wsmq,
         System::WsmqLegacy,
+        System::WsmqSse,
         System::Nchan,
         System::Node,
     ] {
@@ -81,13 +86,14 @@ pub(super) fn run(ctx: &Context<'_>) -> anyhow::Result<Section> {
         for &sessions in sizes {
             run_no += 1;
             let server = match system {
-                System::Wsmq | System::WsmqLegacy => Service::gateway(ctx.redis)?,
+                System::Wsmq | System::WsmqLegacy | System::WsmqSse => Service::gateway(ctx.redis)?,
                 System::Nchan => Service::nchan()?,
                 System::Node => Service::node(ctx.redis)?,
             };
             let (name, target) = match system {
                 System::Wsmq => (WSMQ, "wsmq"),
                 System::WsmqLegacy => (WSMQ_LEGACY, "wsmq-legacy"),
+                System::WsmqSse => (WSMQ_SSE, "wsmq-sse"),
                 System::Nchan => ("Nchan", "nchan"),
                 System::Node => ("Node ws + rsmq-worker", "legacy"),
             };
@@ -152,7 +158,8 @@ impl Row {
 }
 
 /// The issue's session targets, for each wsmq size: RSS per idle subscribed session in
-/// each dialect (asked at 19,000) and handshakes/s over v1.
+/// each dialect (asked at 19,000), handshakes/s over v1, and an SSE stream costing no more
+/// than a v1 WebSocket (issue 17, asked at 19,000).
 fn targets(rows: &[Row]) -> String {
     let mut targets = Vec::new();
     for row in rows.iter().filter(|r| r.system == WSMQ) {
@@ -160,6 +167,9 @@ fn targets(rows: &[Row]) -> String {
         let legacy = rows
             .iter()
             .find(|r| r.system == WSMQ_LEGACY && r.sessions == row.sessions);
+        let sse = rows
+            .iter()
+            .find(|r| r.system == WSMQ_SSE && r.sessions == row.sessions);
         for (dialect, row) in [("v1", Some(row)), ("legacy", legacy)] {
             let Some(row) = row else { continue };
             targets.push(Target {
@@ -179,28 +189,58 @@ fn targets(rows: &[Row]) -> String {
             measured: format!("{}/s", thousands(row.handshake_rate())),
             met: row.handshake_rate() >= 5_000.0,
         });
+        if let Some(sse) = sse {
+            targets.push(sse_target(row, sse));
+        }
     }
     targets_table(&targets)
 }
 
-/// Gateway RSS per idle subscribed session, v1 beside legacy, at each size.
+/// SSE ≤ the WebSocket's (v1) gateway RSS per idle session, both from this run; every
+/// stream must have opened.
+fn sse_target(v1: &Row, sse: &Row) -> Target {
+    Target {
+        target: format!(
+            "{} sessions, SSE: ≤ v1's KiB gateway RSS per idle subscribed session",
+            thousands(sse.sessions as f64)
+        ),
+        measured: format!(
+            "{:.1} KiB (v1 {:.1} KiB)",
+            sse.rss_per_session(),
+            v1.rss_per_session()
+        ),
+        met: sse.rss_per_session() <= v1.rss_per_session()
+            && sse.merged.connected == sse.sessions as f64,
+    }
+}
+
+/// Gateway RSS per idle subscribed session, v1 beside legacy and SSE, at each size (a
+/// system not run at that size shows as –).
 fn dialects(rows: &[Row]) -> String {
     let mut text = "### wsmq by dialect\n\n| sessions | v1 KiB/session | legacy KiB/session \
-                    | legacy − v1 |\n|--:|--:|--:|--:|\n"
+                    | SSE KiB/session | legacy − v1 | SSE − v1 |\n|--:|--:|--:|--:|--:|--:|\n"
         .to_owned();
     for v1 in rows.iter().filter(|r| r.system == WSMQ) {
-        let Some(legacy) = rows
-            .iter()
-            .find(|r| r.system == WSMQ_LEGACY && r.sessions == v1.sessions)
-        else {
-            continue;
+        let other = |system: &str| {
+            rows.iter()
+                .find(|r| r.system == system && r.sessions == v1.sessions)
+                .map(Row::rss_per_session)
+        };
+        let (legacy, sse) = (other(WSMQ_LEGACY), other(WSMQ_SSE));
+        let kib = |value: Option<f64>| value.map_or("–".to_owned(), |v| format!("{v:.1}"));
+        let delta = |value: Option<f64>| {
+            value.map_or("–".to_owned(), |v| {
+                format!("{:+.1}", v - v1.rss_per_session())
+            })
         };
         text.push_str(&format!(
-            "| {} | {:.1} | {:.1} | {:+.1} |\n",
+            "| {} | {:.1} | {} | {} | {} | {} |\n",
             thousands(v1.sessions as f64),
             v1.rss_per_session(),
-            legacy.rss_per_session(),
-            legacy.rss_per_session() - v1.rss_per_session(),
+            kib(legacy),
+            kib(sse),
+            delta(legacy),
+            delta(sse),
         ));
     }
     text.push('\n');
@@ -240,16 +280,82 @@ fn report(rows: &[Row]) -> String {
          and subscribe to their own queue over v1, each confirmed by its `ok`; wsmq legacy \
          sessions present the same token in `x-token` on `/` without subprotocol and send \
          `/subscribe/<queue>`, which the dialect does not confirm (so their handshake ends \
-         when it is sent); Nchan \
+         when it is sent); wsmq SSE sessions open `GET /sse?queue=<queue>` over HTTP/1.1 \
+         (hyper's client) with the same token in `Authorization: Bearer`, as wsmq.js's SSE \
+         fallback sends it, and hold the stream, reading its keep-alive comments (their \
+         handshake ends at the 200 response, which the gateway sends once the queue is \
+         subscribed; an idle stream has nothing to ack, so they open no ack connections); Nchan \
          sessions open a websocket subscriber on a channel of their own; Node sessions \
          send `/subscribe/<queue>`, which starts an `rsmq-worker` with its own Redis \
          connection. Handshakes/s = sessions / time to open all of them (connect, \
          upgrade, token check, subscription). After {} s idle, RSS per session = (VmRSS of \
          the server and its child processes with the sessions − before) / sessions; Redis \
-         bytes per session from the `used_memory` delta.\n",
+         bytes per session from the `used_memory` delta. The SSE target compares the SSE \
+         and v1 rows of this run at the same size, each against a fresh gateway.\n",
         load::MIN_PROCESSES,
         thousands(load::CLIENTS_PER_PROCESS as f64),
         SETTLE.as_secs(),
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{Merged, Row, WSMQ, WSMQ_LEGACY, WSMQ_SSE, dialects, targets};
+
+    /// A row of `sessions` connected sessions whose gateway grew by `kib` KiB each.
+    fn row(system: &'static str, sessions: usize, kib: f64) -> Row {
+        let ready = json!({"connected": sessions, "connect_seconds": 1.0});
+        Row {
+            system,
+            sessions,
+            merged: Merged::of(&[ready], &[]).unwrap(),
+            rss_before: 10_000,
+            rss_after: 10_000 + (kib * sessions as f64) as u64,
+            redis_delta: 0.0,
+        }
+    }
+
+    #[test]
+    fn sse_is_judged_against_v1_of_the_same_size() {
+        let rows = [
+            row(WSMQ, 2_000, 6.0),
+            row(WSMQ, 19_000, 6.0),
+            row(WSMQ_SSE, 2_000, 5.5),
+            row(WSMQ_SSE, 19_000, 6.5),
+        ];
+        let text = targets(&rows);
+        assert!(
+            text.contains(
+                "| 2,000 sessions, SSE: ≤ v1's KiB gateway RSS per idle subscribed session \
+                 | 5.5 KiB (v1 6.0 KiB) | met |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| 19,000 sessions, SSE: ≤ v1's KiB gateway RSS per idle subscribed session \
+                 | 6.5 KiB (v1 6.0 KiB) | **not met** |"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dialect_table_shows_what_ran() {
+        let rows = [
+            row(WSMQ, 500, 6.0),
+            row(WSMQ_LEGACY, 500, 7.0),
+            row(WSMQ_SSE, 500, 9.0),
+            row(WSMQ, 2_000, 6.0),
+        ];
+        let text = dialects(&rows);
+        assert!(
+            text.contains("| 500 | 6.0 | 7.0 | 9.0 | +1.0 | +3.0 |"),
+            "{text}"
+        );
+        assert!(text.contains("| 2,000 | 6.0 | – | – | – | – |"), "{text}");
+    }
 }
