@@ -733,20 +733,7 @@ impl AmqpEngine {
         if self.known.lock().expect("known poisoned").contains(queue) {
             return Ok(());
         }
-        let name = self.queue_name(queue);
-        self.with_ops(link, |ops| {
-            async move {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                };
-                ops.queue_declare(name, passive, FieldTable::default())
-                    .await
-                    .map(drop)
-            }
-            .boxed()
-        })
-        .await?;
+        self.passive_declare(link, &self.queue_name(queue)).await?;
         self.known
             .lock()
             .expect("known poisoned")
@@ -754,8 +741,6 @@ impl AmqpEngine {
         Ok(())
     }
 
-    /// Runs `op` on the ops channel, one at a time; a channel error closes that channel, so
-    /// it is replaced before the next op.
     /// Declares the durable queue `name` with `arguments` on the link's operations channel.
     async fn declare_durable(
         &self,
@@ -777,6 +762,8 @@ impl AmqpEngine {
         .await
     }
 
+    /// Runs `op` on the ops channel, one at a time; a channel error closes that channel, so
+    /// it is replaced before the next op.
     async fn with_ops<T>(
         &self,
         link: &Link,
