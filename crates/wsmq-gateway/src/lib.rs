@@ -37,8 +37,10 @@
 //!   and their Redis and in-memory implementations, and the RabbitMQ one (queues, broker,
 //!   cluster state; it refuses history and presence).
 //! - `quota`: the per-user budget of queue creations.
-//! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor.
+//! - [`shutdown`], `metrics`, `mailbox`, `http`, `clock`, [`error`]: the ground floor; `abort`:
+//!   the per-connection abort that resets the socket of a client that does not read.
 
+mod abort;
 mod acks;
 mod auth;
 mod clock;

@@ -5,6 +5,9 @@
 //! the limit is answered `503` with a JSON body (and counted) rather than dropped, so a client
 //! or load balancer sees why. The permit is shared with the WebSocket session an upgrade
 //! starts, so an upgraded connection keeps counting until its session ends.
+//!
+//! Each socket also carries a [`ConnAbort`] (see `crate::abort`), with which a stream or
+//! session that gave up on a client that does not read ends the connection with a RST.
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -20,6 +23,7 @@ use tokio_util::{sync::CancellationToken, task::AbortOnDropHandle};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::{
+    abort::{AbortableStream, ConnAbort},
     error::GatewayError,
     node,
     routes::{self, Port},
@@ -39,6 +43,10 @@ const CLOSE_MARGIN: Duration = Duration::from_secs(3);
 /// queue as a dropped SYN, retried only after a second. tokio's default of 128 overflowed
 /// with 256 clients connecting at once in `cargo xtask bench sessions`.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long a connection whose abort was requested may still take to finish its response
+/// (the client reads again) before it is reset.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// Binds a listener with a backlog sized for reconnection storms.
 ///
@@ -188,6 +196,12 @@ async fn accept_loop(
 }
 
 /// Serves one HTTP/1 connection (and hands an upgraded one to its session).
+///
+/// The socket is an [`AbortableStream`] whose [`ConnAbort`] every request carries in its
+/// extensions: an SSE stream ended as a slow client requests the abort, and the connection
+/// then gets [`ABORT_GRACE`] to finish its response (a client that reads again gets the
+/// stream's last event) before it is dropped with a RST, which frees its permit and the
+/// kernel's buffers at once.
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -196,11 +210,15 @@ async fn serve_connection(
     port: Port,
 ) {
     let _ = stream.set_nodelay(true);
+    let abort = ConnAbort::new();
+    let stream = AbortableStream::new(stream, abort.clone());
     let permit = Arc::new(permit);
     let token = gateway.shutdown.token.clone();
     let service = {
         let gateway = Arc::clone(&gateway);
-        service_fn(move |req| {
+        let abort = abort.clone();
+        service_fn(move |mut req| {
+            req.extensions_mut().insert(abort.clone());
             let gateway = Arc::clone(&gateway);
             let permit = Arc::clone(&permit);
             async move { Ok::<_, Infallible>(routes::handle(req, gateway, peer, permit, port).await) }
@@ -215,12 +233,29 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = token.cancelled() => {
-            // Finish the request in progress, then close; upgraded sockets are no longer ours.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut shutting_down = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            () = token.cancelled(), if !shutting_down => {
+                // Finish the request in progress, then close; upgraded sockets are no longer
+                // ours.
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = abort.requested() => {
+                if !shutting_down {
+                    conn.as_mut().graceful_shutdown();
+                }
+                match tokio::time::timeout(ABORT_GRACE, conn.as_mut()).await {
+                    Ok(result) => break result,
+                    Err(_) => {
+                        info!("connection reset: the client does not read");
+                        abort.reset_on_drop();
+                        return;
+                    }
+                }
+            }
         }
     };
     if let Err(err) = result {

@@ -20,6 +20,7 @@ use tracing::{Instrument, info, info_span};
 use wsmq_proto::{ChannelName, QueueName};
 
 use crate::{
+    abort::ConnAbort,
     error::GatewayError,
     http::{Body, error_response, json_response},
     session::sse::{self, StreamRequest},
@@ -72,10 +73,18 @@ pub(crate) async fn handle(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(sse::parse_last_event_id);
+    let abort = req.extensions().get::<ConnAbort>().cloned();
     let span = info_span!("stream", user = %identity.user);
-    let opened = sse::open(Arc::clone(&gateway), identity, request, epoch, permit)
-        .instrument(span)
-        .await;
+    let opened = sse::open(
+        Arc::clone(&gateway),
+        identity,
+        request,
+        epoch,
+        permit,
+        abort,
+    )
+    .instrument(span)
+    .await;
     match opened {
         Ok(body) => {
             let mut response = Response::new(body);

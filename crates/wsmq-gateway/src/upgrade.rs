@@ -29,6 +29,7 @@ use tokio_tungstenite::{
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::{
+    abort::ConnAbort,
     auth::Identity,
     http::{Body, json_response},
     outbound::Dialect,
@@ -81,6 +82,7 @@ pub(crate) async fn handle(
     } else {
         Dialect::Legacy
     };
+    let abort = req.extensions().get::<ConnAbort>().cloned();
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = socket_config(gateway.config.limits.max_frame);
@@ -104,6 +106,7 @@ pub(crate) async fn handle(
                 identity,
                 dialect,
                 epoch,
+                abort,
             ))
         }
         Err(err) => {

@@ -1,5 +1,6 @@
 //! Limits: connection cap (503), idle timeout, handshake timeout, inbound rate limit
-//! (`rate_limited`, 4029), slow clients (4008, their messages redelivered elsewhere).
+//! (`rate_limited`, 4029), slow clients (4008, their messages redelivered elsewhere, the
+//! connection of one that reads nothing at all reset).
 
 mod support;
 
@@ -93,6 +94,54 @@ async fn a_client_that_does_not_read_is_closed_with_4008() {
         tokio::task::yield_now().await;
     }
     assert_eq!(c.close_code().await, Some(4008));
+    let (_, metrics) = gw.http("GET", "/metrics", &[], "").await;
+    assert!(metrics.contains("wsmq_slow_clients_total 1"), "{metrics}");
+}
+
+/// A v1 client closed as slow whose close frame cannot be written (it reads nothing at all)
+/// has its connection reset: otherwise the kernel would keep the socket, full of frames, as an
+/// orphan retrying for minutes after the session ended.
+#[tokio::test]
+async fn a_client_that_never_reads_is_reset_after_its_4008() {
+    use tokio_tungstenite::MaybeTlsStream;
+    let gw = TestGateway::builder()
+        .config(|c| c.limits.outbound_buffer = 16)
+        .start()
+        .await;
+    let mut claims = Claims::new("stuck", now() + 600);
+    claims.wsmq = Some(Grants {
+        subscribe: vec!["firehose".into()],
+        ..Grants::default()
+    });
+    let mut c = gw.v1_small_buffer(&token_with(claims), 4096).await;
+    c.recv_json().await;
+    let r = c
+        .request(json!({"op": "subscribe", "channel": "firehose"}))
+        .await;
+    assert_eq!(r["op"], "ok");
+    let broker = gw.engine().await.broker;
+    let body = "x".repeat(16 * 1024);
+    // From here on the client reads nothing, not even the close frame.
+    for _ in 0..1000 {
+        broker.publish("firehose", &body).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let MaybeTlsStream::Plain(tcp) = c.ws.get_ref() else {
+        unreachable!("a plain socket")
+    };
+    // The session's close timeouts (1 s each) and slack for a busy machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let err = loop {
+        if let Some(err) = tcp.take_error().unwrap() {
+            break err;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection of a client closed as slow is still open 6 s after the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     let (_, metrics) = gw.http("GET", "/metrics", &[], "").await;
     assert!(metrics.contains("wsmq_slow_clients_total 1"), "{metrics}");
 }

@@ -1,8 +1,9 @@
 //! SSE streams when things go wrong: a client that stops reading (ended as a slow client, its
-//! messages released at once), the node's drain (the stream ends with 1012, what was acked
-//! stays acked, the rest comes back on another node), and hostile clients that trickle the
-//! request headers of `GET /sse` or `POST /api/ack`, or an ack's body (cut at the handshake
-//! timeout, 200 of them at once included).
+//! messages released at once, its connection reset and its permit given back), the node's
+//! drain (the stream ends with 1012, what was acked stays acked, the rest comes back on
+//! another node), and hostile clients that trickle the request headers of `GET /sse` or
+//! `POST /api/ack`, or an ack's body (cut at the handshake timeout, 200 of them at once
+//! included).
 
 mod support;
 
@@ -108,17 +109,80 @@ async fn a_stream_that_does_not_read_is_ended_as_slow_and_its_messages_go_to_ano
     assert!(slow_clients >= 1.0, "no slow client counted");
     let closed = metric(&gw, "wsmq_sessions_closed_total{code=\"4008\"}").await;
     assert!(closed >= 1.0, "no session closed with 4008");
-    // What the gateway had already handed to the socket is there to read, then the end.
-    let mut rest = Vec::new();
-    let mut reader = slow.reader;
-    tokio::time::timeout(RECV_TIMEOUT, reader.read_to_end(&mut rest))
-        .await
-        .expect("the ended stream reaches its end once read")
-        .ok();
+    // The connection itself is ended, with what the kernel still holds for the client
+    // discarded: the client's socket sees the RST although it never read.
+    let tcp = slow.reader.get_ref();
+    let deadline = Instant::now() + RESET_WITHIN;
+    let err = loop {
+        if let Some(err) = tcp.take_error().unwrap() {
+            break err;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the connection of the stream ended as slow is still open {RESET_WITHIN:?} after \
+             its messages came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+/// How long after a stream is ended as slow its connection may still be open: the writer's
+/// close timeouts (1 s each), the accept loop's grace (1 s), and slack for a busy machine.
+const RESET_WITHIN: Duration = Duration::from_secs(6);
+
+#[tokio::test]
+async fn a_stream_ended_as_slow_gives_back_its_connection_permit() {
+    let gw = TestGateway::builder()
+        .config(|c| {
+            c.limits.window = HELD;
+            c.limits.outbound_buffer = 4;
+            c.limits.ping_interval = Duration::from_millis(100);
+            c.listen.max_connections = 1;
+        })
+        .start()
+        .await;
+    let q = format!("q{}", unique());
+    let queues = gw.queues().await;
+    queues.ensure_queue(&q).await.unwrap();
+    let query = format!("queue={q}&token={}", token(&q));
+    // The builder's start-up probe may still hold the one permit for a moment.
+    let mut slow = None;
+    for _ in 0..100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(gw.addr).await.unwrap();
+        if let Ok(stream) = Stream::open_on(tcp, gw.addr, &query, &[]).await {
+            slow = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _slow = slow.expect("the stream opens");
+    let (status, _) = gw.http("GET", "/healthz", &[], "").await;
+    assert_eq!(status, 503, "the stream holds the one permit");
+    let body = "x".repeat(BIG);
+    for _ in 0..HELD {
+        queues.send(&q, &body, None).await.unwrap();
+    }
+    // Never read: only ending the connection gives the permit back.
+    let started = Instant::now();
+    loop {
+        let (status, _) = gw.http("GET", "/healthz", &[], "").await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a stream that does not read still holds its connection permit 10 s after its \
+             messages were sent"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let slow_clients = metric(&gw, "wsmq_slow_clients_total").await;
     assert!(
-        rest.len() < HELD * BIG,
-        "all {} bytes were written: the client was never slow",
-        rest.len()
+        slow_clients >= 1.0,
+        "ended as a slow client: {slow_clients}"
     );
 }
 

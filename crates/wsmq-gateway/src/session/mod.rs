@@ -38,6 +38,7 @@ use tracing::{debug, info};
 use wsmq_proto::{ChannelName, CloseCode, QueueName};
 
 use crate::{
+    abort::ConnAbort,
     auth::Identity,
     clock,
     delivery::QueueSubscription,
@@ -120,7 +121,10 @@ fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
 /// Starts a session on an upgraded socket; the future runs it until it ends, then cleans up.
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
-/// `epoch` is the session registry's epoch read before the credential was checked.
+/// `epoch` is the session registry's epoch read before the credential was checked. `abort`,
+/// the connection's, resets the socket of a v1 session closed as a slow client (4008) whose
+/// close frame could not be written: the client is not reading, and an ordinary close would
+/// leave the kernel holding what it was sent, retrying for minutes (see `crate::abort`).
 ///
 /// Not an `async fn`: the session is set up here, and the future holds only what it runs
 /// on. An `async fn` keeps its arguments for as long as it runs, beside the session that
@@ -132,6 +136,7 @@ pub(crate) fn run<W, R>(
     identity: Identity,
     dialect: Dialect,
     epoch: u64,
+    abort: Option<ConnAbort>,
 ) -> impl Future<Output = ()>
 where
     W: Sink<Message, Error = tungstenite::Error> + Unpin,
@@ -154,7 +159,19 @@ where
             v1::welcome(&session);
         }
         read_loop(&mut session, &mut stream, &mut writer).await;
-        session.finish(writer).await;
+        if !session.finish(writer).await
+            && closer.code() == CloseCode::SLOW_CONSUMER
+            && dialect == Dialect::V1
+            && let Some(abort) = abort
+        {
+            // Nothing to linger for: the client reads nothing, not even our close. Legacy
+            // sessions are left to the ordinary close: their messages are deleted once
+            // written to the socket, and the kernel may still deliver those it holds to a
+            // client that reads again.
+            info!("connection reset: the client does not read");
+            abort.reset_on_drop();
+            return;
+        }
         linger(&mut stream).await;
     }
 }
@@ -202,7 +219,9 @@ impl Session {
     /// Ends the session once its loop is done: ends the subscriptions (which apply the acks
     /// already sent, then release what is still in flight), lets the writer finish and write
     /// the close, then counts and unregisters the session.
-    async fn finish<W>(mut self, writer: Writer<W>)
+    ///
+    /// Returns whether the close frame was written in time (see [`Writer::close`]).
+    async fn finish<W>(mut self, writer: Writer<W>) -> bool
     where
         W: Sink<Message, Error = tungstenite::Error> + Unpin,
     {
@@ -219,7 +238,7 @@ impl Session {
         let closer = self.closer.clone();
         let registration = self.registration;
         drop(self);
-        writer.close(&closer).await;
+        let close_written = writer.close(&closer).await;
         let code = closer.code();
         if code == CloseCode::SLOW_CONSUMER {
             gateway.metrics.slow_clients.inc();
@@ -228,6 +247,7 @@ impl Session {
         gateway.sessions.unregister(user.as_str(), registration);
         gateway.metrics.connections.dec();
         info!(code = code.as_u16(), "session closed");
+        close_written
     }
 }
 

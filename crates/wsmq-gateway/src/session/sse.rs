@@ -11,6 +11,11 @@
 //! registry to the subscriptions' command mailboxes. The client leaving drops the body, which
 //! closes the channel the sink writes to; the stream sees that at once (not at its next
 //! write), so the messages it held are released for redelivery without waiting for a vt.
+//!
+//! A stream ended as a slow client also ends its connection: hyper cannot finish a body the
+//! client does not read, and would keep the connection (its `--max-connections` permit, the
+//! kernel's buffers full of events) until the client reads or leaves. The stream requests the
+//! connection's abort, and the accept loop resets it after a short grace.
 
 use std::{
     pin::Pin,
@@ -32,6 +37,7 @@ use super::{
     writer::{Stop, Writer},
 };
 use crate::{
+    abort::ConnAbort,
     auth::Identity,
     error::GatewayError,
     http::Body,
@@ -62,13 +68,17 @@ pub(crate) struct StreamRequest {
 /// Returns the response body, or why a subscription was refused (then nothing stays open).
 ///
 /// `epoch` is the session registry's epoch read before the credential was checked; `hold` is
-/// kept until the stream ends (the connection permit of `--max-connections`).
+/// kept until the stream ends (the connection permit of `--max-connections`). `abort`, the
+/// connection's, is requested when the stream ends as a slow client: the response cannot
+/// finish while the client does not read, so only dropping the connection frees its permit
+/// and the kernel's buffers (see `crate::abort`).
 pub(crate) async fn open<H: Send + 'static>(
     gateway: Arc<Gateway>,
     identity: Identity,
     request: StreamRequest,
     epoch: u64,
     hold: H,
+    abort: Option<ConnAbort>,
 ) -> Result<Body, GatewayError> {
     let (mut session, rx, registered_epoch) = Session::open(gateway, identity, Dialect::V1);
     let (tx, body) = mpsc::channel(BODY_CHUNKS);
@@ -115,7 +125,15 @@ pub(crate) async fn open<H: Send + 'static>(
         let mut writer = writer;
         stream_loop(&mut session, &mut writer, &gone).await;
         session.gateway.streams.remove(&user, session.registration);
+        let closer = session.closer.clone();
         session.finish(writer).await;
+        // Only a slow client: after any other end the client is reading, and must get the
+        // `close` event and the end of the body.
+        if closer.code() == CloseCode::SLOW_CONSUMER
+            && let Some(abort) = abort
+        {
+            abort.request();
+        }
         drop(hold);
     };
     gateway.shutdown.spawn(run);

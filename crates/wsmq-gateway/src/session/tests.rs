@@ -74,6 +74,7 @@ fn channel_session_with(
         identity,
         dialect,
         epoch,
+        None,
     ));
     (to_session, from_session, task, engine)
 }

@@ -187,7 +187,10 @@ where
     /// unreported, so the session can end and hand its messages back instead of holding the
     /// socket forever. (A client that is reading finishes in time, and its deliveries are
     /// reported as usual.)
-    pub(super) async fn close(mut self, closer: &Closer) {
+    ///
+    /// Returns whether the close frame was written and flushed in time: when not, the client
+    /// is not reading, and the frame waits behind what the socket already holds.
+    pub(super) async fn close(mut self, closer: &Closer) -> bool {
         if !self.stopped {
             let rest = async {
                 while std::future::poll_fn(|cx| self.poll_batch(cx, false)).await? {}
@@ -216,8 +219,10 @@ where
             code: WsCloseCode::from(code.as_u16()),
             reason: code.reason().into(),
         };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        let sent =
+            tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+        matches!(sent, Ok(Ok(())))
     }
 }
 

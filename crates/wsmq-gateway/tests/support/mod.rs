@@ -178,6 +178,30 @@ impl TestGateway {
         }
     }
 
+    /// Opens a v1 session with the token `token` over a socket whose receive buffer is fixed
+    /// at `recv_buffer` bytes (see [`TestGateway::legacy_small_buffer`]); the welcome is
+    /// left unread.
+    pub async fn v1_small_buffer(&self, token: &str, recv_buffer: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let mut request = self.ws_url("/ws").into_client_request().unwrap();
+        let headers = request.headers_mut();
+        headers.insert("x-token", HeaderValue::from_str(token).unwrap());
+        headers.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("wsmq.v1"),
+        );
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("v1 handshake succeeds");
+        Client {
+            ws,
+            protocol: Some("wsmq.v1".into()),
+            pending: Default::default(),
+        }
+    }
+
     /// Opens a WebSocket with extra headers and an optional subprotocol; `Err((status, body))`
     /// when the handshake is refused.
     pub async fn connect(
