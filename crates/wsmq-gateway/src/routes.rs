@@ -16,7 +16,6 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use http_body_util::{BodyExt, Limited};
 use hyper::{
     Method, Request, Response, StatusCode,
     body::Incoming,
@@ -31,7 +30,7 @@ use crate::{
     acks, demo,
     engine::QueueRules,
     error::GatewayError,
-    http::{Body, error_response, json_response, not_found},
+    http::{Body, error_response, json_response, not_found, read_body},
     metrics,
     publish::{self, Published},
     sse,
@@ -156,11 +155,10 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
     }
     // The body holds one message plus a little JSON around it.
     let limit = gateway.config.limits.max_frame + 1024;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return error_response(&GatewayError::TooLarge(format!("body over {limit} bytes")));
-        }
+    let deadline = gateway.config.listen.handshake_timeout;
+    let body = match read_body(req.into_body(), limit, deadline).await {
+        Ok(body) => body,
+        Err(err) => return err.response(),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return error_response(&GatewayError::Invalid("body is not UTF-8".into()));

@@ -10,14 +10,12 @@
 //!
 //! Bodies are bounded ([`MAX_BODY`], 413 past it), so a client cannot make the node buffer
 //! more than that per request, and so is the time they take to arrive (408 past
-//! `--handshake-timeout`): hyper's header read timeout ends with the headers, and a body that
-//! trickles in, or never ends, would otherwise hold the connection and its permit for good.
+//! `--handshake-timeout`, see `http::read_body`).
 
 pub(crate) mod relay;
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::{Request, Response, StatusCode, body::Incoming};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -26,7 +24,7 @@ use wsmq_proto::{MessageId, QueueName};
 use crate::{
     command::{Command, ReplyTo},
     error::GatewayError,
-    http::{Body, error_response, json_response},
+    http::{Body, error_response, json_response, read_body},
     state::Gateway,
     upgrade,
 };
@@ -69,15 +67,9 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway, op: Op) ->
         Err(refused) => return refused,
     };
     let deadline = gateway.config.listen.handshake_timeout;
-    let body = Limited::new(req.into_body(), MAX_BODY).collect();
-    let body = match tokio::time::timeout(deadline, body).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => {
-            return error_response(&GatewayError::TooLarge(format!(
-                "body over {MAX_BODY} bytes"
-            )));
-        }
-        Err(_) => return body_timeout(deadline),
+    let body = match read_body(req.into_body(), MAX_BODY, deadline).await {
+        Ok(body) => body,
+        Err(err) => return err.response(),
     };
     let request: AckRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -106,23 +98,6 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway, op: Op) ->
         Ok(()) => json_response(StatusCode::OK, &json!({"ok": true})),
         Err(err) => error_response(&err),
     }
-}
-
-/// 408 for a body that did not arrive in time; the connection closes after it, since the rest
-/// of the body, if it ever comes, is not read.
-fn body_timeout(deadline: Duration) -> Response<Body> {
-    let mut response = json_response(
-        StatusCode::REQUEST_TIMEOUT,
-        &json!({
-            "error": "request_timeout",
-            "message": format!("the body did not arrive within {deadline:?}"),
-        }),
-    );
-    response.headers_mut().insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("close"),
-    );
-    response
 }
 
 /// Applies the ack to the first of `user`'s streams on this node that holds the message;

@@ -14,7 +14,6 @@
 //! that secret for the demo audience, and it may publish only to `demo-*` queues
 //! (`auth::demo`); without it (a node with no production key), to any queue.
 
-use http_body_util::{BodyExt, Limited};
 use hyper::{
     Request, Response, StatusCode,
     body::Incoming,
@@ -27,7 +26,7 @@ use crate::{
     auth::demo::{self as separate, AUDIENCE},
     clock,
     config::DEMO_USER_PREFIX,
-    http::Body,
+    http::{Body, BodyError, read_body},
     state::Gateway,
 };
 
@@ -45,9 +44,13 @@ pub(crate) async fn handle(req: Request<Incoming>, gateway: &Gateway) -> Respons
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 KiB"),
+    let deadline = gateway.config.listen.handshake_timeout;
+    let body = match read_body(req.into_body(), MAX_BODY, deadline).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge(_)) => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, "body over 1 KiB");
+        }
+        Err(err) => return cors(err.response()),
     };
     let user = if is_json {
         serde_json::from_slice::<serde_json::Value>(&body)

@@ -25,6 +25,7 @@ macro_rules! on_both_engines {
 
 pub mod process;
 pub mod proxy;
+pub mod slowloris;
 pub mod sse;
 
 use std::{
