@@ -122,7 +122,7 @@ fn expiry_instant(now: Instant, exp: u64, now_secs: u64) -> Option<Instant> {
 ///
 /// Takes the two halves separately (a split `WebSocketStream`, or channels in tests).
 /// `epoch` is the session registry's epoch read before the credential was checked. `abort`,
-/// the connection's, resets the socket of a v1 session closed as a slow client (4008) whose
+/// the connection's, resets the socket of a session closed as a slow client (4008) whose
 /// close frame could not be written: the client is not reading, and an ordinary close would
 /// leave the kernel holding what it was sent, retrying for minutes (see `crate::abort`).
 ///
@@ -161,13 +161,12 @@ where
         read_loop(&mut session, &mut stream, &mut writer).await;
         if !session.finish(writer).await
             && closer.code() == CloseCode::SLOW_CONSUMER
-            && dialect == Dialect::V1
             && let Some(abort) = abort
         {
             // Nothing to linger for: the client reads nothing, not even our close. Legacy
-            // sessions are left to the ordinary close: their messages are deleted once
-            // written to the socket, and the kernel may still deliver those it holds to a
-            // client that reads again.
+            // sessions too: the legacy messages the kernel holds were deleted once written,
+            // but an ordinary close would not deliver them either, since the client's next
+            // write (a pong, a timestamp) to the closed socket makes the kernel reset it.
             info!("connection reset: the client does not read");
             abort.reset_on_drop();
             return;
