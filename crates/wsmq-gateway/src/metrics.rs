@@ -77,6 +77,9 @@ pub(crate) struct Metrics {
     pub engine_errors: Family<Reason, Counter>,
     /// Connections answered 503 because of `--max-connections`.
     pub connections_refused: Counter,
+    /// Connections reset (TCP RST) because the client read nothing, not even the end of its
+    /// SSE stream or the close frame of its session (see `crate::abort`).
+    pub connections_reset: Counter,
     /// Sessions closed because the client did not read fast enough (4008).
     pub slow_clients: Counter,
     /// Reconnections of the Redis pub/sub connection.
@@ -114,6 +117,7 @@ impl Metrics {
             auth_failures: Family::default(),
             engine_errors: Family::default(),
             connections_refused: Counter::default(),
+            connections_reset: Counter::default(),
             slow_clients: Counter::default(),
             pubsub_reconnects: Counter::default(),
             redis_reconnects: Counter::default(),
@@ -191,6 +195,11 @@ impl Metrics {
             "connections_refused",
             "Connections refused over --max-connections",
             metrics.connections_refused.clone(),
+        );
+        r.register(
+            "connections_reset",
+            "Connections reset because the client did not read the end of its stream or session",
+            metrics.connections_reset.clone(),
         );
         r.register(
             "slow_clients",

@@ -251,6 +251,7 @@ async fn serve_connection(
                     Ok(result) => break result,
                     Err(_) => {
                         info!("connection reset: the client does not read");
+                        gateway.metrics.connections_reset.inc();
                         abort.reset_on_drop();
                         return;
                     }

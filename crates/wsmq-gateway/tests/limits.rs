@@ -144,6 +144,10 @@ async fn a_client_that_never_reads_is_reset_after_its_4008() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     let (_, metrics) = gw.http("GET", "/metrics", &[], "").await;
     assert!(metrics.contains("wsmq_slow_clients_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("wsmq_connections_reset_total 1"),
+        "{metrics}"
+    );
 }
 
 /// The value of an unlabelled counter or gauge in Prometheus text.

@@ -125,6 +125,7 @@ async fn a_stream_that_does_not_read_is_ended_as_slow_and_its_messages_go_to_ano
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(metric(&gw, "wsmq_connections_reset_total").await >= 1.0);
 }
 
 /// How long after a stream is ended as slow its connection may still be open: the writer's

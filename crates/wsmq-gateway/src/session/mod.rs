@@ -159,6 +159,7 @@ where
             v1::welcome(&session);
         }
         read_loop(&mut session, &mut stream, &mut writer).await;
+        let gateway = Arc::clone(&session.gateway);
         if !session.finish(writer).await
             && closer.code() == CloseCode::SLOW_CONSUMER
             && let Some(abort) = abort
@@ -168,6 +169,7 @@ where
             // but an ordinary close would not deliver them either, since the client's next
             // write (a pong, a timestamp) to the closed socket makes the kernel reset it.
             info!("connection reset: the client does not read");
+            gateway.metrics.connections_reset.inc();
             abort.reset_on_drop();
             return;
         }
