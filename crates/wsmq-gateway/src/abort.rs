@@ -32,8 +32,9 @@ use tokio::{
 
 /// The abort of one accepted connection; clones share it.
 ///
-/// One allocation per connection (about 64 bytes), held for the connection's life, by the
-/// socket wrapper and, for an upgraded WebSocket, by nothing else.
+/// One allocation per connection, held for the connection's life: 56 bytes (the 40 of
+/// `State`, by `size_of` on x86-64, and the `Arc`'s two counts), plus a pointer in the socket
+/// wrapper and one in each holder (a WebSocket session's task, an SSE stream's).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ConnAbort(Arc<State>);
 
