@@ -2,7 +2,7 @@
 //! endpoints (covered in `sse_failures.rs`): `POST /api/publish` and `POST /demo/token`. Each
 //! is answered 408 once `--handshake-timeout` has passed after the headers, so a slowloris
 //! body cannot hold a connection and its `--max-connections` permit, and a whole body still
-//! gets its usual answer.
+//! gets its usual answer. A body whose framing is broken is a 400, not a 413.
 
 mod support;
 
@@ -115,4 +115,27 @@ async fn a_body_that_never_ends_or_trickles_is_answered_408_in_bounded_time() {
         let (status, reply) = gw.http("POST", path, &header_pairs, &body).await;
         assert_eq!(status, 200, "{path}: {reply}");
     }
+}
+
+/// A body whose chunked framing is broken is a clear 400, not taken for an oversize one.
+#[tokio::test]
+async fn a_body_with_broken_chunked_framing_is_a_400() {
+    let gw = TestGateway::builder()
+        .config(|c| c.auth.api_key = Some(Secret::new(KEY)))
+        .start()
+        .await;
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nhost: x\r\nauthorization: apikey {KEY}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n"
+    );
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(SLACK, tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .ok();
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(status_of(&answer), Some(400), "{text}");
+    assert!(text.contains(r#""error":"invalid""#), "{text}");
 }
