@@ -166,7 +166,7 @@ where
         {
             // Nothing to linger for: the client reads nothing, not even our close. Legacy
             // sessions too: the legacy messages the kernel holds were deleted once written,
-            // but an ordinary close would not deliver them either, since the client's next
+            // but an ordinary close would seldom deliver them either, since the client's next
             // write (a pong, a timestamp) to the closed socket makes the kernel reset it.
             info!("connection reset: the client does not read");
             gateway.metrics.connections_reset.inc();
