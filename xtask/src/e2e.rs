@@ -47,6 +47,16 @@ const SUITES: &[Suite] = &[
         build: &[],
     },
     Suite {
+        // Two `wsmq-gateway serve` processes on one broker, fed by npm amqplib as the chat's
+        // publisher; kill -9 of the node holding 1,000 unacked messages. Its own broker node
+        // too, unless WSMQ_TEST_AMQP_URL names one.
+        name: "amqp-two-nodes",
+        package: "wsmq-gateway",
+        test: "amqp_e2e",
+        npm_dir: Some("interop"),
+        build: &[],
+    },
+    Suite {
         name: "browser",
         package: "wsmq-gateway",
         test: "browser",

@@ -72,4 +72,8 @@ pub(crate) enum BenchScenario {
     /// Idle subscribed sessions: memory per session and handshakes/s; wsmq (v1 and legacy)
     /// vs peers.
     Sessions,
+    /// On RabbitMQ (a rabbitmq-server node of its own): queue delivery with acks and channel
+    /// fan-out, wsmq's RabbitMQ engine vs its Redis engine vs the Node chat's amqplib design.
+    /// Not part of a run without a scenario.
+    Amqp,
 }

@@ -76,9 +76,23 @@ pub enum Scenario {
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// The Redis that holds the queues.
+    /// The Redis that holds the queues (the gateway's Redis engine): this process creates
+    /// them and publishes with `send_batch`.
+    #[arg(
+        long,
+        required_unless_present = "amqp_url",
+        conflicts_with = "amqp_url"
+    )]
+    pub redis_url: Option<String>,
+    /// Publish over RabbitMQ instead: to the direct exchange `--amqp-exchange` with the
+    /// queue's name as routing key, as the Node chat's servers do, each message confirmed
+    /// by the broker. The queues are the subscribers' to declare (the gateway declares a
+    /// user's queue on subscribe; the Node chat binds an exclusive one per socket).
     #[arg(long)]
-    pub redis_url: String,
+    pub amqp_url: Option<String>,
+    /// The direct exchange of `--amqp-url`.
+    #[arg(long, default_value = "wsmq.direct")]
+    pub amqp_exchange: String,
     /// Messages this process publishes, spread over its clients' queues.
     #[arg(long, default_value_t = 10_000)]
     pub messages: u64,
@@ -121,12 +135,50 @@ pub struct FanoutArgs {
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// The Redis the gateway listens on, for publishing to wsmq.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "amqp_url")]
     pub redis_url: Option<String>,
+    /// Publish to wsmq over RabbitMQ instead: to the topic exchange `wsmq.channels` with the
+    /// channel as routing key.
+    #[arg(long)]
+    pub amqp_url: Option<String>,
     /// Bytes per body.
     #[arg(long, default_value_t = 100)]
     pub body_size: usize,
     /// A subscriber stops after this long without a message, once messages have come.
     #[arg(long, default_value_t = 2.0)]
     pub quiet_secs: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Scenario};
+
+    #[test]
+    fn queue_publishes_through_exactly_one_of_redis_and_rabbitmq() {
+        assert!(Cli::try_parse_from(["wsmq-load", "queue"]).is_err());
+        let both = [
+            "wsmq-load",
+            "queue",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--amqp-url",
+            "amqp://127.0.0.1:1",
+        ];
+        assert!(Cli::try_parse_from(both).is_err());
+        let cli = Cli::try_parse_from(["wsmq-load", "queue", "--amqp-url", "amqp://127.0.0.1:1"])
+            .unwrap();
+        let Scenario::Queue(args) = cli.scenario else {
+            panic!("not the queue scenario");
+        };
+        assert_eq!(
+            (
+                args.redis_url,
+                args.amqp_url.as_deref(),
+                args.amqp_exchange.as_str()
+            ),
+            (None, Some("amqp://127.0.0.1:1"), "wsmq.direct")
+        );
+    }
 }

@@ -30,6 +30,9 @@ use crate::{
     wait_for_driver,
 };
 
+/// The gateway's topic exchange for channels on RabbitMQ (its AMQP engine's default).
+const CHANNELS_EXCHANGE: &str = "wsmq.channels";
+
 struct Shared {
     counts: Counts,
     latency: Micros,
@@ -51,6 +54,13 @@ pub(crate) async fn run(
     let sink = if args.publish {
         Some(match common.target {
             Target::Nchan => ChannelSink::Nchan(common.server, args.channel.clone()),
+            Target::Wsmq | Target::Legacy | Target::WsmqLegacy | Target::WsmqSse
+                if args.amqp_url.is_some() =>
+            {
+                let url = args.amqp_url.as_deref().unwrap_or_default();
+                let amqp = publish::Amqp::connect(url, CHANNELS_EXCHANGE, 4).await?;
+                ChannelSink::Amqp(Box::new(amqp), args.channel.clone())
+            }
             Target::Wsmq | Target::Legacy | Target::WsmqLegacy | Target::WsmqSse => {
                 let url = args
                     .redis_url

@@ -23,8 +23,9 @@
 //! - `net`: client sockets over several loopback source addresses, and the handshakes.
 //! - `sse`: wsmq's SSE streams, their events, and acks over `POST /api/ack`.
 //! - `stats`: histograms, duplicate detection and the result line.
-//! - `publish`: publishers: rsmq queues (batched sends with realtime notification), Redis
-//!   channels, Nchan over HTTP; paced or at full speed.
+//! - `publish`: publishers: rsmq queues (batched sends with realtime notification) or
+//!   RabbitMQ's direct exchange (confirmed `basic.publish`, routing key = queue), Redis or
+//!   RabbitMQ channels, Nchan over HTTP; paced or at full speed.
 //! - `queue`: N consumers of a queue each, acking over v1 or `POST /api/ack` (SSE), or
 //!   deleted on send (legacy); this process publishes, or another does (`--external`).
 //! - `fanout`: N subscribers of one channel.

@@ -1,4 +1,5 @@
-//! Publishers: rsmq queues, Redis channels and Nchan, paced or at full speed.
+//! Publishers: rsmq queues or RabbitMQ's direct exchange, Redis or RabbitMQ channels, and
+//! Nchan, paced or at full speed.
 //!
 //! Pacing is by schedule, not by sleeping between sends: message `i` is due at
 //! `start + i / rate`, so a slow send is caught up by the next ones instead of lowering
@@ -10,7 +11,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use futures_util::future::try_join_all;
+use futures_util::future::{join_all, try_join_all};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::TcpStream,
@@ -45,6 +50,86 @@ pub(crate) async fn queues(redis_url: &str, queues: &[String]) -> anyhow::Result
     Ok(rsmq)
 }
 
+/// Where queue messages go.
+pub(crate) enum QueueSink {
+    /// rsmq queues in Redis, `send_batch` with the realtime notification.
+    Rsmq(Rsmq),
+    /// RabbitMQ: the direct exchange, routing key = queue name.
+    Amqp(Box<Amqp>),
+}
+
+/// A RabbitMQ connection with one confirm channel per publishing lane.
+pub(crate) struct Amqp {
+    /// Kept open for the channels.
+    _connection: Connection,
+    channels: Vec<Channel>,
+    exchange: String,
+}
+
+impl Amqp {
+    /// Connects to `url` and opens `lanes` channels in confirm mode, publishing to `exchange`.
+    ///
+    /// # Errors
+    ///
+    /// When the broker cannot be reached or refuses a channel.
+    pub(crate) async fn connect(url: &str, exchange: &str, lanes: usize) -> anyhow::Result<Amqp> {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .context("connecting to RabbitMQ")?;
+        let mut channels = Vec::new();
+        for _ in 0..lanes.max(1) {
+            let channel = connection
+                .create_channel()
+                .await
+                .context("opening a channel")?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .context("confirm.select")?;
+            channels.push(channel);
+        }
+        Ok(Amqp {
+            _connection: connection,
+            channels,
+            exchange: exchange.to_owned(),
+        })
+    }
+
+    /// Publishes `bodies` with `routing_key` on the channel of `lane`, all in flight at once,
+    /// and returns once the broker confirmed every one.
+    ///
+    /// # Errors
+    ///
+    /// On a failed publish or a broker nack.
+    async fn publish(
+        &self,
+        lane: usize,
+        routing_key: &str,
+        bodies: &[String],
+    ) -> anyhow::Result<()> {
+        let channel = &self.channels[lane % self.channels.len()];
+        let mut confirms = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let confirm = channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .context("basic.publish")?;
+            confirms.push(confirm);
+        }
+        for confirmation in join_all(confirms).await {
+            let confirmation = confirmation.context("publisher confirm")?;
+            anyhow::ensure!(confirmation.is_ack(), "RabbitMQ refused a publish (nack)");
+        }
+        Ok(())
+    }
+}
+
 /// What a queue publisher does.
 pub(crate) struct QueueLoad {
     pub(crate) messages: u64,
@@ -61,7 +146,7 @@ pub(crate) struct QueueLoad {
 ///
 /// On a failed send; the deadline just stops it.
 pub(crate) async fn to_queues(
-    rsmq: &Rsmq,
+    sink: &QueueSink,
     queues: &[String],
     load: &QueueLoad,
     counts: &Counts,
@@ -70,7 +155,8 @@ pub(crate) async fn to_queues(
     let start = Instant::now();
     let next_seq = AtomicU64::new(0);
     let next_queue = AtomicUsize::new(0);
-    let lane = || async {
+    let (next_seq, next_queue) = (&next_seq, &next_queue);
+    let lane = |lane: usize| async move {
         while Instant::now() < deadline {
             // How many are due now, at most a batch.
             let due = if load.rate > 0.0 {
@@ -97,14 +183,19 @@ pub(crate) async fn to_queues(
             let bodies: Vec<String> = (first..first + n)
                 .map(|seq| body(seq, load.body_size))
                 .collect();
-            rsmq.send_batch(queue, &bodies, None)
-                .await
-                .context("send_batch")?;
+            match sink {
+                QueueSink::Rsmq(rsmq) => {
+                    rsmq.send_batch(queue, &bodies, None)
+                        .await
+                        .context("send_batch")?;
+                }
+                QueueSink::Amqp(amqp) => amqp.publish(lane, queue, &bodies).await?,
+            }
             counts.note_send(n);
         }
         anyhow::Ok(())
     };
-    try_join_all((0..load.publishers.max(1)).map(|_| lane())).await?;
+    try_join_all((0..load.publishers.max(1)).map(lane)).await?;
     Ok(())
 }
 
@@ -114,6 +205,9 @@ pub(crate) enum ChannelSink {
     Redis(redis::aio::MultiplexedConnection, String),
     /// `POST /pub/<channel>` to Nchan, one keep-alive connection per lane.
     Nchan(std::net::SocketAddr, String),
+    /// RabbitMQ: `wsmq.channels` with the channel as routing key, as the gateway's AMQP
+    /// engine publishes, each publish confirmed.
+    Amqp(Box<Amqp>, String),
 }
 
 /// Publishes `messages` bodies to a channel, paced at `rate` (0: full speed, then with
@@ -150,6 +244,10 @@ pub(crate) async fn to_channel(
                         .query_async::<i64>(&mut conn)
                         .await
                         .context("PUBLISH")?;
+                }
+                ChannelSink::Amqp(amqp, channel) => {
+                    amqp.publish(lane as usize, channel, std::slice::from_ref(&text))
+                        .await?;
                 }
                 ChannelSink::Nchan(addr, channel) => {
                     if http.is_none() {

@@ -1,4 +1,5 @@
-//! Queue delivery: every client consumes its own queue, this process publishes to them.
+//! Queue delivery: every client consumes its own queue, this process publishes to them (with
+//! rsmq into Redis, or to RabbitMQ's direct exchange with the queue as routing key).
 //!
 //! Over v1 each message is acked as soon as it arrives (the gateway deletes it then); over
 //! SSE each is acked by a `POST /api/ack` on one of the client's keep-alive connections;
@@ -47,7 +48,13 @@ pub(crate) async fn run(
     let names: Vec<String> = (common.first..common.first + common.clients)
         .map(|i| format!("{}{i}", common.prefix))
         .collect();
-    let rsmq = publish::queues(&args.redis_url, &names).await?;
+    let sink = match (&args.redis_url, &args.amqp_url) {
+        (Some(redis_url), _) => publish::QueueSink::Rsmq(publish::queues(redis_url, &names).await?),
+        (None, Some(amqp_url)) => publish::QueueSink::Amqp(Box::new(
+            publish::Amqp::connect(amqp_url, &args.amqp_exchange, args.publishers).await?,
+        )),
+        (None, None) => anyhow::bail!("queue needs --redis-url or --amqp-url"),
+    };
     let expected = match args.external {
         Some(all) => share(args.messages, all, common.first, common.clients),
         None => args.messages,
@@ -112,7 +119,7 @@ pub(crate) async fn run(
                 publishers: args.publishers,
                 body_size: args.body_size,
             };
-            publish::to_queues(&rsmq, &queues, &load, &shared.counts, deadline).await?;
+            publish::to_queues(&sink, &queues, &load, &shared.counts, deadline).await?;
         }
         tokio::select! {
             _ = shared.done.cancelled() => {}

@@ -125,6 +125,8 @@ pub(crate) struct Timed {
     pub(crate) server_cpu: f64,
     pub(crate) redis_cpu: f64,
     pub(crate) load_cpu: f64,
+    /// Wall-clock seconds from the go-ahead to the last result.
+    pub(crate) seconds: f64,
 }
 
 /// Starts the load processes (`commands`, see [`wsmq_load`]), waits until all `clients` are
@@ -136,7 +138,21 @@ pub(crate) fn timed_run(
     redis_pid: u32,
     clients: &str,
 ) -> anyhow::Result<Timed> {
+    timed_run_when(commands, server_pid, redis_pid, clients, || Ok(()))
+}
+
+/// [`timed_run`], calling `settled` once every process is ready and before the go-ahead: a
+/// server whose subscriptions are set up after the clients' last frame (the Node chat binds a
+/// queue per socket) says there when all of them are in place.
+pub(crate) fn timed_run_when(
+    commands: Vec<Command>,
+    server_pid: u32,
+    redis_pid: u32,
+    clients: &str,
+    settled: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<Timed> {
     let mut load = Load::start(commands)?;
+    settled()?;
     let (server_before, redis_before) = (
         super::procfs::cpu_seconds(server_pid),
         super::procfs::cpu_seconds(redis_pid),
@@ -158,6 +174,7 @@ pub(crate) fn timed_run(
         server_cpu: percent(super::procfs::cpu_seconds(server_pid) - server_before),
         redis_cpu: percent(super::procfs::cpu_seconds(redis_pid) - redis_before),
         load_cpu: percent(merged.cpu_seconds),
+        seconds,
         merged,
     })
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [SCENARIO]`: benchmarks against one throwaway `redis-server`,
 //! recorded in `docs/benchmarks.md`.
 //!
-//! Each scenario is a module (`rsmq`, `delivery`, `fanout`, `sessions`) with a `run`
+//! Each scenario is a module (`rsmq`, `delivery`, `fanout`, `sessions`, `amqp`) with a `run`
 //! that measures against the shared Redis and returns its section of the report; what
 //! they run is built or installed first (`prepare`). Everything is prepared before Redis starts, so a missing
 //! tool or a compile error fails before anything is timed. This module adds the machine
@@ -13,6 +13,7 @@
 //! bench starts and stops by PID (`service`), read CPU and memory from `/proc`
 //! (`procfs`) and draw an SVG chart next to the report (`chart`).
 
+mod amqp;
 mod chart;
 mod delivery;
 mod fanout;
@@ -50,7 +51,8 @@ the tool from the numbers of its last run and is replaced by the next one; text 
 the markers is left alone.
 ";
 
-/// Every scenario, in the order `cargo xtask bench` runs them.
+/// Every scenario, in the order `cargo xtask bench` runs them. `amqp` is left out: it boots a
+/// RabbitMQ node of its own and is run by name.
 const ALL: &[BenchScenario] = &[
     BenchScenario::Rsmq,
     BenchScenario::Delivery,
@@ -126,7 +128,7 @@ impl flags::Bench {
             match scenario {
                 BenchScenario::Rsmq => rsmq::prepare(sh)?,
                 BenchScenario::Fanout | BenchScenario::Sessions => service::ensure_nchan()?,
-                BenchScenario::Delivery => {}
+                BenchScenario::Delivery | BenchScenario::Amqp => {}
             }
         }
         if scenarios.iter().any(|&s| s != BenchScenario::Rsmq) {
@@ -172,6 +174,7 @@ impl flags::Bench {
                 BenchScenario::Delivery => delivery::run(&ctx)?,
                 BenchScenario::Fanout => fanout::run(&ctx)?,
                 BenchScenario::Sessions => sessions::run(&ctx)?,
+                BenchScenario::Amqp => amqp::run(&ctx)?,
             };
             sections.push((
                 scenario_name(scenario),
@@ -220,6 +223,7 @@ fn scenario_name(scenario: BenchScenario) -> &'static str {
         BenchScenario::Delivery => "delivery",
         BenchScenario::Fanout => "fanout",
         BenchScenario::Sessions => "sessions",
+        BenchScenario::Amqp => "amqp",
     }
 }
 

@@ -50,6 +50,42 @@ impl Service {
         Service::started("wsmq-gateway", child, addr, None)
     }
 
+    /// `wsmq-gateway serve` on a free loopback port on RabbitMQ (`WSMQ_AMQP_URL`, so the
+    /// URL and its password stay out of the process list).
+    pub(crate) fn gateway_amqp(amqp_url: &str) -> anyhow::Result<Service> {
+        let addr = free_addr()?;
+        let program = super::release_binary("wsmq-gateway");
+        let log = log_file("gateway-amqp")?;
+        let child = Command::new(&program)
+            .arg("serve")
+            .args(["--listen", &addr.to_string()])
+            .args(["--jwt-secret", JWT_SECRET])
+            .args(["--log-format", "json"])
+            .env("WSMQ_AMQP_URL", amqp_url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        Service::started("wsmq-gateway (RabbitMQ)", child, addr, None)
+    }
+
+    /// The Node chat's RabbitMQ design: `ws` + npm amqplib, an exclusive auto-delete queue
+    /// per subscription consumed with `noAck` (`bench/node/ws-amqplib.js`).
+    pub(crate) fn node_amqp(amqp_url: &str) -> anyhow::Result<Service> {
+        let addr = free_addr()?;
+        let script = util::project_root().join("bench/node/ws-amqplib.js");
+        let child = Command::new("node")
+            .arg(&script)
+            .args(["--port", &addr.port().to_string()])
+            .args(["--amqp-url", amqp_url])
+            .stdout(Stdio::null())
+            .stderr(log_file("node-amqp")?)
+            .spawn()
+            .context("starting node")?;
+        Service::started("node ws + amqplib", child, addr, None)
+    }
+
     /// The Node design: `ws` + one `rsmq-worker` per subscription.
     pub(crate) fn node(redis: &RedisServer) -> anyhow::Result<Service> {
         let addr = free_addr()?;
