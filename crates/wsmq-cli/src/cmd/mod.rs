@@ -88,6 +88,7 @@ impl Ctx {
         let options = RsmqOptions {
             ns: self.global.ns.clone(),
             realtime,
+            cluster: false,
         };
         let connecting = tokio::time::timeout(CONNECT_TIMEOUT, Rsmq::connect(url, options));
         let cause = match connecting.await {
@@ -138,7 +139,10 @@ fn tidy_cause(cause: &str) -> String {
 
 /// A plain Redis connection from the rsmq pool, for wsmq's own keys and channels.
 async fn conn(rsmq: &Rsmq) -> anyhow::Result<deadpool_redis::Connection> {
-    Ok(rsmq.pool().get().await.map_err(RsmqError::from)?)
+    let pool = rsmq
+        .pool()
+        .ok_or_else(|| anyhow::anyhow!("this command does not support Redis Cluster yet"))?;
+    Ok(pool.get().await.map_err(RsmqError::from)?)
 }
 
 /// Redis' clock in Unix seconds. wsmq takes all time from Redis `TIME`, so that token expiry

@@ -110,6 +110,7 @@ impl RedisEngine {
         let options = RsmqOptions {
             ns: ns.to_owned(),
             realtime: true,
+            cluster: false,
         };
         let rsmq = Rsmq::connect(url, options).await.map_err(map_err)?;
         let client = Client::open(url).map_err(|e| EngineError::Unavailable(e.to_string()))?;
