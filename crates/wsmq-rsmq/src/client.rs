@@ -314,6 +314,46 @@ impl Rsmq {
         result
     }
 
+    /// Runs every command of `pipe` (not `atomic()`) and answers one value per command, an
+    /// error reply as a [`Value::ServerError`] in its place (as `ignore_errors()` does): on
+    /// one Redis as one pipeline, in one round trip; on a Redis Cluster, where a pipeline
+    /// must stay within one slot, as concurrent commands, each routed to the master of its
+    /// own keys (one round trip per master, in parallel).
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query), for what keeps any answer from arriving (a transport
+    /// failure, a cluster that cannot route a command).
+    pub async fn query_each(&self, pipe: &Pipeline) -> Result<Vec<Value>, RsmqError> {
+        let mut conn = self.conn().await?;
+        let result = match &mut conn {
+            Conn::Single(_) => {
+                let mut lenient = pipe.clone();
+                lenient.ignore_errors();
+                lenient
+                    .query_async::<Vec<Value>>(&mut conn)
+                    .await
+                    .map_err(RsmqError::from)
+            }
+            Conn::Cluster(cluster) => {
+                let calls = pipe.cmd_iter().map(|cmd| {
+                    let mut conn = cluster.clone();
+                    async move {
+                        match cmd.query_async::<Value>(&mut conn).await {
+                            Ok(value) => Ok(value),
+                            Err(err) => redis::ServerError::try_from(err).map(Value::ServerError),
+                        }
+                    }
+                });
+                futures_util::future::try_join_all(calls)
+                    .await
+                    .map_err(RsmqError::from)
+            }
+        };
+        self.forget_if_broken(&result);
+        result
+    }
+
     /// The shared connection, taken from the pool if there is none yet.
     async fn conn(&self) -> Result<Conn, RsmqError> {
         let (pool, shared) = match &self.link {

@@ -44,6 +44,29 @@ pub fn cluster_ns(ns: &str, qname: &str) -> String {
     format!("{ns}:{{{qname}}}")
 }
 
+/// The realtime channel of queue `qname` in namespace `ns`: `{ns}:rt:{qname}`, or in the
+/// cluster layout `{ns}:{{qname}}:rt:{qname}`.
+pub fn queue_realtime_channel(ns: &str, qname: &str, cluster: bool) -> String {
+    if cluster {
+        realtime_channel(&cluster_ns(ns, qname), qname)
+    } else {
+        realtime_channel(ns, qname)
+    }
+}
+
+/// The queue whose realtime channel (in namespace `ns` and the given layout) is `channel`,
+/// if it is one: the reverse of [`queue_realtime_channel`].
+pub fn realtime_queue<'a>(ns: &str, channel: &'a str, cluster: bool) -> Option<&'a str> {
+    let rest = channel.strip_prefix(ns)?;
+    if !cluster {
+        return rest.strip_prefix(":rt:");
+    }
+    // `:{q}:rt:q`: the tag and the name must agree.
+    let rest = rest.strip_prefix(":{")?;
+    let (tag, name) = rest.split_once("}:rt:")?;
+    (tag == name).then_some(name)
+}
+
 /// The keys of one queue, built once per call: the two every queue operation touches, the
 /// set of queue names its creation joins, and its realtime channel.
 #[derive(Debug)]
@@ -90,6 +113,21 @@ mod tests {
         assert_eq!(realtime_channel("rsmq", "jobs"), "rsmq:rt:jobs");
         assert_eq!(receive_count_field("abc"), "abc:rc");
         assert_eq!(first_receive_field("abc"), "abc:fr");
+    }
+
+    #[test]
+    fn realtime_channels_name_their_queue_in_both_layouts() {
+        for cluster in [false, true] {
+            for q in ["jobs", "a-b_c", "x"] {
+                let channel = queue_realtime_channel("rsmq", q, cluster);
+                assert_eq!(realtime_queue("rsmq", &channel, cluster), Some(q));
+                assert_eq!(realtime_queue("other", &channel, cluster), None);
+            }
+        }
+        assert_eq!(realtime_queue("rsmq", "rsmq:{a}:rt:b", true), None);
+        assert_eq!(realtime_queue("rsmq", "rsmq:rt:a", true), None);
+        assert_eq!(realtime_queue("rsmq", "rsmq:{a}:rt:a", false), None);
+        assert_eq!(realtime_queue("rsmq", "wsmq:ch:x", false), None);
     }
 
     #[test]
