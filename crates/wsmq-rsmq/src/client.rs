@@ -85,10 +85,33 @@ enum Link {
     Cluster(ClusterConnection),
 }
 
-/// The connection one call runs on.
+/// The connection one call runs on: rsmq's shared connection on one Redis, the cluster
+/// connection on a Redis Cluster (which routes each command by its keys). From
+/// [`Rsmq::connection`], for commands and scripts of a program that also uses rsmq.
+pub struct RsmqConnection(Conn);
+
 enum Conn {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RsmqConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
 }
 
 impl ConnectionLike for Conn {
@@ -312,6 +335,51 @@ impl Rsmq {
         let result = pipe.query_async(&mut conn).await.map_err(RsmqError::from);
         self.forget_if_broken(&result);
         result
+    }
+
+    /// The connection rsmq's operations share, lent for a caller's own commands and scripts
+    /// (e.g. `Script::invoke_async`), which [`query`](Self::query) cannot run. On a cluster
+    /// it routes each command to the master of its keys' slot. A clone of a connection that
+    /// later breaks stays broken: take a new one per task rather than keeping it.
+    ///
+    /// # Errors
+    ///
+    /// [`RsmqError::Pool`] when no connection can be had.
+    pub async fn connection(&self) -> Result<RsmqConnection, RsmqError> {
+        Ok(RsmqConnection(self.conn().await?))
+    }
+
+    /// Every key matching the `SCAN` pattern `pattern`: on one Redis, and on a cluster on
+    /// every master. A key may be listed twice while Redis rehashes; callers that mind
+    /// dedupe.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RsmqError> {
+        match &self.link {
+            Link::Cluster(conn) => crate::cluster::scan(conn.clone(), pattern, None).await,
+            Link::Single { .. } => {
+                let mut conn = self.conn().await?;
+                let mut keys = Vec::new();
+                let mut cursor = "0".to_owned();
+                loop {
+                    let (next, found): (String, Vec<String>) = redis::cmd("SCAN")
+                        .arg(&cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(crate::cluster::SCAN_COUNT)
+                        .query_async(&mut conn)
+                        .await?;
+                    keys.extend(found);
+                    if next == "0" {
+                        return Ok(keys);
+                    }
+                    cursor = next;
+                }
+            }
+        }
     }
 
     /// Runs every command of `pipe` (not `atomic()`) and answers one value per command, an

@@ -11,7 +11,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use crate::RsmqError;
 
 /// Keys one `SCAN` step asks each master for: a hint, not a bound.
-const SCAN_COUNT: u64 = 1_000;
+pub(crate) const SCAN_COUNT: u64 = 1_000;
 
 /// The masters of the cluster, as `(host, port)`, from `CLUSTER NODES` of any node: those
 /// flagged `master` and not `fail`, that serve at least one slot.
@@ -51,17 +51,37 @@ pub(crate) async fn list_queues(
     // and a namespace holding them would match too much, so they are escaped.
     let pattern = format!("{}:{{*}}:QUEUES", escape_glob(ns));
     let mut names = Vec::new();
+    for key in scan(conn.clone(), &pattern, Some("set")).await? {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await?;
+        names.extend(members);
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok(names)
+}
+
+/// Every key matching `pattern` (of `kind`, when given) on every master.
+pub(crate) async fn scan(
+    mut conn: ClusterConnection,
+    pattern: &str,
+    kind: Option<&str>,
+) -> Result<Vec<String>, RsmqError> {
+    let mut found = Vec::new();
     for (host, port) in masters(&mut conn).await? {
         let mut cursor = "0".to_owned();
         loop {
             let mut scan = redis::cmd("SCAN");
             scan.arg(&cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .arg("TYPE")
-                .arg("set");
+                .arg(SCAN_COUNT);
+            if let Some(kind) = kind {
+                scan.arg("TYPE").arg(kind);
+            }
             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                 host: host.clone(),
                 port,
@@ -69,22 +89,14 @@ pub(crate) async fn list_queues(
             let reply = conn.route_command(scan, route).await?;
             let (next, keys): (String, Vec<String>) = FromRedisValue::from_redis_value(reply)
                 .map_err(|err| RsmqError::UnexpectedReply(format!("SCAN: {err}")))?;
-            for key in keys {
-                let members: Vec<String> = redis::cmd("SMEMBERS")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await?;
-                names.extend(members);
-            }
+            found.extend(keys);
             if next == "0" {
                 break;
             }
             cursor = next;
         }
     }
-    names.sort_unstable();
-    names.dedup();
-    Ok(names)
+    Ok(found)
 }
 
 fn escape_glob(text: &str) -> String {

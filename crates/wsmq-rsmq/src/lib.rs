@@ -83,7 +83,7 @@ mod reply;
 mod scripts;
 mod validate;
 
-pub use client::{Rsmq, RsmqOptions};
+pub use client::{Rsmq, RsmqConnection, RsmqOptions};
 pub use dead::{DeadLettered, Held, MAX_MOVE_BATCH, Moved};
 pub use error::RsmqError;
 pub use id::{message_sent_ms, new_message_id};
