@@ -47,6 +47,16 @@ pub struct GlobalOpts {
     )]
     pub redis_url: String,
 
+    /// --redis-url lists Redis Cluster seed nodes, comma-separated: queues and wsmq's keys in
+    /// the cluster layout, as the gateways' --redis-cluster
+    #[arg(
+        long,
+        env = "WSMQ_REDIS_CLUSTER",
+        global = true,
+        help_heading = "Global options"
+    )]
+    pub redis_cluster: bool,
+
     /// rsmq namespace: the prefix of the queue keys, as the gateways' --rsmq-ns
     #[arg(
         long,

@@ -54,9 +54,15 @@ pub struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:3000].
     #[arg(long, env = "WSMQ_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Redis URL; without it an in-memory engine runs (single node, not durable).
+    /// Redis URL; without it an in-memory engine runs (single node, not durable). With
+    /// --redis-cluster, a comma-separated list of cluster seed nodes.
     #[arg(long, env = "WSMQ_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// --redis-url names Redis Cluster seed nodes: queues, channels and every key on the
+    /// cluster, each queue's keys in one slot (docs/configuration.md, "Redis Cluster").
+    #[arg(long, env = "WSMQ_REDIS_CLUSTER")]
+    #[serde(default)]
+    pub redis_cluster: bool,
     /// RabbitMQ URL, amqp://user:pass@host:5672/vhost: queues and channels on RabbitMQ; a
     /// --redis-url beside it serves only the access-token registry (docs/amqp.md)
     /// [default: none].
@@ -345,8 +351,11 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct EngineConfig {
     /// Redis URL, or `None` for the in-memory engine. With `amqp`, only the access-token
-    /// registry (and a copy of the heartbeats) lives there.
+    /// registry (and a copy of the heartbeats) lives there. With `redis_cluster`, the
+    /// comma-separated seed nodes of a Redis Cluster.
     pub redis_url: Option<String>,
+    /// Whether `redis_url` names a Redis Cluster.
+    pub redis_cluster: bool,
     /// RabbitMQ, which then holds queues and channels.
     pub amqp: Option<AmqpConfig>,
     /// rsmq namespace.
@@ -359,6 +368,7 @@ impl fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EngineConfig")
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_cluster", &self.redis_cluster)
             .field("rsmq_ns", &self.rsmq_ns)
             .field("poll_interval", &self.poll_interval)
             .finish()
@@ -366,8 +376,11 @@ impl fmt::Debug for EngineConfig {
 }
 
 /// `url` with the password of its userinfo (`redis://user:PASSWORD@host`) replaced by `***`,
-/// for logs and `Debug` output.
+/// for logs and `Debug` output; each URL of a comma-separated list of cluster seeds alike.
 pub fn redact_url(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -645,12 +658,30 @@ impl EngineConfig {
         if rsmq_ns.is_empty() || rsmq_ns.contains(char::is_whitespace) {
             return bad(format!("--rsmq-ns {rsmq_ns:?} is not a valid namespace"));
         }
-        if let Some(url) = &args.redis_url
-            && !["redis://", "rediss://", "unix://"]
+        if let Some(url) = &args.redis_url {
+            let seeds: Vec<&str> = url.split(',').map(str::trim).collect();
+            if seeds.len() > 1 && !args.redis_cluster {
+                return bad(
+                    "--redis-url holds several URLs: add --redis-cluster for a Redis Cluster",
+                );
+            }
+            let schemes: &[&str] = if args.redis_cluster {
+                &["redis://", "rediss://"]
+            } else {
+                &["redis://", "rediss://", "unix://"]
+            };
+            if seeds
                 .iter()
-                .any(|scheme| url.starts_with(scheme))
-        {
-            return bad("--redis-url must start with redis://, rediss:// or unix://");
+                .any(|seed| !schemes.iter().any(|scheme| seed.starts_with(scheme)))
+            {
+                return bad(if args.redis_cluster {
+                    "--redis-url with --redis-cluster must be redis:// or rediss:// URLs, separated by commas"
+                } else {
+                    "--redis-url must start with redis://, rediss:// or unix://"
+                });
+            }
+        } else if args.redis_cluster {
+            return bad("--redis-cluster needs --redis-url with the cluster's seed nodes");
         }
         let poll_interval = args.poll_interval.unwrap_or(default::POLL_INTERVAL);
         if poll_interval < Duration::from_millis(10) {
@@ -671,6 +702,7 @@ impl EngineConfig {
         }
         Ok(EngineConfig {
             redis_url: args.redis_url.clone(),
+            redis_cluster: args.redis_cluster,
             amqp,
             rsmq_ns,
             poll_interval,
@@ -707,6 +739,7 @@ impl ServeArgs {
             config: self.config,
             listen: self.listen.or(file.listen),
             redis_url: self.redis_url.or(file.redis_url),
+            redis_cluster: self.redis_cluster || file.redis_cluster,
             amqp_url: self.amqp_url.or(file.amqp_url),
             amqp_queue_prefix: self.amqp_queue_prefix.or(file.amqp_queue_prefix),
             amqp_exchange: self.amqp_exchange.or(file.amqp_exchange),
@@ -1206,6 +1239,10 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:hunter2@host"), "redis://:***@host");
         assert_eq!(redact_url("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact_url("redis://:pw1@a:7001,redis://u:pw2@b:7002/0"),
+            "redis://:***@a:7001,redis://u:***@b:7002/0"
+        );
         let config = parse(&["--redis-url", "redis://:hunter2@127.0.0.1:6379"]).unwrap();
         let text = format!("{config:?}");
         assert!(

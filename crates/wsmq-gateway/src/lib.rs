@@ -107,7 +107,12 @@ pub async fn run(
                 pubsub_reconnects: metrics.pubsub_reconnects.clone(),
                 command_reconnects: metrics.redis_reconnects.clone(),
             };
-            Some(RedisEngine::connect(url, &config.engine.rsmq_ns, counters).await?)
+            let ns = &config.engine.rsmq_ns;
+            Some(if config.engine.redis_cluster {
+                RedisEngine::connect_cluster(url, ns, counters).await?
+            } else {
+                RedisEngine::connect(url, ns, counters).await?
+            })
         }
         None => None,
     };

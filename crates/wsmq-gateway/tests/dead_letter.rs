@@ -176,6 +176,7 @@ async fn set_vt(gw: &TestGateway, q: &str, vt: u64) {
     let options = RsmqOptions {
         ns: gw.ns.clone(),
         realtime: false,
+        cluster: false,
     };
     let rsmq = Rsmq::connect(url, options).await.unwrap();
     let opts = QueueOptions {
@@ -287,6 +288,7 @@ async fn kill_9_mid_dead_lettering_leaves_each_message_in_exactly_one_queue() {
     let options = RsmqOptions {
         ns: ns.clone(),
         realtime: false,
+        cluster: false,
     };
     let rsmq = Rsmq::connect(&redis.url(), options).await.unwrap();
     let opts = QueueOptions {

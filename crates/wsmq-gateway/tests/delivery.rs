@@ -201,6 +201,7 @@ async fn the_poll_fallback_catches_messages_sent_without_notification() {
         wsmq_rsmq::RsmqOptions {
             ns: gw.ns.clone(),
             realtime: false,
+            cluster: false,
         },
     )
     .await

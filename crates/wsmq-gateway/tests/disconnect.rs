@@ -49,6 +49,7 @@ async fn rsmq(gw: &TestGateway) -> Option<wsmq_rsmq::Rsmq> {
     let options = wsmq_rsmq::RsmqOptions {
         ns: gw.ns.clone(),
         realtime: false,
+        cluster: false,
     };
     Some(wsmq_rsmq::Rsmq::connect(url, options).await.unwrap())
 }

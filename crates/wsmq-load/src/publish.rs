@@ -36,6 +36,7 @@ pub(crate) async fn queues(redis_url: &str, queues: &[String]) -> anyhow::Result
         redis_url,
         RsmqOptions {
             realtime: true,
+            cluster: false,
             ..RsmqOptions::default()
         },
     )

@@ -16,6 +16,12 @@
 //! | `wsmq:presence:{channel}` | ZSET (with TTL) | gateways | one member per subscribed session, `{session} {user}`, scored by when it expires (Unix ms) unless its node refreshes it |
 //! | `wsmq:presence:{channel}:users` | HASH (with TTL) | gateways | user → how many of the zset's members are theirs |
 //! | `wsmq:pres:{channel}` | pub/sub | gateways | who joined and left the channel: JSON `{"joined":[…],"left":[…]}`, at most one per node per second |
+//!
+//! On a Redis Cluster the user's two keys carry the user id as their hash tag
+//! (`wsmq:access:{u}`, `wsmq:revoked:{u}`, braces literal: [`access_tokens_tagged`],
+//! [`revoked_tagged`]), so a revocation's script touches one slot; and the three pub/sub channels of a broadcast channel are sharded
+//! (`SPUBLISH`/`SSUBSCRIBE`) and braced, `wsmq:ch:{c}` with literal braces ([`Carrier`]), so
+//! that they hash to the slot of the channel's history and presence keys.
 
 /// Prefix of every key and channel wsmq owns.
 pub const PREFIX: &str = "wsmq:";
@@ -42,6 +48,18 @@ pub fn access_tokens(user: &str) -> String {
 /// The revocation mark of `user`: when the user was last revoked, Unix seconds.
 pub fn revoked(user: &str) -> String {
     format!("wsmq:revoked:{user}")
+}
+
+/// [`access_tokens`] on a Redis Cluster: `wsmq:access:{user}` with literal braces, so that
+/// it shares the user's hash slot with [`revoked_tagged`] and one script (a revocation) may
+/// touch both.
+pub fn access_tokens_tagged(user: &str) -> String {
+    format!("wsmq:access:{{{user}}}")
+}
+
+/// [`revoked`] on a Redis Cluster: `wsmq:revoked:{user}` with literal braces.
+pub fn revoked_tagged(user: &str) -> String {
+    format!("wsmq:revoked:{{{user}}}")
 }
 
 /// The heartbeat key of node `id`.
@@ -110,9 +128,75 @@ pub fn presence_channel_name(redis_channel: &str) -> Option<&str> {
     redis_channel.strip_prefix("wsmq:pres:")
 }
 
+/// What a pub/sub channel of a broadcast channel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// Bare bodies ([`channel`]).
+    Plain,
+    /// Publications with their history position ([`history_channel`]).
+    History,
+    /// Presence announcements ([`presence_channel`]).
+    Presence,
+}
+
+impl Carrier {
+    /// Every carrier, in the order [`Carrier::sharded_names`] lists them.
+    pub const ALL: [Carrier; 3] = [Carrier::Plain, Carrier::History, Carrier::Presence];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Carrier::Plain => "wsmq:ch:",
+            Carrier::History => "wsmq:chh:",
+            Carrier::Presence => "wsmq:pres:",
+        }
+    }
+
+    /// This carrier's sharded pub/sub channel of `channel` on a Redis Cluster:
+    /// `wsmq:ch:{c}`, `wsmq:chh:{c}`, `wsmq:pres:{c}` (braces literal), so that all three
+    /// share the hash slot of the channel's history and presence keys and the scripts that
+    /// write those may `SPUBLISH` on them.
+    pub fn sharded(self, channel: &str) -> String {
+        format!("{}{{{channel}}}", self.prefix())
+    }
+
+    /// The three sharded channels of `channel`, one per carrier, in [`Carrier::ALL`]'s order.
+    pub fn sharded_names(channel: &str) -> [String; 3] {
+        Carrier::ALL.map(|carrier| carrier.sharded(channel))
+    }
+
+    /// Which carrier a sharded pub/sub channel name is, and of which broadcast channel.
+    pub fn parse_sharded(redis_channel: &str) -> Option<(Carrier, &str)> {
+        Carrier::ALL.into_iter().find_map(|carrier| {
+            let name = redis_channel
+                .strip_prefix(carrier.prefix())?
+                .strip_prefix('{')?
+                .strip_suffix('}')?;
+            Some((carrier, name))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sharded_carriers_round_trip_and_share_the_history_slot() {
+        for name in ["room-1", "a}b", "x{y", "dm:u1:u2"] {
+            for carrier in Carrier::ALL {
+                let sharded = carrier.sharded(name);
+                assert_eq!(Carrier::parse_sharded(&sharded), Some((carrier, name)));
+            }
+        }
+        assert_eq!(
+            Carrier::sharded_names("r"),
+            ["wsmq:ch:{r}", "wsmq:chh:{r}", "wsmq:pres:{r}"]
+        );
+        assert_eq!(Carrier::parse_sharded("wsmq:ch:room"), None);
+        assert_eq!(Carrier::parse_sharded("wsmq:revoke"), None);
+        // The same braces as the history and presence keys: one hash tag.
+        assert!(history_stream("r").contains("{r}") && presence("r").contains("{r}"));
+    }
 
     #[test]
     fn channel_names_round_trip() {

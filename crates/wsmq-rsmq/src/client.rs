@@ -6,10 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value,
+};
 
-use crate::keys::{self, QueueKeys};
+use crate::keys::QueueKeys;
 use crate::{RsmqError, scripts};
 
 /// How long [`Rsmq::connect`] waits for a new connection, so that an unreachable Redis
@@ -29,6 +33,11 @@ pub struct RsmqOptions {
     /// After each send, `PUBLISH {ns}:rt:{qname} <message count>` so that consumers
     /// can wake up at once instead of polling. Default off, as in rsmq.
     pub realtime: bool,
+    /// Redis Cluster: the URL given to [`Rsmq::connect`] is a comma-separated list of seed
+    /// nodes, and every key of queue `q` carries `q` as its hash tag (the queue lives in
+    /// namespace `{ns}:{q}`, see [`keys`](crate::keys)), so each queue's keys share one
+    /// slot and its scripts run on one master. Default off.
+    pub cluster: bool,
 }
 
 impl Default for RsmqOptions {
@@ -36,6 +45,7 @@ impl Default for RsmqOptions {
         Self {
             ns: "rsmq".to_owned(),
             realtime: false,
+            cluster: false,
         }
     }
 }
@@ -44,47 +54,164 @@ impl Default for RsmqOptions {
 ///
 /// Cloning is cheap; clones share the pool and the connection.
 ///
-/// Operations share one multiplexed connection taken from the pool, which pipelines
-/// concurrent calls over one socket. Taking a pooled connection per call would cost a
-/// second round trip each time, because deadpool-redis checks every connection it hands
-/// out with `UNWATCH` + `PING`. When the shared connection breaks, the next call takes
-/// a fresh one from the pool.
+/// On one Redis, operations share one multiplexed connection taken from the pool, which
+/// pipelines concurrent calls over one socket. Taking a pooled connection per call would
+/// cost a second round trip each time, because deadpool-redis checks every connection it
+/// hands out with `UNWATCH` + `PING`. When the shared connection breaks, the next call
+/// takes a fresh one from the pool. On a Redis Cluster, operations share redis-rs's
+/// cluster connection, which routes each command to the master of its keys' slot, follows
+/// `MOVED` and `ASK`, and reconnects to nodes by itself.
 #[derive(Clone)]
 pub struct Rsmq {
-    /// Where connections come from; also lent to callers through [`Rsmq::pool`].
-    pool: Pool,
-    /// The connection in use; `None` before the first call and after it broke.
-    shared: Arc<Mutex<Option<MultiplexedConnection>>>,
+    /// How operations reach Redis.
+    link: Link,
     /// Key namespace.
     ns: Arc<str>,
     /// Whether sends publish on the realtime channel.
     realtime: bool,
 }
 
+/// How an [`Rsmq`] reaches Redis.
+#[derive(Clone)]
+enum Link {
+    /// One Redis.
+    Single {
+        /// Where connections come from; also lent to callers through [`Rsmq::pool`].
+        pool: Pool,
+        /// The connection in use; `None` before the first call and after it broke.
+        shared: Arc<Mutex<Option<MultiplexedConnection>>>,
+    },
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+/// The connection one call runs on: rsmq's shared connection on one Redis, the cluster
+/// connection on a Redis Cluster (which routes each command by its keys). From
+/// [`Rsmq::connection`], for commands and scripts of a program that also uses rsmq.
+pub struct RsmqConnection(Conn);
+
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RsmqConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
 impl Rsmq {
     /// Wraps an existing pool. Nothing is sent to Redis until the first operation, and
     /// the scripts are loaded on first use.
+    ///
+    /// The handle works on one Redis: `options.cluster` is ignored (a cluster is reached
+    /// through [`connect`](Self::connect) only).
     pub fn new(pool: Pool, options: RsmqOptions) -> Self {
         Self {
-            pool,
-            shared: Arc::default(),
+            link: Link::Single {
+                pool,
+                shared: Arc::default(),
+            },
             ns: options.ns.into(),
             realtime: options.realtime,
         }
     }
 
-    /// Builds a pool for `redis_url`, checks it with a `PING`, and loads the scripts so
-    /// that every later operation is a single round trip.
+    /// Connects to `redis_url` (with `options.cluster`, a comma-separated list of a
+    /// cluster's seed nodes), checks that the server is what `options.cluster` says, and
+    /// loads the scripts so that every later operation is a single round trip.
     ///
     /// # Errors
     ///
-    /// [`RsmqError::Connect`] if the URL is invalid or Redis cannot be reached within a
-    /// few seconds.
+    /// [`RsmqError::Connect`] if a URL is invalid or Redis cannot be reached within a
+    /// few seconds; [`RsmqError::ClusterMismatch`] when the server is a cluster node and
+    /// `options.cluster` is off, or the other way round.
     pub async fn connect(redis_url: &str, options: RsmqOptions) -> Result<Self, RsmqError> {
         let connect_error = |err: &dyn fmt::Display| RsmqError::Connect(err.to_string());
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        if options.cluster {
+            let seeds: Vec<&str> = redis_url
+                .split(',')
+                .map(str::trim)
+                .filter(|seed| !seed.is_empty())
+                .collect();
+            let first = seeds
+                .first()
+                .ok_or_else(|| RsmqError::Connect("no seed node given".to_owned()))?;
+            // The cluster client would fail on a plain server with a less helpful error (or
+            // not at all, for a server that only lacks slots), so ask the first seed first.
+            if !cluster_enabled(first, &config).await? {
+                return Err(RsmqError::ClusterMismatch {
+                    server_is_cluster: false,
+                });
+            }
+            let client = ClusterClientBuilder::new(seeds)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()
+                .map_err(|err| connect_error(&err))?;
+            let mut conn = client
+                .get_async_connection()
+                .await
+                .map_err(|err| connect_error(&err))?;
+            scripts::preload_each(&mut conn)
+                .await
+                .map_err(|err| connect_error(&err))?;
+            return Ok(Self {
+                link: Link::Cluster(conn),
+                ns: options.ns.into(),
+                realtime: options.realtime,
+            });
+        }
+        if cluster_enabled(redis_url, &config).await? {
+            return Err(RsmqError::ClusterMismatch {
+                server_is_cluster: true,
+            });
+        }
         let manager =
             Manager::new_with_config(redis_url, config).map_err(|err| connect_error(&err))?;
         let pool = Pool::builder(manager)
@@ -105,16 +232,33 @@ impl Rsmq {
         Ok(rsmq)
     }
 
+    /// Whether this handle works on a Redis Cluster (with the tagged key layout).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.link, Link::Cluster(_))
+    }
+
+    /// The cluster connection, for callers that route commands themselves (to every
+    /// master, or by address); `None` on one Redis.
+    pub fn cluster_connection(&self) -> Option<ClusterConnection> {
+        match &self.link {
+            Link::Cluster(conn) => Some(conn.clone()),
+            Link::Single { .. } => None,
+        }
+    }
+
     /// The key namespace, e.g. `rsmq`.
     pub fn ns(&self) -> &str {
         &self.ns
     }
 
     /// The connection pool, for callers that need a connection of their own (say, for
-    /// blocking commands). For plain commands, [`query`](Self::query) shares rsmq's
-    /// connection instead of taking another.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// blocking commands); `None` on a Redis Cluster. For plain commands,
+    /// [`query`](Self::query) shares rsmq's connection instead of taking another.
+    pub fn pool(&self) -> Option<&Pool> {
+        match &self.link {
+            Link::Single { pool, .. } => Some(pool),
+            Link::Cluster(_) => None,
+        }
     }
 
     /// Whether sends publish on the realtime channel.
@@ -122,20 +266,27 @@ impl Rsmq {
         self.realtime
     }
 
-    /// The channel realtime sends publish on for `qname`: `{ns}:rt:{qname}`.
+    /// The channel realtime sends publish on for `qname`: `{ns}:rt:{qname}`, or on a
+    /// cluster `{ns}:{{qname}}:rt:{qname}`.
     pub fn realtime_channel(&self, qname: &str) -> String {
-        keys::realtime_channel(&self.ns, qname)
+        self.queue_keys(qname).realtime
     }
 
     /// `{ns}:`, what every key of the namespace starts with; the scripts that find a
-    /// dead-letter queue's name in a hash build its keys from it.
+    /// dead-letter queue's name in a hash build its keys from it. Empty on a cluster,
+    /// where another queue's keys are in another slot, out of a script's reach: the
+    /// scripts then refuse to move messages to a dead-letter queue.
     pub(crate) fn key_prefix(&self) -> String {
-        format!("{}:", self.ns)
+        if self.is_cluster() {
+            String::new()
+        } else {
+            format!("{}:", self.ns)
+        }
     }
 
-    /// The keys of queue `qname` in this namespace.
+    /// The keys of queue `qname` in this namespace and layout.
     pub(crate) fn queue_keys(&self, qname: &str) -> QueueKeys {
-        QueueKeys::new(&self.ns, qname)
+        QueueKeys::new(&self.ns, qname, self.is_cluster())
     }
 
     /// Runs a script in one round trip.
@@ -186,17 +337,106 @@ impl Rsmq {
         result
     }
 
+    /// The connection rsmq's operations share, lent for a caller's own commands and scripts
+    /// (e.g. `Script::invoke_async`), which [`query`](Self::query) cannot run. On a cluster
+    /// it routes each command to the master of its keys' slot. A clone of a connection that
+    /// later breaks stays broken: take a new one per task rather than keeping it.
+    ///
+    /// # Errors
+    ///
+    /// [`RsmqError::Pool`] when no connection can be had.
+    pub async fn connection(&self) -> Result<RsmqConnection, RsmqError> {
+        Ok(RsmqConnection(self.conn().await?))
+    }
+
+    /// Every key matching the `SCAN` pattern `pattern`: on one Redis, and on a cluster on
+    /// every master. A key may be listed twice while Redis rehashes; callers that mind
+    /// dedupe.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors.
+    pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RsmqError> {
+        match &self.link {
+            Link::Cluster(conn) => crate::cluster::scan(conn.clone(), pattern, None).await,
+            Link::Single { .. } => {
+                let mut conn = self.conn().await?;
+                let mut keys = Vec::new();
+                let mut cursor = "0".to_owned();
+                loop {
+                    let (next, found): (String, Vec<String>) = redis::cmd("SCAN")
+                        .arg(&cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(crate::cluster::SCAN_COUNT)
+                        .query_async(&mut conn)
+                        .await?;
+                    keys.extend(found);
+                    if next == "0" {
+                        return Ok(keys);
+                    }
+                    cursor = next;
+                }
+            }
+        }
+    }
+
+    /// Runs every command of `pipe` (not `atomic()`) and answers one value per command, an
+    /// error reply as a [`Value::ServerError`] in its place (as `ignore_errors()` does): on
+    /// one Redis as one pipeline, in one round trip; on a Redis Cluster, where a pipeline
+    /// must stay within one slot, as concurrent commands, each routed to the master of its
+    /// own keys (one round trip per master, in parallel).
+    ///
+    /// # Errors
+    ///
+    /// As [`query`](Self::query), for what keeps any answer from arriving (a transport
+    /// failure, a cluster that cannot route a command).
+    pub async fn query_each(&self, pipe: &Pipeline) -> Result<Vec<Value>, RsmqError> {
+        let mut conn = self.conn().await?;
+        let result = match &mut conn {
+            Conn::Single(_) => {
+                let mut lenient = pipe.clone();
+                lenient.ignore_errors();
+                lenient
+                    .query_async::<Vec<Value>>(&mut conn)
+                    .await
+                    .map_err(RsmqError::from)
+            }
+            Conn::Cluster(cluster) => {
+                let calls = pipe.cmd_iter().map(|cmd| {
+                    let mut conn = cluster.clone();
+                    async move {
+                        match cmd.query_async::<Value>(&mut conn).await {
+                            Ok(value) => Ok(value),
+                            Err(err) => redis::ServerError::try_from(err).map(Value::ServerError),
+                        }
+                    }
+                });
+                futures_util::future::try_join_all(calls)
+                    .await
+                    .map_err(RsmqError::from)
+            }
+        };
+        self.forget_if_broken(&result);
+        result
+    }
+
     /// The shared connection, taken from the pool if there is none yet.
-    async fn conn(&self) -> Result<MultiplexedConnection, RsmqError> {
-        if let Some(conn) = self.lock_shared().as_ref() {
-            return Ok(conn.clone());
+    async fn conn(&self) -> Result<Conn, RsmqError> {
+        let (pool, shared) = match &self.link {
+            Link::Cluster(conn) => return Ok(Conn::Cluster(conn.clone())),
+            Link::Single { pool, shared } => (pool, shared),
+        };
+        if let Some(conn) = lock(shared).as_ref() {
+            return Ok(Conn::Single(conn.clone()));
         }
         // Two first calls racing here both take one; the later simply replaces the
         // earlier, which stays usable by whoever holds it.
-        let pooled = self.pool.get().await?;
+        let pooled = pool.get().await?;
         let conn = MultiplexedConnection::clone(&pooled);
-        *self.lock_shared() = Some(conn.clone());
-        Ok(conn)
+        *lock(shared) = Some(conn.clone());
+        Ok(Conn::Single(conn))
     }
 
     /// Drops the shared connection after an error that leaves it unusable, so the next
@@ -205,22 +445,46 @@ impl Rsmq {
     /// A timeout counts too: the socket may be half-open (the server's host vanished without
     /// a reset), and then every later call would wait out its timeout on it. If it was only a
     /// slow reply, replacing the connection costs one reconnect.
+    /// (The cluster connection mends itself: it reconnects to nodes and refreshes the slot
+    /// map when it meets a broken link or a `MOVED`.)
     fn forget_if_broken<T>(&self, result: &Result<T, RsmqError>) {
+        let Link::Single { shared, .. } = &self.link else {
+            return;
+        };
         let broken = matches!(
             result,
             Err(RsmqError::Redis(err))
                 if err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_timeout()
         );
         if broken {
-            *self.lock_shared() = None;
+            *lock(shared) = None;
         }
     }
+}
 
-    fn lock_shared(&self) -> MutexGuard<'_, Option<MultiplexedConnection>> {
-        // The lock only guards a swap of the Option, which a panic cannot leave
-        // half-done, so a poisoned lock is still sound to use.
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock(
+    shared: &Mutex<Option<MultiplexedConnection>>,
+) -> MutexGuard<'_, Option<MultiplexedConnection>> {
+    // The lock only guards a swap of the Option, which a panic cannot leave half-done, so a
+    // poisoned lock is still sound to use.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether the server at `url` runs in cluster mode (`INFO cluster` says
+/// `cluster_enabled:1`), asked over a connection of its own.
+async fn cluster_enabled(url: &str, config: &AsyncConnectionConfig) -> Result<bool, RsmqError> {
+    let connect_error = |err: &dyn fmt::Display| RsmqError::Connect(err.to_string());
+    let client = redis::Client::open(url).map_err(|err| connect_error(&err))?;
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(config)
+        .await
+        .map_err(|err| connect_error(&err))?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await
+        .map_err(|err| connect_error(&err))?;
+    Ok(info.lines().any(|line| line.trim() == "cluster_enabled:1"))
 }
 
 impl fmt::Debug for Rsmq {
@@ -229,7 +493,8 @@ impl fmt::Debug for Rsmq {
         f.debug_struct("Rsmq")
             .field("ns", &self.ns)
             .field("realtime", &self.realtime)
-            .field("pool", &self.pool.status())
+            .field("cluster", &self.is_cluster())
+            .field("pool", &self.pool().map(Pool::status))
             .finish_non_exhaustive()
     }
 }

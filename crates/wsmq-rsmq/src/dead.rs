@@ -6,7 +6,6 @@
 
 use redis::Value;
 
-use crate::keys;
 use crate::validate::{validate_message_id, validate_queue_name, validate_seconds};
 use crate::{Rsmq, RsmqError, reply, scripts};
 
@@ -98,7 +97,7 @@ impl Rsmq {
         invocation
             .key(&keys.zset)
             .key(&keys.hash)
-            .key(keys::queues(self.ns()))
+            .key(&keys.queues)
             .arg(mode)
             .arg(delay)
             .arg(self.key_prefix());
@@ -139,6 +138,12 @@ impl Rsmq {
         if from == to {
             return Err(RsmqError::InvalidDeadLetter("it is the queue itself"));
         }
+        if self.is_cluster() {
+            // The two queues' keys are in two slots, which no one script can reach.
+            return Err(RsmqError::Unsupported(
+                "moving messages between queues on a Redis Cluster",
+            ));
+        }
         let source = self.queue_keys(from);
         let target = self.queue_keys(to);
         let mut invocation = scripts::MOVE_MESSAGES.prepare_invoke();
@@ -147,7 +152,7 @@ impl Rsmq {
             .key(&source.hash)
             .key(&target.zset)
             .key(&target.hash)
-            .key(keys::realtime_channel(self.ns(), to))
+            .key(&target.realtime)
             .arg(n)
             .arg(if self.realtime() { "1" } else { "0" });
         let reply: Vec<Value> = self.eval(&invocation).await?;

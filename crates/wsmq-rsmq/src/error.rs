@@ -54,6 +54,21 @@ pub enum RsmqError {
     /// cause only: the URL may hold a password, so it is never included.
     #[error("cannot connect to redis: {0}")]
     Connect(String),
+    /// [`Rsmq::connect`](crate::Rsmq::connect) reached a cluster node without cluster mode,
+    /// or a server without cluster support in cluster mode.
+    #[error("{}", if *server_is_cluster {
+        "redis is a cluster node: connect in cluster mode"
+    } else {
+        "redis is not a cluster node (cluster support disabled): connect without cluster mode"
+    })]
+    ClusterMismatch {
+        /// Whether the server runs in cluster mode.
+        server_is_cluster: bool,
+    },
+    /// The operation cannot be done in this layout (say, one that spans two queues on a
+    /// Redis Cluster, whose keys are in two slots).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// Redis answered with an error or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -81,7 +96,8 @@ impl RsmqError {
             Self::InvalidValue { .. } => "invalidValue",
             Self::NoAttributeSupplied => "noAttributeSupplied",
             Self::InvalidDeadLetter(_) => "invalidDeadLetter",
-            Self::Connect(_) => "connect",
+            Self::Connect(_) | Self::ClusterMismatch { .. } => "connect",
+            Self::Unsupported(_) => "unsupported",
             Self::Redis(_) => "redis",
             Self::Pool(_) => "pool",
             Self::UnexpectedReply(_) => "unexpectedReply",

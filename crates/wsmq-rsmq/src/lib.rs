@@ -35,7 +35,9 @@
 //!   and what it took out as dead ([`DeadCounts`]).
 //! - `dead`: giving back what one receive holds ([`Held`]: release, dead-letter) and
 //!   moving messages between queues (redrive).
-//! - [`keys`]: every Redis key name.
+//! - `cluster`: what a Redis Cluster needs beyond routing by key (listing the queues of
+//!   every master).
+//! - [`keys`]: every Redis key name, in rsmq's layout and in the cluster layout.
 //! - `id`: message ids from Redis `TIME`, and the send time read back from one.
 //! - `validate`: rsmq's name, id and range rules.
 //! - `scripts`: the Lua scripts (`src/scripts/*.lua`) and their error mapping.
@@ -70,6 +72,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod cluster;
 mod dead;
 mod error;
 mod id;
@@ -80,7 +83,7 @@ mod reply;
 mod scripts;
 mod validate;
 
-pub use client::{Rsmq, RsmqOptions};
+pub use client::{Rsmq, RsmqConnection, RsmqOptions};
 pub use dead::{DeadLettered, Held, MAX_MOVE_BATCH, Moved};
 pub use error::RsmqError;
 pub use id::{message_sent_ms, new_message_id};

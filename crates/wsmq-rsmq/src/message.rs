@@ -4,7 +4,6 @@
 use redis::{ScriptInvocation, Value};
 use serde::Serialize;
 
-use crate::keys;
 use crate::validate::{validate_message_id, validate_queue_name, validate_seconds};
 use crate::{Rsmq, RsmqError, id, message_sent_ms, reply, scripts};
 
@@ -104,7 +103,7 @@ impl Rsmq {
         invocation
             .key(&keys.zset)
             .key(&keys.hash)
-            .key(keys::realtime_channel(self.ns(), qname))
+            .key(&keys.realtime)
             .arg(delay.map(|d| d.to_string()).unwrap_or_default())
             .arg(if self.realtime() { "1" } else { "0" });
         for message in messages {
@@ -220,7 +219,7 @@ impl Rsmq {
         invocation
             .key(&keys.zset)
             .key(&keys.hash)
-            .key(keys::queues(self.ns()))
+            .key(&keys.queues)
             .arg(vt.map(|vt| vt.to_string()).unwrap_or_default())
             .arg(n.min(MAX_RECEIVE_BATCH))
             .arg(if with_next { "1" } else { "0" })

@@ -92,11 +92,13 @@ impl Rsmq {
         let ttl = opts.ttl.unwrap_or(0);
         let deadletter = opts.deadletter.as_deref().unwrap_or_default();
         validate_wsmq_attributes(qname, opts)?;
+        self.refuse_cross_slot_dead_letter(opts)?;
 
+        let keys = self.queue_keys(qname);
         let mut invocation = scripts::CREATE_QUEUE.prepare_invoke();
         invocation
-            .key(keys::queue_hash(self.ns(), qname))
-            .key(keys::queues(self.ns()))
+            .key(&keys.hash)
+            .key(&keys.queues)
             .arg(vt)
             .arg(delay)
             .arg(maxsize)
@@ -120,7 +122,7 @@ impl Rsmq {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .del(&[&keys.hash, &keys.zset])
-            .srem(keys::queues(self.ns()), qname);
+            .srem(&keys.queues, qname);
         let (deleted, _removed): (u64, u64) = self.query_pipeline(&pipe).await?;
         if deleted == 0 {
             return Err(RsmqError::QueueNotFound);
@@ -128,12 +130,16 @@ impl Rsmq {
         Ok(())
     }
 
-    /// Names of all queues in the namespace, in no particular order.
+    /// Names of all queues in the namespace, in no particular order. On a Redis Cluster,
+    /// every queue has a set of its own (`{ns}:{q}:QUEUES`), found by scanning every master.
     ///
     /// # Errors
     ///
     /// Only transport errors.
     pub async fn list_queues(&self) -> Result<Vec<String>, RsmqError> {
+        if let Some(conn) = self.cluster_connection() {
+            return crate::cluster::list_queues(conn, self.ns()).await;
+        }
         let mut cmd = redis::cmd("SMEMBERS");
         cmd.arg(keys::queues(self.ns()));
         self.query(&cmd).await
@@ -180,6 +186,7 @@ impl Rsmq {
             validate_seconds("delay", delay)?;
         }
         validate_wsmq_attributes(qname, opts)?;
+        self.refuse_cross_slot_dead_letter(opts)?;
 
         let keys = self.queue_keys(qname);
         let mut invocation = scripts::SET_QUEUE_ATTRIBUTES.prepare_invoke();
@@ -204,6 +211,20 @@ impl Rsmq {
 
 /// Checks wsmq's own attributes: maxreceives and ttl in range, and a dead-letter queue
 /// that is a valid name other than the queue's own (or `""`, none).
+impl Rsmq {
+    /// On a Redis Cluster a dead-letter queue's keys are in another slot than its source
+    /// queue's, out of reach of the receive script that moves dead messages, so naming one
+    /// is refused rather than accepted and never applied.
+    fn refuse_cross_slot_dead_letter(&self, opts: &QueueOptions) -> Result<(), RsmqError> {
+        match &opts.deadletter {
+            Some(name) if self.is_cluster() && !name.is_empty() => Err(RsmqError::Unsupported(
+                "dead-letter queues on a Redis Cluster",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn validate_wsmq_attributes(qname: &str, opts: &QueueOptions) -> Result<(), RsmqError> {
     if let Some(maxreceives) = opts.maxreceives {
         validate_max_receives(maxreceives)?;

@@ -92,6 +92,20 @@ pub(crate) async fn preload(conn: &mut impl ConnectionLike) -> Result<(), RedisE
     pipe.query_async::<()>(conn).await
 }
 
+/// Loads every script on every node of a cluster, one `SCRIPT LOAD` at a time (a cluster
+/// pipeline goes to one node, while a single `SCRIPT LOAD` goes to all of them). A node that
+/// joins later loads them on first use, through `EVALSHA`'s `NOSCRIPT` fallback.
+pub(crate) async fn preload_each(conn: &mut impl ConnectionLike) -> Result<(), RedisError> {
+    for source in SOURCES.iter() {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(source.as_str())
+            .query_async::<()>(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Turns a script's `RSMQ <name> [field]` error reply into its typed error; any other
 /// error is Redis's own and stays [`RsmqError::Redis`].
 pub(crate) fn script_error(err: RedisError) -> RsmqError {
@@ -107,6 +121,7 @@ pub(crate) fn script_error(err: RedisError) -> RsmqError {
         ("invalidValue", "delay") => seconds_out_of_range("delay"),
         ("invalidDeadLetter", why) => RsmqError::InvalidDeadLetter(match why {
             "self" => "it is the queue itself",
+            "cluster" => "dead-letter queues are not supported on a Redis Cluster yet",
             "type" => "its keys hold something other than a queue",
             _ => "it is not a valid queue name",
         }),

@@ -215,6 +215,7 @@ async fn a_bare_pool_works_and_scripts_reload_after_a_flush() {
     let options = RsmqOptions {
         ns: redis.ns().to_owned(),
         realtime: false,
+        cluster: false,
     };
     // No connect(): the scripts are not loaded, so the first call of each falls back
     // from EVALSHA to loading it.

@@ -977,3 +977,88 @@ async fn npm_rsmq_sends_to_and_receives_from_a_queue_with_wsmq_rules() {
     let attrs = p.attributes(Rust, "jobs").await.unwrap();
     assert_eq!((attrs.msgs, attrs.totaldead), (0, 1));
 }
+
+/// docs/rsmq.md's cluster recipe: npm rsmq, given the namespace `{ns}:{q}` and a connection
+/// to the master that owns that slot, creates, sends (realtime included), describes and
+/// deletes a queue that wsmq's cluster mode consumes; its receive fails on a cluster, as
+/// documented, since it passes non-key arguments as KEYS.
+#[tokio::test]
+#[ignore = "needs node + npm rsmq: run by cargo xtask e2e"]
+async fn npm_rsmq_publishes_into_a_cluster_mode_queue_that_wsmq_consumes() {
+    use wsmq_rsmq::{Rsmq, RsmqOptions, keys};
+    use wsmq_testkit::RedisCluster;
+
+    let cluster = RedisCluster::start().expect("cluster");
+    let ns = format!("c{}", support::random_text(6));
+    let rust = Rsmq::connect(
+        &cluster.urls(),
+        RsmqOptions {
+            ns: ns.clone(),
+            realtime: false,
+            cluster: true,
+        },
+    )
+    .await
+    .expect("connect to the cluster");
+    let owner = cluster.master_of("{jobs}").expect("owner of {jobs}");
+    let mut node = support::node::NodeRsmq::start(
+        &cluster.nodes()[owner].url(),
+        &keys::cluster_ns(&ns, "jobs"),
+    )
+    .await;
+
+    node.ok("createQueue", json!({ "qname": "jobs", "vt": 40 }))
+        .await;
+    assert_eq!(rust.list_queues().await.unwrap(), ["jobs"]);
+    assert_eq!(rust.get_queue_attributes("jobs").await.unwrap().vt, 40);
+
+    // A realtime send by node wakes a wsmq listener on another node of the cluster.
+    let channel = rust.realtime_channel("jobs");
+    let listener = cluster.nodes()[(owner + 1) % cluster.nodes().len()].url();
+    let mut pubsub = redis::Client::open(listener)
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = node
+            .ok(
+                "sendMessage",
+                json!({ "qname": "jobs", "message": format!("m{i}"), "realtime": i == 2 }),
+            )
+            .await;
+        ids.push(id.as_str().expect("an id").to_owned());
+    }
+    let note = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
+        .await
+        .expect("notified within 5 s")
+        .expect("a notification");
+    assert_eq!(note.get_payload::<String>().unwrap(), "3");
+
+    let got = rust.receive_batch("jobs", 10, Some(30)).await.unwrap();
+    let got_ids: Vec<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(got_ids, ids, "wsmq receives what node sent, in order");
+    let bodies: Vec<&str> = got.iter().map(|m| m.message.as_str()).collect();
+    assert_eq!(bodies, ["m0", "m1", "m2"]);
+    let attributes = node
+        .ok("getQueueAttributes", json!({ "qname": "jobs" }))
+        .await;
+    assert_eq!(attributes["totalrecv"], 3);
+    assert_eq!(attributes["hiddenmsgs"], 3);
+
+    // npm rsmq's receive names its timestamp arguments as keys: refused on any cluster.
+    rust.send_message("jobs", "for node", None).await.unwrap();
+    let refused = node
+        .call("receiveMessage", json!({ "qname": "jobs" }))
+        .await;
+    assert!(
+        refused.is_err(),
+        "npm rsmq's receive works on a cluster: {refused:?}"
+    );
+
+    assert_eq!(rust.delete_batch("jobs", &ids).await.unwrap(), 3);
+    node.ok("deleteQueue", json!({ "qname": "jobs" })).await;
+    assert!(rust.list_queues().await.unwrap().is_empty());
+}

@@ -166,6 +166,7 @@ async fn namespace_prefixes_every_key() {
         RsmqOptions {
             ns: ns.clone(),
             realtime: false,
+            cluster: false,
         },
     )
     .await

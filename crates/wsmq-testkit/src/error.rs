@@ -100,6 +100,9 @@ pub enum Error {
         /// How long it was given.
         timeout: Duration,
     },
+    /// A Redis Cluster could not be created, or is not healthy in time.
+    #[error("redis cluster: {0}")]
+    Cluster(String),
     /// [`stop`](crate::RedisServer::stop) was called while the server was stopped.
     #[error("redis-server is not running")]
     NotRunning,

@@ -1,5 +1,5 @@
 //! Dev-only helpers shared by wsmq's integration tests and `cargo xtask`: a throwaway
-//! `redis-server` or `rabbitmq-server` that a test or task owns, and free loopback ports.
+//! `redis-server` (or a Redis Cluster of them) or `rabbitmq-server` that a test or task owns, and free loopback ports.
 //!
 //! Not published: the crates use it as a `[dev-dependencies]` entry, xtask as a normal one.
 //!
@@ -22,6 +22,8 @@
 //! # Layout
 //!
 //! - `server`: [`RedisServer`], the process guard, and its [`Builder`].
+//! - `cluster`: [`RedisCluster`], a Redis Cluster of such servers (3 masters, replicas on
+//!   request), created with `redis-cli --cluster create`.
 //! - `test_redis`: [`TestRedis`], for tests that may be pointed at an existing Redis by an
 //!   environment variable instead.
 //! - `rabbit`: [`RabbitServer`], a `rabbitmq-server` node of its own, and [`TestRabbit`], the
@@ -33,12 +35,14 @@
 
 #![warn(missing_docs)]
 
+mod cluster;
 mod error;
 mod net;
 mod rabbit;
 mod server;
 mod test_redis;
 
+pub use cluster::{ClusterBuilder, RedisCluster};
 pub use error::Error;
 pub use net::{free_addr, free_port};
 pub use rabbit::{RabbitServer, TestRabbit};

@@ -40,8 +40,13 @@ pub struct RedisServer {
     pid: u32,
     /// The loopback port, kept across restarts.
     port: u16,
-    /// `--dir` of an append-only server: its AOF and [`LOG`] live here.
+    /// `--dir` of an append-only server (its AOF and [`LOG`] live here) or of a cluster node
+    /// (its `nodes.conf` and [`LOG`]).
     dir: Option<PathBuf>,
+    /// Whether the append-only file is on.
+    append_only: bool,
+    /// `Some(node timeout in ms)` for a cluster node.
+    cluster: Option<u64>,
     /// How long start and restart wait for `PING`, and stop for the exit.
     timeout: Duration,
 }
@@ -51,6 +56,8 @@ pub struct RedisServer {
 pub struct Builder {
     /// `Some(label)`: AOF on, in a fresh folder named after `label`.
     append_only: Option<String>,
+    /// See [`Builder::cluster_node`].
+    cluster: Option<u64>,
     /// See [`Builder::timeout`].
     timeout: Duration,
 }
@@ -71,6 +78,7 @@ impl RedisServer {
     pub fn builder() -> Builder {
         Builder {
             append_only: None,
+            cluster: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -96,9 +104,24 @@ impl RedisServer {
         self.child.is_some()
     }
 
-    /// The folder with the AOF and `redis.log`, for an append-only server.
+    /// The folder with the AOF (or `nodes.conf`) and `redis.log`, for an append-only server
+    /// or a cluster node.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and reaps it; nothing is written on
+    /// the way out. [`restart`](Self::restart) starts it again on the same port (a cluster
+    /// node then rejoins with the identity in its `nodes.conf`).
+    ///
+    /// # Errors
+    ///
+    /// When it is not running.
+    pub fn kill(&mut self) -> Result<(), Error> {
+        let mut child = self.child.take().ok_or(Error::NotRunning)?;
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
     }
 
     /// Stops the server with SIGTERM and waits for it to exit. An append-only server writes
@@ -162,21 +185,30 @@ impl RedisServer {
         command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", ""])
+            .args(["--appendonly", if self.append_only { "yes" } else { "no" }])
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());
+        if let Some(node_timeout) = self.cluster {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", &node_timeout.to_string()]);
+        }
         match &self.dir {
             Some(dir) => {
-                let log = File::create(dir.join(LOG)).map_err(|err| Error::Dir {
-                    path: dir.clone(),
-                    err,
-                })?;
-                command
-                    .args(["--appendonly", "yes", "--dir"])
-                    .arg(dir)
-                    .stdout(log);
+                // Appended to, so a restarted node's log keeps what the killed one said.
+                let log = File::options()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(LOG))
+                    .map_err(|err| Error::Dir {
+                        path: dir.clone(),
+                        err,
+                    })?;
+                command.arg("--dir").arg(dir).stdout(log);
             }
             None => {
-                command.args(["--appendonly", "no"]).stdout(Stdio::null());
+                command.stdout(Stdio::null());
             }
         }
         let child = command.spawn().map_err(|err| match err.kind() {
@@ -248,6 +280,15 @@ impl Builder {
         self
     }
 
+    /// Makes the server a Redis Cluster node (`--cluster-enabled yes`, its `nodes.conf` in a
+    /// fresh folder removed on drop) with `--cluster-node-timeout` `node_timeout_ms`, on a
+    /// port whose cluster bus port (port + 10000) is free too. It serves nothing until it is
+    /// part of a cluster: see [`RedisCluster`](crate::RedisCluster).
+    pub fn cluster_node(mut self, node_timeout_ms: u64) -> Builder {
+        self.cluster = Some(node_timeout_ms);
+        self
+    }
+
     /// How long start and restart wait for `PING`, and stop for the exit (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Builder {
         self.timeout = timeout;
@@ -261,16 +302,23 @@ impl Builder {
     /// When no port is free, the folder cannot be made, `redis-server` is not installed
     /// ([`Error::NotInstalled`]) or cannot start, or it does not answer within the timeout.
     pub fn start(self) -> Result<RedisServer, Error> {
-        let port = free_port().map_err(Error::FreePort)?;
-        let dir = match &self.append_only {
-            Some(label) => Some(fresh_dir(label, port)?),
-            None => None,
+        let port = if self.cluster.is_some() {
+            free_cluster_port()?
+        } else {
+            free_port().map_err(Error::FreePort)?
+        };
+        let dir = match (&self.append_only, self.cluster) {
+            (Some(label), _) => Some(fresh_dir(label, port)?),
+            (None, Some(_)) => Some(fresh_dir("cluster", port)?),
+            (None, None) => None,
         };
         let mut server = RedisServer {
             child: None,
             pid: 0,
             port,
             dir,
+            append_only: self.append_only.is_some(),
+            cluster: self.cluster,
             timeout: self.timeout,
         };
         // On failure, dropping `server` kills what was spawned and removes the folder.
@@ -290,6 +338,23 @@ fn fresh_dir(label: &str, port: u16) -> Result<PathBuf, Error> {
         err,
     })?;
     Ok(path)
+}
+
+/// A free loopback port whose cluster bus port (port + 10000) is free too.
+fn free_cluster_port() -> Result<u16, Error> {
+    for _ in 0..100 {
+        let port = free_port().map_err(Error::FreePort)?;
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::FreePort(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no port with a free cluster bus port (port + 10000) in 100 tries",
+    )))
 }
 
 /// Whether Redis on `port` answers `+PONG` now.

@@ -17,7 +17,7 @@ mod token;
 use std::time::Duration;
 
 use wsmq_proto::{ChannelName, QueueName, UserId};
-use wsmq_rsmq::{Rsmq, RsmqError, RsmqOptions};
+use wsmq_rsmq::{Rsmq, RsmqConnection, RsmqError, RsmqOptions};
 
 use crate::{
     cli::{ChannelCmd, Cli, Command, GlobalOpts, TokenCmd},
@@ -76,23 +76,43 @@ impl Ctx {
     /// `cannot connect to redis at URL: cause`, with the URL's password masked.
     async fn connect(&self, realtime: bool) -> anyhow::Result<Rsmq> {
         let url = &self.global.redis_url;
-        // A malformed URL is a usage mistake, not a connection failure; say which.
-        if let Err(err) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        let cluster = self.global.redis_cluster;
+        if !cluster && url.contains(',') {
             anyhow::bail!(
-                "invalid redis URL '{}': {} (expected redis://[user:password@]host[:port][/db] \
-                 or redis+unix:///path)",
-                redact::url(url),
-                tidy_cause(&err.to_string())
+                "--redis-url holds several URLs: add --redis-cluster for a Redis Cluster's seed nodes"
             );
+        }
+        // A malformed URL is a usage mistake, not a connection failure; say which.
+        for seed in url.split(',').map(str::trim) {
+            if let Err(err) = redis::IntoConnectionInfo::into_connection_info(seed) {
+                anyhow::bail!(
+                    "invalid redis URL '{}': {} (expected redis://[user:password@]host[:port][/db] \
+                     or redis+unix:///path)",
+                    redact::url(seed),
+                    tidy_cause(&err.to_string())
+                );
+            }
         }
         let options = RsmqOptions {
             ns: self.global.ns.clone(),
             realtime,
+            cluster,
         };
         let connecting = tokio::time::timeout(CONNECT_TIMEOUT, Rsmq::connect(url, options));
         let cause = match connecting.await {
             Ok(Ok(rsmq)) => return Ok(rsmq),
             Ok(Err(RsmqError::Connect(cause))) => tidy_cause(&cause),
+            Ok(Err(RsmqError::ClusterMismatch { server_is_cluster })) => {
+                anyhow::bail!(
+                    "redis at {} {}",
+                    redact::url(url),
+                    if server_is_cluster {
+                        "is a cluster node: add --redis-cluster (and its nodes in --redis-url)"
+                    } else {
+                        "is not a cluster node: drop --redis-cluster"
+                    }
+                )
+            }
             Ok(Err(other)) => tidy_cause(&other.to_string()),
             Err(_elapsed) => format!(
                 "no answer within {}",
@@ -136,14 +156,15 @@ fn tidy_cause(cause: &str) -> String {
     }
 }
 
-/// A plain Redis connection from the rsmq pool, for wsmq's own keys and channels.
-async fn conn(rsmq: &Rsmq) -> anyhow::Result<deadpool_redis::Connection> {
-    Ok(rsmq.pool().get().await.map_err(RsmqError::from)?)
+/// rsmq's connection, for wsmq's own keys and channels; on a cluster it routes each command
+/// to the master of its keys.
+async fn conn(rsmq: &Rsmq) -> anyhow::Result<RsmqConnection> {
+    Ok(rsmq.connection().await?)
 }
 
 /// Redis' clock in Unix seconds. wsmq takes all time from Redis `TIME`, so that token expiry
 /// and uptimes agree with the gateways even when this machine's clock is off.
-async fn redis_time(conn: &mut deadpool_redis::Connection) -> anyhow::Result<u64> {
+async fn redis_time(conn: &mut RsmqConnection) -> anyhow::Result<u64> {
     let (secs, _micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
     Ok(secs)
 }

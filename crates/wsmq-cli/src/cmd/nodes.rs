@@ -5,8 +5,8 @@ use wsmq_proto::{NodeHeartbeat, keys};
 
 use super::{Ctx, conn, redis_time};
 
-/// Keys per SCAN step and per MGET: one round trip covers a large fleet, and no single
-/// command holds Redis for long.
+/// Keys per MGET: one round trip covers a large fleet, and no single command holds Redis for
+/// long (on a cluster, redis-rs splits it per slot).
 const STEP: usize = 500;
 
 /// Lists the nodes, sorted by id.
@@ -14,23 +14,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let rsmq = ctx.connect(false).await?;
     let mut conn = conn(&rsmq).await?;
 
-    let mut node_keys: Vec<String> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys::NODE_PATTERN)
-            .arg("COUNT")
-            .arg(STEP)
-            .query_async(&mut conn)
-            .await?;
-        node_keys.extend(found);
-        cursor = next;
-        if cursor == 0 {
-            break;
-        }
-    }
+    // On a cluster, every master's keys.
+    let mut node_keys = rsmq.scan(keys::NODE_PATTERN).await?;
     // SCAN may return a key more than once while Redis rehashes.
     node_keys.sort();
     node_keys.dedup();

@@ -13,10 +13,16 @@ pub(crate) async fn run(ctx: &Ctx, args: PublishArgs) -> anyhow::Result<()> {
     let mut conn = conn(&rsmq).await?;
     // Each node subscribes once per channel that has local subscribers, so PUBLISH's
     // receiver count is the number of nodes that will deliver the message.
-    let receivers: u64 = redis::cmd("PUBLISH")
-        .arg(keys::channel(&args.channel))
-        .arg(&args.message)
-        .query_async(&mut conn)
-        .await?;
+    // On a cluster, sharded pub/sub in the channel's slot, as the gateways subscribe.
+    let mut publish = if rsmq.is_cluster() {
+        let mut cmd = redis::cmd("SPUBLISH");
+        cmd.arg(keys::Carrier::Plain.sharded(&args.channel));
+        cmd
+    } else {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(keys::channel(&args.channel));
+        cmd
+    };
+    let receivers: u64 = publish.arg(&args.message).query_async(&mut conn).await?;
     ctx.out.published(&args.channel, receivers)
 }

@@ -55,7 +55,8 @@ pub(crate) async fn issue(ctx: &Ctx, args: IssueArgs) -> anyhow::Result<()> {
 
     let rsmq = ctx.connect(false).await?;
     let mut conn = conn(&rsmq).await?;
-    let now = issue_time(&mut conn, &user).await?;
+    let (access_key, mark_key) = user_keys(&rsmq, &user);
+    let now = issue_time(&mut conn, &mark_key, &user).await?;
     let expires = now.saturating_add(ttl);
     let claims = Claims {
         iat: Some(now),
@@ -71,7 +72,7 @@ pub(crate) async fn issue(ctx: &Ctx, args: IssueArgs) -> anyhow::Result<()> {
     let jwt = issue_hs256(&claims, jwt_secret.as_bytes());
     let access_token = issue_access_token(access_secret.as_bytes(), &user, now);
     let _added: u64 = redis::cmd("SADD")
-        .arg(keys::access_tokens(&user))
+        .arg(&access_key)
         .arg(&access_token)
         .query_async(&mut conn)
         .await?;
@@ -87,13 +88,14 @@ pub(crate) async fn issue(ctx: &Ctx, args: IssueArgs) -> anyhow::Result<()> {
 /// Redis' clock, once it is past the user's revocation mark: a JWT issued in the second of a
 /// revocation counts as revoked (`iat` has one-second resolution), so a `token issue` right
 /// after a `token revoke` waits for the next second rather than print a dead token.
-async fn issue_time(conn: &mut deadpool_redis::Connection, user: &str) -> anyhow::Result<u64> {
+async fn issue_time(
+    conn: &mut wsmq_rsmq::RsmqConnection,
+    mark_key: &str,
+    user: &str,
+) -> anyhow::Result<u64> {
     loop {
         let now = redis_time(conn).await?;
-        let mark: Option<u64> = redis::cmd("GET")
-            .arg(keys::revoked(user))
-            .query_async(conn)
-            .await?;
+        let mark: Option<u64> = redis::cmd("GET").arg(mark_key).query_async(conn).await?;
         match mark {
             // A mark far ahead (a clock that jumped back) is not waited out here: the token
             // would be refused, which `token revoke` cannot undo either; say so.
@@ -110,6 +112,16 @@ async fn issue_time(conn: &mut deadpool_redis::Connection, user: &str) -> anyhow
     }
 }
 
+/// The user's access-token set and revocation mark; on a cluster with the user id as their
+/// hash tag, so the revocation script touches one slot.
+fn user_keys(rsmq: &wsmq_rsmq::Rsmq, user: &str) -> (String, String) {
+    if rsmq.is_cluster() {
+        (keys::access_tokens_tagged(user), keys::revoked_tagged(user))
+    } else {
+        (keys::access_tokens(user), keys::revoked(user))
+    }
+}
+
 /// The revocation script (`revoke.lua`).
 static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("revoke.lua")));
 
@@ -119,9 +131,10 @@ pub(crate) async fn revoke(ctx: &Ctx, user: &str) -> anyhow::Result<()> {
     let user = user_id(user)?;
     let rsmq = ctx.connect(false).await?;
     let mut conn = conn(&rsmq).await?;
+    let (access_key, mark_key) = user_keys(&rsmq, &user);
     let (removed, notified, mark): (u64, u64, u64) = REVOKE
-        .key(keys::access_tokens(&user))
-        .key(keys::revoked(&user))
+        .key(access_key)
+        .key(mark_key)
         .arg(user.as_str())
         .arg(keys::REVOCATION_TTL_SECS)
         .arg(keys::REVOKE_CHANNEL)

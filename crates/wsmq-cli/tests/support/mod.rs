@@ -19,8 +19,9 @@ use serde_json::Value;
 
 /// The environment variables `wsmq-cli` reads; cleared for every run so that the developer's
 /// own settings cannot leak into a test.
-const CLI_ENV: [&str; 7] = [
+const CLI_ENV: [&str; 8] = [
     "WSMQ_REDIS_URL",
+    "WSMQ_REDIS_CLUSTER",
     "WSMQ_RSMQ_NS",
     "WSMQ_JWT_SECRET",
     "WSMQ_ACCESS_TOKEN_SECRET",
@@ -216,7 +217,8 @@ pub fn closed_port() -> u16 {
     wsmq_testkit::free_port().expect("binding a free port")
 }
 
-fn unique(prefix: &str) -> String {
+/// `{prefix}-{pid}-{n}`: a name no other test of this process uses.
+pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}-{}-{n}", std::process::id())
 }

@@ -260,6 +260,14 @@ impl Builder {
         self
     }
 
+    /// Uses the Redis engine on the Redis Cluster whose seed nodes `urls` lists (as
+    /// `wsmq_testkit::RedisCluster::urls` gives them), in a namespace of its own.
+    pub fn redis_cluster(mut self, urls: String) -> Builder {
+        self.config.engine.redis_cluster = true;
+        self.redis = Some(urls);
+        self
+    }
+
     /// Uses the RabbitMQ engine with these options (see [`amqp_options`]); a Redis given
     /// too serves the access-token registry.
     pub fn amqp(mut self, options: wsmq_gateway::engine::amqp::AmqpOptions) -> Builder {

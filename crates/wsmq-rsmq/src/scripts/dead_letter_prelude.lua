@@ -9,11 +9,15 @@
 
 -- The dead-letter queue named by a queue hash's `deadletter` field, as its zset and hash
 -- keys in namespace `prefix` ("{ns}:"); false when there is none. Errors (to return as
--- the script's reply) for a name rsmq would not accept, the queue itself, or keys that
--- hold something other than a queue.
+-- the script's reply) for a name rsmq would not accept, the queue itself, keys that
+-- hold something other than a queue, or an empty prefix: on a Redis Cluster, where
+-- another queue's keys are in another slot, out of this script's reach.
 local function dead_letter_keys(prefix, name, own_zset)
   if not name or name == "" then
     return false
+  end
+  if prefix == "" then
+    return nil, redis.error_reply("RSMQ invalidDeadLetter cluster")
   end
   if #name > 160 or not string.find(name, "^[%w_-]+$") then
     return nil, redis.error_reply("RSMQ invalidDeadLetter name")

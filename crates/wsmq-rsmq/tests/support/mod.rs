@@ -68,6 +68,7 @@ impl RedisServer {
         let options = RsmqOptions {
             ns: self.ns.clone(),
             realtime,
+            cluster: false,
         };
         Rsmq::connect(self.url(), options)
             .await

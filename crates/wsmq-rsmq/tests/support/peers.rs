@@ -98,6 +98,7 @@ impl Peers {
         let options = RsmqOptions {
             ns: ns.clone(),
             realtime: false,
+            cluster: false,
         };
         let rust = Rsmq::connect(&url, options)
             .await
@@ -122,6 +123,7 @@ impl Peers {
         let options = RsmqOptions {
             ns: self.ns.clone(),
             realtime: true,
+            cluster: false,
         };
         Rsmq::connect(&self.url, options).await.unwrap()
     }

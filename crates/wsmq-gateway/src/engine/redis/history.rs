@@ -31,12 +31,18 @@ impl RedisEngine {
         body: &str,
         history: HistoryPolicy,
     ) -> Result<Published, EngineError> {
+        let cluster = self.rsmq.is_cluster();
         let args = [
-            keys::history_channel(channel),
+            if cluster {
+                keys::Carrier::History.sharded(channel)
+            } else {
+                keys::history_channel(channel)
+            },
             body.to_owned(),
             history.size.max(1).to_string(),
             ttl_secs(history).to_string(),
             new_epoch(),
+            if cluster { "SPUBLISH" } else { "PUBLISH" }.to_owned(),
         ];
         let reply: (u64, String, String) =
             self.eval(&PUBLISH, PUBLISH_SOURCE, channel, &args).await?;

@@ -22,6 +22,7 @@ mod changes;
 mod history;
 mod presence;
 mod pubsub;
+mod shards;
 mod wake;
 
 use std::{
@@ -42,7 +43,12 @@ use tracing::{debug, info, warn};
 use wsmq_proto::{NodeHeartbeat, keys};
 use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
-use self::{changes::Changes, pubsub::PubSub, wake::QueueWake};
+use self::{
+    changes::Changes,
+    pubsub::PubSub,
+    shards::{Shards, ShardsShared},
+    wake::QueueWake,
+};
 use super::{
     Broker, BrokerHandler, ClusterState, CredentialCheck, CredentialChecks, CredentialQuery,
     DeadLettered, Engine, EngineError, HandlerSlot, Held, HistoryPage, HistoryPolicy, HistoryRange,
@@ -80,6 +86,9 @@ pub struct RedisEngine {
     channels: Arc<Mutex<HashSet<String>>>,
     /// Whether Redis confirmed the node's subscription to each of those channels.
     channel_wakes: Mutex<HashMap<String, Arc<QueueWake>>>,
+    /// On a Redis Cluster: the channels' sharded pub/sub, and what it shares (which channels
+    /// the node wants, and whether Redis confirmed each).
+    shards: Option<(Shards, Arc<ShardsShared>)>,
     /// Where the pub/sub task hands channel publications: the node's hub.
     handler: Arc<HandlerSlot>,
     /// Subscribe/unsubscribe wishes for the pub/sub task, coalesced per channel.
@@ -107,40 +116,101 @@ impl RedisEngine {
         ns: &str,
         metrics: RedisMetrics,
     ) -> Result<Arc<RedisEngine>, EngineError> {
+        Self::open(url, ns, false, metrics).await
+    }
+
+    /// Connects to a Redis Cluster through `seeds` (comma-separated node URLs; the rest of
+    /// the cluster is discovered), in the cluster layout: every key of queue `q` carries `q`
+    /// as its hash tag (see `wsmq_rsmq::keys::cluster_ns`).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Unavailable`] when no seed can be reached; [`EngineError::Invalid`]
+    /// when the server is not a cluster node.
+    pub async fn connect_cluster(
+        seeds: &str,
+        ns: &str,
+        metrics: RedisMetrics,
+    ) -> Result<Arc<RedisEngine>, EngineError> {
+        Self::open(seeds, ns, true, metrics).await
+    }
+
+    async fn open(
+        url: &str,
+        ns: &str,
+        cluster: bool,
+        metrics: RedisMetrics,
+    ) -> Result<Arc<RedisEngine>, EngineError> {
         let options = RsmqOptions {
             ns: ns.to_owned(),
             realtime: true,
+            cluster,
         };
         let rsmq = Rsmq::connect(url, options).await.map_err(map_err)?;
-        let client = Client::open(url).map_err(|e| EngineError::Unavailable(e.to_string()))?;
+        // The pub/sub connection goes to one node; on a cluster, to any of the seeds.
+        let clients = url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(Client::open)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
         let changes = Arc::new(Changes::default());
         let queue_changes = Arc::clone(&changes);
         let rt_ns = ns.to_owned();
         let queues = Interests::new(Box::new(
             move |queue: &str, wake: &Arc<QueueWake>, first: bool| {
-                let channel = wsmq_rsmq::keys::realtime_channel(&rt_ns, queue);
+                let channel = wsmq_rsmq::keys::queue_realtime_channel(&rt_ns, queue, cluster);
                 queue_changes.toggle(channel, Some(Arc::clone(wake)), first);
             },
         ));
-        let channels = Arc::default();
+        let channels: Arc<Mutex<HashSet<String>>> = Arc::default();
         let handler = Arc::new(HandlerSlot::default());
         let revocations = broadcast::channel(256).0;
         let stop = CancellationToken::new();
         let redis_back = Arc::new(Notify::new());
+        let shards = if cluster {
+            let seeds: Vec<&str> = url
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let shared = Arc::new(ShardsShared {
+                wakes: Mutex::default(),
+            });
+            let shards = Shards::start(
+                &seeds,
+                Arc::clone(&handler),
+                Arc::clone(&shared),
+                stop.clone(),
+            )
+            .await?;
+            Some((shards, shared))
+        } else {
+            None
+        };
         let pubsub = PubSub {
             redis_back: Arc::clone(&redis_back),
             stop: stop.clone(),
-            client,
+            clients,
+            next_client: 0,
             changes: Arc::clone(&changes),
-            rt_prefix: wsmq_rsmq::keys::realtime_channel(ns, ""),
+            ns: ns.to_owned(),
+            cluster,
             queues: Arc::clone(&queues),
-            channels: Arc::clone(&channels),
+            // On a cluster, channels are sharded ([`shards`]); the classic connection carries
+            // the queues' wake-ups and revocations only.
+            channels: if cluster {
+                Arc::default()
+            } else {
+                Arc::clone(&channels)
+            },
             handler: Arc::clone(&handler),
             revocations: revocations.clone(),
             reconnects: metrics.pubsub_reconnects,
         };
         pubsub.start().await?;
-        info!(ns, "redis engine connected");
+        info!(ns, cluster, "redis engine connected");
         Ok(Arc::new(RedisEngine {
             rsmq,
             reachable: AtomicBool::new(true),
@@ -149,6 +219,7 @@ impl RedisEngine {
             queues,
             channels,
             channel_wakes: Mutex::default(),
+            shards,
             handler,
             changes,
             revocations,
@@ -166,6 +237,10 @@ impl RedisEngine {
     /// pub/sub task. The lock is held while sending, so the commands for one channel keep the
     /// order of the calls.
     fn want_channel(&self, channel: &str, wanted: bool) {
+        if let Some((shards, _)) = &self.shards {
+            shards.want(channel, wanted);
+            return;
+        }
         let mut channels = self.channels.lock().expect("channel set poisoned");
         if wanted {
             channels.insert(channel.to_owned());
@@ -182,14 +257,6 @@ impl RedisEngine {
     /// Runs a command on rsmq's shared connection (which replaces itself after a break).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, EngineError> {
         self.track(self.rsmq.query(cmd).await)
-    }
-
-    /// Runs a pipeline on rsmq's shared connection, in one round trip.
-    async fn query_pipeline<T: redis::FromRedisValue>(
-        &self,
-        pipe: &redis::Pipeline,
-    ) -> Result<T, EngineError> {
-        self.track(self.rsmq.query_pipeline(pipe).await)
     }
 
     /// Maps an rsmq result to the engine's, noting whether Redis was reached: the first
@@ -366,7 +433,25 @@ impl QueueStore for RedisEngine {
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        async move { self.query::<()>(&redis::cmd("PING")).await }.boxed()
+        async move {
+            if !self.rsmq.is_cluster() {
+                return self.query::<()>(&redis::cmd("PING")).await;
+            }
+            // Every node answers PING while slots are uncovered; the cluster's own verdict
+            // says whether every queue can be served.
+            let mut info = redis::cmd("CLUSTER");
+            info.arg("INFO");
+            let info: String = self.query(&info).await?;
+            if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                Ok(())
+            } else {
+                Err(EngineError::Unavailable(
+                    "redis cluster state is not ok (slots uncovered or a majority unreachable)"
+                        .to_owned(),
+                ))
+            }
+        }
+        .boxed()
     }
 }
 
@@ -381,8 +466,16 @@ impl Broker for RedisEngine {
         body: &'a str,
     ) -> BoxFuture<'a, Result<u64, EngineError>> {
         async move {
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(keys::channel(channel)).arg(body);
+            let mut cmd = if self.shards.is_some() {
+                let mut cmd = redis::cmd("SPUBLISH");
+                cmd.arg(keys::Carrier::Plain.sharded(channel));
+                cmd
+            } else {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(keys::channel(channel));
+                cmd
+            };
+            cmd.arg(body);
             self.query(&cmd).await
         }
         .boxed()
@@ -416,6 +509,10 @@ impl Broker for RedisEngine {
     }
 
     fn channel_listening(&self, channel: &str) -> Option<Arc<super::Listening>> {
+        if let Some((_, shared)) = &self.shards {
+            let wakes = shared.wakes.lock().expect("shard wakes poisoned");
+            return wakes.get(channel).map(|wake| Arc::clone(&wake.listening));
+        }
         let wakes = self.channel_wakes.lock().expect("channel wakes poisoned");
         wakes.get(channel).map(|wake| Arc::clone(&wake.listening))
     }
@@ -471,17 +568,26 @@ impl ClusterState for RedisEngine {
         async move {
             // TIME first: see the trait. A pipeline keeps the order of its commands. Errors
             // stay per command, so that one user's damaged key fails that user, not the batch.
+            let cluster = self.rsmq.is_cluster();
             let mut pipe = redis::pipe();
             pipe.ignore_errors().cmd("TIME");
             for query in queries {
-                pipe.cmd("GET").arg(keys::revoked(query.user));
+                let (revoked, access) = if cluster {
+                    (
+                        keys::revoked_tagged(query.user),
+                        keys::access_tokens_tagged(query.user),
+                    )
+                } else {
+                    (keys::revoked(query.user), keys::access_tokens(query.user))
+                };
+                pipe.cmd("GET").arg(revoked);
                 if let Some(token) = query.access_token {
-                    pipe.cmd("SISMEMBER")
-                        .arg(keys::access_tokens(query.user))
-                        .arg(token);
+                    pipe.cmd("SISMEMBER").arg(access).arg(token);
                 }
             }
-            let replies: Vec<redis::Value> = self.query_pipeline(&pipe).await?;
+            // On a cluster the users' keys are on several masters: one command each, in
+            // parallel (`query_each`).
+            let replies = self.track(self.rsmq.query_each(&pipe).await)?;
             read_credential_replies(replies, queries)
         }
         .boxed()
@@ -627,6 +733,14 @@ fn map_err(err: RsmqError) -> EngineError {
         RsmqError::QueueNotFound => EngineError::QueueNotFound,
         RsmqError::MessageTooLong => EngineError::TooLarge,
         RsmqError::Connect(_) | RsmqError::Pool(_) => EngineError::Unavailable(err.to_string()),
+        RsmqError::ClusterMismatch { server_is_cluster } => EngineError::Invalid(
+            if server_is_cluster {
+                "redis is a cluster node: run with --redis-cluster (WSMQ_REDIS_CLUSTER=1) and its nodes in --redis-url"
+            } else {
+                "--redis-cluster is set but redis is not a cluster node (cluster support disabled)"
+            }
+            .to_owned(),
+        ),
         RsmqError::Redis(ref e) if unreachable(e) => EngineError::Unavailable(err.to_string()),
         RsmqError::Redis(_) | RsmqError::UnexpectedReply(_) => {
             EngineError::Internal(err.to_string())

@@ -138,8 +138,16 @@ impl RedisEngine {
             left: left.to_vec(),
         })
         .map_err(|e| EngineError::Internal(e.to_string()))?;
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(keys::presence_channel(channel)).arg(payload);
+        let mut cmd = if self.rsmq.is_cluster() {
+            let mut cmd = redis::cmd("SPUBLISH");
+            cmd.arg(keys::Carrier::Presence.sharded(channel));
+            cmd
+        } else {
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(keys::presence_channel(channel));
+            cmd
+        };
+        cmd.arg(payload);
         self.query::<u64>(&cmd).await.map(drop)
     }
 
@@ -164,23 +172,34 @@ impl RedisEngine {
                 .arg(keys::presence_users(&call.channel))
                 .arg(&call.args);
         }
-        let replies: Vec<Vec<String>> = match self.rsmq.query_pipeline(&pipe).await {
-            Err(wsmq_rsmq::RsmqError::Redis(err))
-                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                let mut load = redis::cmd("SCRIPT");
-                load.arg("LOAD").arg(source);
-                self.query::<String>(&load).await?;
-                self.query_pipeline(&pipe).await?
-            }
-            other => self.track(other)?,
-        };
+        // One pipeline on one Redis; on a cluster, the channels' keys are on several masters,
+        // so one call each, in parallel.
+        let mut replies = self.track(self.rsmq.query_each(&pipe).await)?;
+        if replies.iter().any(is_noscript) {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(source);
+            self.query::<String>(&load).await?;
+            replies = self.track(self.rsmq.query_each(&pipe).await)?;
+        }
+        let replies = replies
+            .into_iter()
+            .map(|reply| match reply.extract_error() {
+                Ok(value) => redis::from_redis_value::<Vec<String>>(value)
+                    .map_err(|e| EngineError::Internal(format!("presence script reply: {e}"))),
+                Err(err) => Err(EngineError::Internal(format!("presence script: {err}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(calls
             .iter()
             .zip(replies)
             .flat_map(|(call, users)| users.into_iter().map(|u| (call.channel.clone(), u)))
             .collect())
     }
+}
+
+/// Whether a reply is Redis's "no such script" (after a restart or `SCRIPT FLUSH`).
+fn is_noscript(reply: &redis::Value) -> bool {
+    matches!(reply, redis::Value::ServerError(err) if err.code() == "NOSCRIPT")
 }
 
 /// Groups memberships by channel into script calls of at most [`CHUNK`] members, each

@@ -65,12 +65,18 @@ const MAX_CHANNELS_PER_COMMAND: usize = 1024;
 
 /// Everything the pub/sub task needs; consumed by [`PubSub::start`].
 pub(super) struct PubSub {
-    /// Opens connections.
-    pub(super) client: Client,
+    /// Opens connections: one per node known at start (one on a single Redis). Classic
+    /// pub/sub reaches every node of a Redis Cluster, so any one node serves; after a failed
+    /// attempt the next one is tried.
+    pub(super) clients: Vec<Client>,
+    /// The client of the next connection attempt.
+    pub(super) next_client: usize,
     /// Subscribe/unsubscribe wishes from the interest registries.
     pub(super) changes: Arc<Changes>,
-    /// `{ns}:rt:`.
-    pub(super) rt_prefix: String,
+    /// The rsmq namespace, for the queues' realtime channels.
+    pub(super) ns: String,
+    /// Whether the queues use the cluster layout (`{ns}:{q}:rt:q`).
+    pub(super) cluster: bool,
     /// Queue wake-ups.
     pub(super) queues: Arc<Interests<Arc<QueueWake>>>,
     /// Channels the node subscribed to.
@@ -172,10 +178,12 @@ impl PubSub {
         let queues = self.queues.entries();
         let channels = self.channels.lock().expect("channel set poisoned").clone();
         let mut wanted = vec![keys::REVOKE_CHANNEL.to_owned()];
-        wanted.extend(queues.iter().map(|(q, _)| format!("{}{q}", self.rt_prefix)));
+        wanted.extend(queues.iter().map(|(q, _)| self.realtime_channel(q)));
         wanted.extend(channels.iter().flat_map(|c| Self::carriers(c)));
+        let client = &self.clients[self.next_client % self.clients.len()];
+        self.next_client = self.next_client.wrapping_add(1);
         let connecting = async {
-            let pubsub = self.client.get_async_pubsub().await.map_err(unavailable)?;
+            let pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
             let (mut sink, stream) = pubsub.split();
             for chunk in wanted.chunks(MAX_CHANNELS_PER_COMMAND) {
                 sink.subscribe(chunk).await.map_err(unavailable)?;
@@ -196,6 +204,11 @@ impl PubSub {
         Ok((sink, stream))
     }
 
+    /// The realtime channel of `queue`.
+    fn realtime_channel(&self, queue: &str) -> String {
+        wsmq_rsmq::keys::queue_realtime_channel(&self.ns, queue, self.cluster)
+    }
+
     /// The pub/sub names that carry `channel`'s publications (without history and with it)
     /// and its presence announcements.
     pub(super) fn carriers(channel: &str) -> [String; 3] {
@@ -214,7 +227,7 @@ impl PubSub {
     fn settle_changes(&self, queues: &[(String, Arc<QueueWake>)], channels: &HashSet<String>) {
         let realtime: Vec<String> = queues
             .iter()
-            .map(|(q, _)| format!("{}{q}", self.rt_prefix))
+            .map(|(q, _)| self.realtime_channel(q))
             .collect();
         let subscribed = realtime
             .iter()
@@ -285,7 +298,7 @@ impl PubSub {
 
     fn dispatch(&self, msg: &Msg) {
         let channel = msg.get_channel_name();
-        if let Some(queue) = channel.strip_prefix(self.rt_prefix.as_str()) {
+        if let Some(queue) = wsmq_rsmq::keys::realtime_queue(&self.ns, channel, self.cluster) {
             if let Some(wake) = self.queues.get(queue) {
                 wake.notify.notify_waiters();
             }

@@ -4,11 +4,12 @@
 --
 -- KEYS[1]  wsmq:hist:{c}       STREAM, entry id "{offset}-0", fields m (body), t (sent, ms)
 -- KEYS[2]  wsmq:hist:{c}:pos   HASH: epoch, offset (the latest)
--- ARGV[1]  the pub/sub channel (wsmq:chh:{c})
+-- ARGV[1]  the pub/sub channel (wsmq:chh:{c}; on a Redis Cluster the sharded one, in this slot)
 -- ARGV[2]  the body
 -- ARGV[3]  size: publications kept (>= 1)
 -- ARGV[4]  ttl, seconds (>= 1)
 -- ARGV[5]  a fresh epoch, used when the history is new or was lost
+-- ARGV[6]  "PUBLISH", or "SPUBLISH" on a Redis Cluster
 -- Returns  {receivers, offset, epoch}
 -- Errors   none of its own
 --
@@ -31,5 +32,6 @@ redis.call('HSET', KEYS[2], 'epoch', epoch, 'offset', offset_s)
 redis.call('XADD', KEYS[1], 'MAXLEN', '=', ARGV[3], offset_s .. '-0', 'm', ARGV[2], 't', sent_s)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-local receivers = redis.call('PUBLISH', ARGV[1], offset_s .. ' ' .. epoch .. ' ' .. sent_s .. ' ' .. ARGV[2])
+local verb = ARGV[6] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
+local receivers = redis.call(verb, ARGV[1], offset_s .. ' ' .. epoch .. ' ' .. sent_s .. ' ' .. ARGV[2])
 return {receivers, offset_s, epoch}

@@ -1,0 +1,282 @@
+//! rsmq on a real Redis Cluster (3 masters started by the testkit): every queue's keys in
+//! one slot under its hash tag, queues spread over the masters, listing across masters,
+//! realtime notifications, and a clear error for what one slot cannot hold.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::cluster_async::ClusterConnection;
+use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
+use wsmq_testkit::{RedisCluster, RedisServer};
+
+use support::random_text;
+
+fn options(ns: &str, realtime: bool) -> RsmqOptions {
+    RsmqOptions {
+        ns: ns.to_owned(),
+        realtime,
+        cluster: true,
+    }
+}
+
+async fn raw(cluster: &RedisCluster) -> ClusterConnection {
+    redis::cluster::ClusterClient::new(cluster.urls().split(',').collect::<Vec<_>>())
+        .expect("seeds")
+        .get_async_connection()
+        .await
+        .expect("cluster connection")
+}
+
+#[tokio::test]
+async fn every_operation_works_on_a_cluster_with_each_queue_in_one_slot() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let ns = format!("t{}", random_text(6));
+    let rsmq = Rsmq::connect(&cluster.urls(), options(&ns, false))
+        .await
+        .expect("connect");
+    assert!(rsmq.is_cluster());
+
+    // Enough queues that all three masters hold some.
+    let names: Vec<String> = (0..24).map(|i| format!("q{i}")).collect();
+    for name in &names {
+        rsmq.create_queue(name, &QueueOptions::default())
+            .await
+            .expect("create");
+    }
+    let owners: HashSet<usize> = names
+        .iter()
+        .map(|q| cluster.master_of(&format!("{{{q}}}")).expect("owner"))
+        .collect();
+    assert_eq!(owners.len(), 3, "queues spread over every master");
+
+    let mut listed = rsmq.list_queues().await.expect("list");
+    listed.sort();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(listed, want, "list spans all masters");
+
+    // The keys carry the queue's hash tag.
+    let mut conn = raw(&cluster).await;
+    for key in [format!("{ns}:{{q3}}:q3:Q"), format!("{ns}:{{q3}}:QUEUES")] {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(exists, "{key} exists");
+    }
+
+    // Send, batch send, receive, batch receive, visibility, delete, pop, attributes.
+    let id = rsmq.send_message("q3", "one", None).await.expect("send");
+    let ids = rsmq
+        .send_batch("q3", &["two", "three"], None)
+        .await
+        .expect("send batch");
+    let zset: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{ns}:{{q3}}:q3"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(zset.len(), 3, "the zset is the tagged key");
+    let first = rsmq
+        .receive_message("q3", Some(30))
+        .await
+        .expect("receive")
+        .expect("a message");
+    assert_eq!(
+        (first.id.as_str(), first.message.as_str()),
+        (id.as_str(), "one")
+    );
+    let batch = rsmq.receive_batch("q3", 10, Some(0)).await.expect("batch");
+    assert_eq!(batch.len(), 2);
+    rsmq.change_message_visibility("q3", &ids[0], 60)
+        .await
+        .expect("visibility");
+    assert!(rsmq.delete_message("q3", &id).await.expect("delete"));
+    let popped = rsmq
+        .pop_message("q3")
+        .await
+        .expect("pop")
+        .expect("one left");
+    assert_eq!(popped.message, "three");
+    let attributes = rsmq.get_queue_attributes("q3").await.expect("attributes");
+    assert_eq!(attributes.msgs, 1);
+    assert_eq!(attributes.totalsent, 3);
+
+    rsmq.delete_queue("q3").await.expect("delete queue");
+    assert!(!rsmq.list_queues().await.unwrap().contains(&"q3".to_owned()));
+    assert!(matches!(
+        rsmq.get_queue_attributes("q3").await,
+        Err(RsmqError::QueueNotFound)
+    ));
+}
+
+#[tokio::test]
+async fn queues_on_every_master_serve_concurrent_batches() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let ns = format!("t{}", random_text(6));
+    let rsmq = Rsmq::connect(&cluster.urls(), options(&ns, false))
+        .await
+        .expect("connect");
+    let names: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        rsmq.create_queue(name, &QueueOptions::default())
+            .await
+            .unwrap();
+    }
+    let bodies: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    let sends = names.iter().map(|q| rsmq.send_batch(q, &bodies, None));
+    for sent in futures_util::future::join_all(sends).await {
+        assert_eq!(sent.expect("send").len(), 200);
+    }
+    let mut got: HashMap<String, usize> = HashMap::new();
+    for name in &names {
+        loop {
+            let batch = rsmq.receive_batch(name, 64, Some(30)).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            let ids: Vec<&str> = batch.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(
+                rsmq.delete_batch(name, &ids).await.unwrap(),
+                ids.len() as u64
+            );
+            *got.entry(name.clone()).or_default() += batch.len();
+        }
+    }
+    assert!(got.values().all(|&n| n == 200), "{got:?}");
+}
+
+#[tokio::test]
+async fn realtime_sends_publish_on_the_tagged_channel_to_any_node() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let ns = format!("t{}", random_text(6));
+    let rsmq = Rsmq::connect(&cluster.urls(), options(&ns, true))
+        .await
+        .expect("connect");
+    let channel = rsmq.realtime_channel("jobs");
+    assert_eq!(channel, format!("{ns}:{{jobs}}:rt:jobs"));
+    rsmq.create_queue("jobs", &QueueOptions::default())
+        .await
+        .unwrap();
+    // A classic PUBLISH reaches subscribers on every node: listen on one that does not own
+    // the queue's slot.
+    let owner = cluster.master_of("{jobs}").unwrap();
+    let listener = (owner + 1) % 3;
+    let client = redis::Client::open(cluster.nodes()[listener].url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(&channel).await.unwrap();
+    rsmq.send_message("jobs", "wake", None).await.unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
+        .await
+        .expect("notified in time")
+        .expect("a message");
+    assert_eq!(message.get_payload::<String>().unwrap(), "1");
+}
+
+#[tokio::test]
+async fn the_wrong_mode_fails_at_connect_with_a_clear_error() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let single = RedisServer::start().expect("redis");
+    let plain = RsmqOptions::default();
+    let err = Rsmq::connect(&cluster.nodes()[0].url(), plain)
+        .await
+        .expect_err("a cluster node without cluster mode");
+    assert!(matches!(
+        err,
+        RsmqError::ClusterMismatch {
+            server_is_cluster: true
+        }
+    ));
+    assert_eq!(
+        err.to_string(),
+        "redis is a cluster node: connect in cluster mode"
+    );
+    let err = Rsmq::connect(&single.url(), options("x", false))
+        .await
+        .expect_err("cluster mode on a plain server");
+    assert!(matches!(
+        err,
+        RsmqError::ClusterMismatch {
+            server_is_cluster: false
+        }
+    ));
+    let err = Rsmq::connect(" , ", options("x", false))
+        .await
+        .expect_err("no seeds");
+    assert!(matches!(err, RsmqError::Connect(_)), "{err}");
+}
+
+#[tokio::test]
+async fn what_spans_two_slots_is_refused_and_one_slot_rules_still_apply() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let ns = format!("t{}", random_text(6));
+    let rsmq = Rsmq::connect(&cluster.urls(), options(&ns, false))
+        .await
+        .expect("connect");
+    let with_dead_letter = QueueOptions {
+        deadletter: Some("dead".to_owned()),
+        maxreceives: Some(1),
+        ..QueueOptions::default()
+    };
+    let err = rsmq
+        .create_queue("src", &with_dead_letter)
+        .await
+        .expect_err("a dead-letter queue in another slot");
+    assert!(matches!(err, RsmqError::Unsupported(_)), "{err}");
+    rsmq.create_queue("src", &QueueOptions::default())
+        .await
+        .unwrap();
+    rsmq.create_queue("dst", &QueueOptions::default())
+        .await
+        .unwrap();
+    let err = rsmq
+        .set_queue_attributes("src", &with_dead_letter)
+        .await
+        .expect_err("set a dead-letter queue");
+    assert!(matches!(err, RsmqError::Unsupported(_)), "{err}");
+    let err = rsmq
+        .move_messages("src", "dst", 10)
+        .await
+        .expect_err("a move between slots");
+    assert!(matches!(err, RsmqError::Unsupported(_)), "{err}");
+
+    // A dead-letter name written behind our back is refused by the receive, not ignored.
+    let mut conn = raw(&cluster).await;
+    rsmq.send_message("src", "x", None).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{ns}:{{src}}:src:Q"))
+        .arg("deadletter")
+        .arg("dst")
+        .arg("maxreceives")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        rsmq.receive_message("src", Some(0))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let err = rsmq
+        .receive_message("src", None)
+        .await
+        .expect_err("a dead message with a dead-letter queue in another slot");
+    assert!(matches!(err, RsmqError::InvalidDeadLetter(_)), "{err}");
+
+    // maxreceives without a dead-letter queue stays in the slot: the message is dropped.
+    let _: () = redis::cmd("HDEL")
+        .arg(format!("{ns}:{{src}}:src:Q"))
+        .arg("deadletter")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(rsmq.receive_message("src", None).await.unwrap().is_none());
+    assert_eq!(rsmq.get_queue_attributes("src").await.unwrap().msgs, 0);
+}
