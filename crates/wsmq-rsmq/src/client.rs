@@ -81,8 +81,9 @@ enum Link {
         /// The connection in use; `None` before the first call and after it broke.
         shared: Arc<Mutex<Option<MultiplexedConnection>>>,
     },
-    /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    /// A Redis Cluster: the shared connection, and one for writes that wait for
+    /// replicas (`WAIT` holds up the connection it runs on).
+    Cluster(ClusterConnection, ClusterConnection),
 }
 
 /// The connection one call runs on: rsmq's shared connection on one Redis, the cluster
@@ -201,8 +202,12 @@ impl Rsmq {
             scripts::preload_each(&mut conn)
                 .await
                 .map_err(|err| connect_error(&err))?;
+            let waiting = client
+                .get_async_connection()
+                .await
+                .map_err(|err| connect_error(&err))?;
             return Ok(Self {
-                link: Link::Cluster(conn),
+                link: Link::Cluster(conn, waiting),
                 ns: options.ns.into(),
                 realtime: options.realtime,
             });
@@ -234,14 +239,14 @@ impl Rsmq {
 
     /// Whether this handle works on a Redis Cluster (with the tagged key layout).
     pub fn is_cluster(&self) -> bool {
-        matches!(self.link, Link::Cluster(_))
+        matches!(self.link, Link::Cluster(..))
     }
 
     /// The cluster connection, for callers that route commands themselves (to every
     /// master, or by address); `None` on one Redis.
     pub fn cluster_connection(&self) -> Option<ClusterConnection> {
         match &self.link {
-            Link::Cluster(conn) => Some(conn.clone()),
+            Link::Cluster(conn, _) => Some(conn.clone()),
             Link::Single { .. } => None,
         }
     }
@@ -257,7 +262,7 @@ impl Rsmq {
     pub fn pool(&self) -> Option<&Pool> {
         match &self.link {
             Link::Single { pool, .. } => Some(pool),
-            Link::Cluster(_) => None,
+            Link::Cluster(..) => None,
         }
     }
 
@@ -358,7 +363,7 @@ impl Rsmq {
     /// Transport errors.
     pub async fn scan(&self, pattern: &str) -> Result<Vec<String>, RsmqError> {
         match &self.link {
-            Link::Cluster(conn) => crate::cluster::scan(conn.clone(), pattern, None).await,
+            Link::Cluster(conn, _) => crate::cluster::scan(conn.clone(), pattern, None).await,
             Link::Single { .. } => {
                 let mut conn = self.conn().await?;
                 let mut keys = Vec::new();
@@ -422,10 +427,40 @@ impl Rsmq {
         result
     }
 
+    /// Runs a pipeline that ends in `WAIT` on a connection other than the shared one: on
+    /// one Redis a pooled connection of its own, on a cluster the second cluster
+    /// connection. A `NOSCRIPT` (Redis restarted, scripts flushed) loads the scripts and
+    /// runs it again.
+    pub(crate) async fn query_replicated<T: FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        key: &str,
+    ) -> Result<T, RsmqError> {
+        let mut conn = match &self.link {
+            Link::Single { pool, .. } => {
+                let pooled = pool.get().await?;
+                Conn::Single(MultiplexedConnection::clone(&pooled))
+            }
+            Link::Cluster(_, waiting) => Conn::Cluster(waiting.clone()),
+        };
+        let mut result = run_routed(&mut conn, pipe, key).await;
+        if matches!(&result, Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
+        {
+            match &mut conn {
+                Conn::Cluster(_) => scripts::preload_each(&mut conn).await?,
+                Conn::Single(_) => scripts::preload(&mut conn).await?,
+            }
+            result = run_routed(&mut conn, pipe, key).await;
+        }
+        let values = result.map_err(scripts::script_error)?;
+        T::from_redis_value(Value::Array(values))
+            .map_err(|err| RsmqError::UnexpectedReply(err.to_string()))
+    }
+
     /// The shared connection, taken from the pool if there is none yet.
     async fn conn(&self) -> Result<Conn, RsmqError> {
         let (pool, shared) = match &self.link {
-            Link::Cluster(conn) => return Ok(Conn::Cluster(conn.clone())),
+            Link::Cluster(conn, _) => return Ok(Conn::Cluster(conn.clone())),
             Link::Single { pool, shared } => (pool, shared),
         };
         if let Some(conn) = lock(shared).as_ref() {
@@ -459,6 +494,48 @@ impl Rsmq {
         if broken {
             *lock(shared) = None;
         }
+    }
+}
+
+/// Runs `pipe` on one Redis, or on a cluster on the master of `key`'s slot: a pipeline with
+/// a command that has no key of its own (`WAIT`) is not routed by redis-rs to where its
+/// keyed commands belong, so the route is given.
+async fn run_routed(
+    conn: &mut Conn,
+    pipe: &Pipeline,
+    key: &str,
+) -> Result<Vec<Value>, redis::RedisError> {
+    let result = match conn {
+        Conn::Single(single) => pipe.query_async(single).await,
+        Conn::Cluster(cluster) => {
+            use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
+            let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+            cluster
+                .route_pipeline(
+                    pipe.clone(),
+                    0,
+                    pipe.len(),
+                    SingleNodeRoutingInfo::SpecificNode(route),
+                )
+                .await
+        }
+    };
+    // A routed pipeline answers a failed command in place; a plain one fails as a whole.
+    let values = result.map_err(first_server_error)?;
+    if let Some(Value::ServerError(err)) =
+        values.iter().find(|v| matches!(v, Value::ServerError(_)))
+    {
+        return Err(redis::RedisError::from(err.clone()));
+    }
+    Ok(values)
+}
+
+/// A pipeline's failure as the error of its first failing command (a script's `RSMQ …`
+/// reply, `NOSCRIPT`), which is what callers map; any other error as it is.
+fn first_server_error(err: redis::RedisError) -> redis::RedisError {
+    match err.clone().into_server_errors() {
+        Some(errors) if !errors.is_empty() => redis::RedisError::from(errors[0].1.clone()),
+        _ => err,
     }
 }
 

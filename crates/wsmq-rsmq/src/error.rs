@@ -69,6 +69,17 @@ pub enum RsmqError {
     /// Redis Cluster, whose keys are in two slots).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// A send that was to wait for replicas saw fewer confirm it in time: the messages
+    /// are on the master, and may or may not survive its failover.
+    #[error("written to the master but only {reached} of {wanted} replicas confirmed in time")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that confirmed.
+        reached: u64,
+        /// The ids of the messages sent.
+        ids: Vec<String>,
+    },
     /// Redis answered with an error or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -98,6 +109,7 @@ impl RsmqError {
             Self::InvalidDeadLetter(_) => "invalidDeadLetter",
             Self::Connect(_) | Self::ClusterMismatch { .. } => "connect",
             Self::Unsupported(_) => "unsupported",
+            Self::NotReplicated { .. } => "notReplicated",
             Self::Redis(_) => "redis",
             Self::Pool(_) => "pool",
             Self::UnexpectedReply(_) => "unexpectedReply",

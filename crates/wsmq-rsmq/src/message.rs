@@ -114,6 +114,62 @@ impl Rsmq {
         self.eval(&invocation).await
     }
 
+    /// [`send_batch`](Self::send_batch), returning only once the write reached `replicas`
+    /// replicas of the queue's master (Redis `WAIT`, at most `timeout`): a message
+    /// acknowledged this way survives the failover of that master.
+    ///
+    /// The send and the `WAIT` go in one round trip over a connection of their own, so a
+    /// slow or missing replica holds up only this call, never the handle's shared
+    /// connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_batch`](Self::send_batch); [`RsmqError::NotReplicated`] (with the ids: the
+    /// messages are on the master, and may or may not survive its failover) when fewer
+    /// replicas confirmed within `timeout`.
+    pub async fn send_batch_replicated(
+        &self,
+        qname: &str,
+        messages: &[impl AsRef<str>],
+        delay: Option<u64>,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, RsmqError> {
+        validate_queue_name(qname)?;
+        let keys = self.queue_keys(qname);
+        let mut send = redis::cmd("EVALSHA");
+        send.arg(scripts::SEND_MESSAGES.get_hash())
+            .arg(3)
+            .arg(&keys.zset)
+            .arg(&keys.hash)
+            .arg(&keys.realtime)
+            .arg(delay.map(|d| d.to_string()).unwrap_or_default())
+            .arg(if self.realtime() { "1" } else { "0" });
+        for message in messages {
+            let message = message.as_ref();
+            send.arg(id::random_suffix())
+                .arg(message_length(message))
+                .arg(message);
+        }
+        let timeout_ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut pipe = redis::pipe();
+        pipe.add_command(send)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout_ms);
+        let (ids, reached): (Vec<String>, u64) = self.query_replicated(&pipe, &keys.zset).await?;
+        if reached < u64::from(replicas) {
+            return Err(RsmqError::NotReplicated {
+                wanted: replicas,
+                reached,
+                ids,
+            });
+        }
+        Ok(ids)
+    }
+
     /// Receives the next visible message, hiding it for `vt` seconds (default: the
     /// queue's vt). `Ok(None)` when no message is visible.
     ///

@@ -280,3 +280,65 @@ async fn what_spans_two_slots_is_refused_and_one_slot_rules_still_apply() {
     assert!(rsmq.receive_message("src", None).await.unwrap().is_none());
     assert_eq!(rsmq.get_queue_attributes("src").await.unwrap().msgs, 0);
 }
+
+#[tokio::test]
+async fn a_replicated_send_returns_once_a_replica_has_it() {
+    let cluster = RedisCluster::builder()
+        .replicas(1)
+        .start()
+        .expect("cluster with replicas");
+    let ns = format!("t{}", random_text(6));
+    let rsmq = Rsmq::connect(&cluster.urls(), options(&ns, false))
+        .await
+        .expect("connect");
+    rsmq.create_queue("jobs", &QueueOptions::default())
+        .await
+        .unwrap();
+    let ids = rsmq
+        .send_batch_replicated("jobs", &["a", "b"], None, 1, Duration::from_secs(2))
+        .await
+        .expect("one replica confirms");
+    assert_eq!(ids.len(), 2);
+    let got = rsmq.receive_batch("jobs", 10, Some(30)).await.unwrap();
+    assert_eq!(got.len(), 2);
+
+    // Each master has one replica: two cannot confirm.
+    let err = rsmq
+        .send_batch_replicated("jobs", &["c"], None, 2, Duration::from_millis(200))
+        .await
+        .expect_err("only one replica exists");
+    match err {
+        RsmqError::NotReplicated {
+            wanted,
+            reached,
+            ids,
+        } => assert_eq!((wanted, reached, ids.len()), (2, 1, 1)),
+        other => panic!("{other}"),
+    }
+    let err = rsmq
+        .send_batch_replicated("nope", &["x"], None, 1, Duration::from_secs(1))
+        .await
+        .expect_err("no such queue");
+    assert!(matches!(err, RsmqError::QueueNotFound), "{err}");
+}
+
+#[tokio::test]
+async fn a_replicated_send_to_a_redis_without_replicas_says_so() {
+    let single = RedisServer::start().expect("redis");
+    let rsmq = Rsmq::connect(&single.url(), RsmqOptions::default())
+        .await
+        .unwrap();
+    rsmq.create_queue("solo", &QueueOptions::default())
+        .await
+        .unwrap();
+    let err = rsmq
+        .send_batch_replicated("solo", &["x"], None, 1, Duration::from_millis(100))
+        .await
+        .expect_err("no replica");
+    assert!(
+        matches!(err, RsmqError::NotReplicated { reached: 0, .. }),
+        "{err}"
+    );
+    // Written to the master all the same.
+    assert_eq!(rsmq.get_queue_attributes("solo").await.unwrap().msgs, 1);
+}
