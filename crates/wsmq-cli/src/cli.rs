@@ -200,6 +200,11 @@ pub struct SendArgs {
     /// Keep the messages hidden for this many seconds after sending
     #[arg(long, value_name = "SECONDS")]
     pub delay: Option<u64>,
+
+    /// Return only once N replicas of the queue's master hold each message (Redis WAIT, up
+    /// to 2 s), so that it survives a failover; fails when fewer confirm [default: 0]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub replicas: u32,
 }
 
 /// Exactly one of `--message` and `--file`.

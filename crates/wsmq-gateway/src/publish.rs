@@ -23,7 +23,8 @@ pub(crate) enum Published {
 
 /// Publishes one message, as `user` (whose budget of queue creations a missing queue takes
 /// from), or for the publish API (`None`); `rules` are those of a queue this publish creates
-/// (an existing queue keeps its own).
+/// (an existing queue keeps its own); a queue message returns only once `replicas` replicas
+/// hold it (0: at once).
 ///
 /// # Errors
 ///
@@ -34,6 +35,7 @@ pub(crate) async fn publish(
     user: Option<&str>,
     publish: &Publish,
     rules: Option<&QueueRules>,
+    replicas: u32,
 ) -> Result<Published, GatewayError> {
     let engine = &gateway.engine;
     match &publish.target {
@@ -50,7 +52,14 @@ pub(crate) async fn publish(
                 })?;
             let delay = publish.delay.map(u64::from);
             let body = &publish.message;
-            let sent = engine.queues.send(queue.as_str(), body, delay).await;
+            let sent = if replicas > 0 {
+                let queues = &engine.queues;
+                queues
+                    .send_replicated(queue.as_str(), body, delay, replicas)
+                    .await
+            } else {
+                engine.queues.send(queue.as_str(), body, delay).await
+            };
             let sent = sent.map(|id| Published::Queue { id }).inspect_err(|err| {
                 gateway
                     .metrics

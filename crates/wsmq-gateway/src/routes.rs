@@ -177,7 +177,11 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
         Ok(rules) => rules,
         Err(err) => return error_response(&err),
     };
-    match publish::publish(gateway, None, &publish, rules.as_ref()).await {
+    let replicas = match replicas(text, &publish) {
+        Ok(replicas) => replicas,
+        Err(err) => return error_response(&err),
+    };
+    match publish::publish(gateway, None, &publish, rules.as_ref(), replicas).await {
         Ok(Published::Queue { id }) => json_response(StatusCode::OK, &json!({"id": id})),
         Ok(Published::Channel {
             receivers,
@@ -196,6 +200,32 @@ async fn publish(req: Request<Incoming>, gateway: &Gateway) -> Response<Body> {
 
 /// The optional `"create": {"maxreceives"?: n, "deadletter"?: q, "ttl"?: s}` of a publish body:
 /// the rules of the queue when this publish creates it.
+/// Most replicas a publish may wait for: more than any deployment has, fewer than would let
+/// a typo wait out the whole timeout for nothing.
+const MAX_REPLICAS: u64 = 16;
+
+/// The optional `"replicas": n` of a publish body: answer only once `n` replicas hold the
+/// queue message (Redis `WAIT`); 0 or absent: at once.
+fn replicas(text: &str, publish: &Publish) -> Result<u32, GatewayError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        replicas: Option<serde_json::Value>,
+    }
+    let invalid = |detail: &str| GatewayError::Invalid(detail.to_owned());
+    let body: Body = serde_json::from_str(text).map_err(|e| invalid(&e.to_string()))?;
+    let Some(value) = body.replicas else {
+        return Ok(0);
+    };
+    let n = value
+        .as_u64()
+        .filter(|n| *n <= MAX_REPLICAS)
+        .ok_or_else(|| invalid("`replicas` must be a whole number from 0 to 16"))?;
+    if n > 0 && !matches!(publish.target, Target::Queue(_)) {
+        return Err(invalid("`replicas` is for queue messages, not channels"));
+    }
+    Ok(u32::try_from(n).unwrap_or(0))
+}
+
 fn queue_rules(text: &str, publish: &Publish) -> Result<Option<QueueRules>, GatewayError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -119,6 +119,12 @@ async fn connect(ctx: &Ctx) -> anyhow::Result<std::sync::Arc<AmqpEngine>> {
 
 /// `send --message` or `send --file`: one confirmed publish per message, in order.
 async fn send(ctx: &Ctx, engine: &AmqpEngine, args: SendArgs) -> anyhow::Result<()> {
+    if args.replicas > 0 {
+        anyhow::bail!(
+            "--replicas is for Redis: on RabbitMQ a confirmed publish to a quorum queue is \
+             already on a majority of its nodes"
+        );
+    }
     let queue = args.queue.as_str();
     let Some(path) = args.source.file else {
         let message = args

@@ -215,6 +215,16 @@ fn queue_error(queue: &str, err: RsmqError) -> anyhow::Error {
         RsmqError::InvalidName(_) | RsmqError::MissingParameter { .. } => {
             check_queue_name(queue).err().unwrap_or_else(|| err.into())
         }
+        RsmqError::NotReplicated {
+            wanted,
+            reached,
+            ids,
+        } => anyhow::anyhow!(
+            "sent to queue '{queue}' ({} message(s), last id {}) but only {reached} of {wanted} \
+             replicas confirmed within 2s: the messages may not survive a failover",
+            ids.len(),
+            ids.last().map_or("none", String::as_str)
+        ),
         other => other.into(),
     }
 }

@@ -43,22 +43,55 @@ const MAX_LINE_BYTES: usize = 512 << 20;
 pub(crate) async fn run(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
     check_queue_name(&args.queue)?;
     match (args.source.message, args.source.file) {
-        (Some(message), _) => send_one(ctx, &args.queue, &message, args.delay).await,
-        (None, Some(path)) => send_lines(ctx, &args.queue, &path, args.delay).await,
+        (Some(message), _) => send_one(ctx, &args.queue, &message, args.delay, args.replicas).await,
+        (None, Some(path)) => send_lines(ctx, &args.queue, &path, args.delay, args.replicas).await,
         (None, None) => unreachable!("clap requires one of --message and --file"),
     }
 }
 
-async fn send_one(ctx: &Ctx, queue: &str, message: &str, delay: Option<u64>) -> anyhow::Result<()> {
+/// How long a send with `--replicas` waits for them.
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn send_one(
+    ctx: &Ctx,
+    queue: &str,
+    message: &str,
+    delay: Option<u64>,
+    replicas: u32,
+) -> anyhow::Result<()> {
     let rsmq = ctx.connect(true).await?;
-    let id = rsmq
-        .send_message(queue, message, delay)
+    let ids = send(&rsmq, queue, &[message], delay, replicas)
         .await
         .map_err(|err| queue_error(queue, err))?;
-    ctx.out.sent_one(queue, &id)
+    let id = ids
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("redis returned no id"))?;
+    ctx.out.sent_one(queue, id)
 }
 
-async fn send_lines(ctx: &Ctx, queue: &str, path: &Path, delay: Option<u64>) -> anyhow::Result<()> {
+/// One batch: at once, or once `replicas` replicas hold it.
+async fn send(
+    rsmq: &Rsmq,
+    queue: &str,
+    messages: &[impl AsRef<str>],
+    delay: Option<u64>,
+    replicas: u32,
+) -> Result<Vec<String>, wsmq_rsmq::RsmqError> {
+    if replicas == 0 {
+        rsmq.send_batch(queue, messages, delay).await
+    } else {
+        rsmq.send_batch_replicated(queue, messages, delay, replicas, REPLICA_WAIT)
+            .await
+    }
+}
+
+async fn send_lines(
+    ctx: &Ctx,
+    queue: &str,
+    path: &Path,
+    delay: Option<u64>,
+    replicas: u32,
+) -> anyhow::Result<()> {
     // The file is opened before connecting so that a typo in its name is reported as such.
     let mut input = LineReader::open(path).await?;
     let rsmq = ctx.connect(true).await?;
@@ -90,7 +123,7 @@ async fn send_lines(ctx: &Ctx, queue: &str, path: &Path, delay: Option<u64>) -> 
                 break;
             }
         }
-        in_flight.push_back(batch.spawn(&rsmq, queue, delay));
+        in_flight.push_back(batch.spawn(&rsmq, queue, delay, replicas));
     }
     // Batches already on the wire succeed or fail on their own; wait for them so that the
     // count below is true even after a failure.
@@ -237,14 +270,14 @@ struct Batch {
 impl Batch {
     /// Starts sending the batch in its own task, so that it progresses while the next batch
     /// is read.
-    fn spawn(self, rsmq: &Rsmq, queue: &str, delay: Option<u64>) -> InFlight {
+    fn spawn(self, rsmq: &Rsmq, queue: &str, delay: Option<u64>, replicas: u32) -> InFlight {
         let Batch { messages, bytes } = self;
         let (rsmq, queue) = (rsmq.clone(), queue.to_owned());
         let task = tokio::spawn(async move {
             if messages.is_empty() {
                 return Ok(Vec::new());
             }
-            rsmq.send_batch(&queue, &messages, delay).await
+            send(&rsmq, &queue, &messages, delay, replicas).await
         });
         InFlight { task, bytes }
     }

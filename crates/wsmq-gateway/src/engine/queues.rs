@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::sync::Notify;
 
 pub use wsmq_rsmq::{DeadCounts, DeadLettered};
@@ -176,6 +176,25 @@ pub trait QueueStore: Send + Sync + 'static {
         body: &'a str,
         delay: Option<u64>,
     ) -> BoxFuture<'a, Result<String, EngineError>>;
+
+    /// Sends as [`send`](Self::send) does, and returns only once `replicas` replicas of the
+    /// backend hold the message, so that it survives a failover (Redis: `WAIT`). An engine
+    /// without replicas to wait for refuses with [`EngineError::Invalid`].
+    fn send_replicated<'a>(
+        &'a self,
+        queue: &'a str,
+        body: &'a str,
+        delay: Option<u64>,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        let _ = (queue, body, delay, replicas);
+        async {
+            Err(EngineError::Invalid(
+                "`replicas` needs the Redis engine (--redis-url)".to_owned(),
+            ))
+        }
+        .boxed()
+    }
 
     /// Starts (or joins) watching the queue for wake-ups.
     fn watch_queue(&self, queue: &str) -> QueueWatch;

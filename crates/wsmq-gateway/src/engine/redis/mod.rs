@@ -56,6 +56,11 @@ use super::{
     QueueStore, QueueWatch, Received, Revocation, interest::Interests,
 };
 
+/// How long a send with `replicas` waits for them (Redis `WAIT`) before it answers that they
+/// did not confirm: a replica in sync confirms within a round trip, so this only bounds a
+/// replica that is gone or far behind.
+const REPLICA_WAIT: Duration = Duration::from_secs(2);
+
 /// The Redis engine's counters, registered by the gateway.
 #[derive(Debug, Clone, Default)]
 pub struct RedisMetrics {
@@ -421,6 +426,32 @@ impl QueueStore for RedisEngine {
         delay: Option<u64>,
     ) -> BoxFuture<'a, Result<String, EngineError>> {
         async move { self.track(self.rsmq.send_message(queue, body, delay).await) }.boxed()
+    }
+
+    fn send_replicated<'a>(
+        &'a self,
+        queue: &'a str,
+        body: &'a str,
+        delay: Option<u64>,
+        replicas: u32,
+    ) -> BoxFuture<'a, Result<String, EngineError>> {
+        async move {
+            let sent = self
+                .rsmq
+                .send_batch_replicated(queue, &[body], delay, replicas, REPLICA_WAIT)
+                .await;
+            let mut ids = match sent {
+                // Redis answered: the write is on the master, short of replicas. Retrying is
+                // the publisher's call (the message may then be there twice).
+                Err(err @ RsmqError::NotReplicated { .. }) => {
+                    return Err(EngineError::Unavailable(err.to_string()));
+                }
+                other => self.track(other)?,
+            };
+            ids.pop()
+                .ok_or_else(|| EngineError::Internal("send returned no id".to_owned()))
+        }
+        .boxed()
     }
 
     fn watch_queue(&self, queue: &str) -> QueueWatch {

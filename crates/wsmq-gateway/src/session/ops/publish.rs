@@ -26,7 +26,7 @@ pub(super) async fn apply(
         return Reply::error(reference, ErrorCode::Forbidden, message);
     }
     let user = session.identity.user.as_str();
-    match publish::publish(&session.gateway, Some(user), &publish, None).await {
+    match publish::publish(&session.gateway, Some(user), &publish, None, 0).await {
         Ok(Published::Queue { id }) => Reply::Now(ServerFrame::Ok {
             reference,
             id: MessageId::new(id).ok(),
