@@ -213,6 +213,18 @@ async fn a_plain_amqp_publisher_reaches_the_user_and_its_id_is_stable() {
     assert_eq!(r["op"], "ok");
 }
 
+/// Waits (up to 10 s) until `queue` has `n` consumers on the broker.
+async fn consumers_become(engine: &AmqpEngine, queue: &str, n: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(engine.queue_counts(queue).await, Ok((_, c)) if c == n) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} never had {n} consumers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A consumer start skips the full declaration of a queue the node declared already (a
 /// subscribe just did), but still checks that it exists: RabbitMQ closes the channel of a
 /// `basic.consume` on a missing queue, and that channel carries every queue consumer of the
@@ -237,18 +249,14 @@ async fn a_consumer_on_a_queue_deleted_behind_the_node_leaves_other_consumers_al
     alice
         .request(json!({"op": "subscribe", "queue": a, "ref": 1}))
         .await;
+    // Deleted only once the node's consumer has come and gone: before it is up, the
+    // subscription polls with `basic.get`, and one on a deleted queue closes a channel too.
+    consumers_become(&other, &a, 1).await;
     let r = alice
         .request(json!({"op": "unsubscribe", "queue": a, "ref": 2}))
         .await;
     assert_eq!(r["op"], "ok", "{r}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while other.queue_counts(&a).await.unwrap().1 > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumer of {a} stayed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    consumers_become(&other, &a, 0).await;
     other.delete_queue(&a).await.unwrap();
     // The node still counts the queue as declared: the subscribe costs no round trip, and
     // the consumer start finds it missing and declares it again.
@@ -258,11 +266,7 @@ async fn a_consumer_on_a_queue_deleted_behind_the_node_leaves_other_consumers_al
     assert_eq!(r, json!({"op": "ok", "ref": 3}));
     // The `ok` comes before the consumer start declares the queue; a plain publisher's
     // message to a queue not there yet would be dropped by the exchange.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !matches!(other.queue_counts(&a).await, Ok((_, 1))) {
-        assert!(tokio::time::Instant::now() < deadline, "no consumer on {a}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    consumers_become(&other, &a, 1).await;
     publish_raw(&options.exchange, &a, "to a new queue").await;
     let got = alice.recv_json().await;
     assert_eq!(got["message"].as_str(), Some("to a new queue"), "{got}");
