@@ -146,11 +146,19 @@ pub async fn serve(
     server::run(listener, gateway, shutdown).await
 }
 
+/// What is logged when `RUST_LOG` is not set: `info`, without lapin's channel events. lapin
+/// logs every channel the broker closes at ERROR, and the RabbitMQ engine closes one on purpose
+/// each time it checks a queue that does not exist (a passive declare answered `NOT_FOUND`,
+/// which is how AMQP says "no such queue"); the engine reports the channel and connection
+/// failures that matter itself, with their cause, at `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "info,lapin::channel=off";
+
 /// Installs the tracing subscriber: human-readable text, or one JSON object per line.
-/// The level comes from `RUST_LOG` (default `info`).
+/// The level comes from `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]).
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Logs go to stderr: stdout carries only the demo token, for scripts to pick up.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -213,6 +213,72 @@ async fn a_plain_amqp_publisher_reaches_the_user_and_its_id_is_stable() {
     assert_eq!(r["op"], "ok");
 }
 
+/// Waits (up to 10 s) until `queue` has `n` consumers on the broker.
+async fn consumers_become(engine: &AmqpEngine, queue: &str, n: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(engine.queue_counts(queue).await, Ok((_, c)) if c == n) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} never had {n} consumers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A consumer start skips the full declaration of a queue the node declared already (a
+/// subscribe just did), but still checks that it exists: RabbitMQ closes the channel of a
+/// `basic.consume` on a missing queue, and that channel carries every queue consumer of the
+/// node, so one queue deleted behind the node's back would take the other users' consumers
+/// and their unacked messages with it.
+#[tokio::test]
+async fn a_consumer_on_a_queue_deleted_behind_the_node_leaves_other_consumers_alone() {
+    let options = amqp_options();
+    let gw = gateway(&options).await;
+    let other = AmqpEngine::connect(options.clone(), None).await.unwrap();
+    let (a, b) = (format!("a{}", unique()), format!("b{}", unique()));
+    let (mut bob, _) = gw.v1(&b).await;
+    bob.request(json!({"op": "subscribe", "queue": b, "ref": 1}))
+        .await;
+    gw.queues().await.send(&b, "held", None).await.unwrap();
+    let held = bob.recv_json().await;
+    assert_eq!(
+        (held["message"].as_str(), held["rc"].as_u64()),
+        (Some("held"), Some(1))
+    );
+    let (mut alice, _) = gw.v1(&a).await;
+    alice
+        .request(json!({"op": "subscribe", "queue": a, "ref": 1}))
+        .await;
+    // Deleted only once the node's consumer has come and gone: before it is up, the
+    // subscription polls with `basic.get`, and one on a deleted queue closes a channel too.
+    consumers_become(&other, &a, 1).await;
+    let r = alice
+        .request(json!({"op": "unsubscribe", "queue": a, "ref": 2}))
+        .await;
+    assert_eq!(r["op"], "ok", "{r}");
+    consumers_become(&other, &a, 0).await;
+    other.delete_queue(&a).await.unwrap();
+    // The node still counts the queue as declared: the subscribe costs no round trip, and
+    // the consumer start finds it missing and declares it again.
+    let r = alice
+        .request(json!({"op": "subscribe", "queue": a, "ref": 3}))
+        .await;
+    assert_eq!(r, json!({"op": "ok", "ref": 3}));
+    // The `ok` comes before the consumer start declares the queue; a plain publisher's
+    // message to a queue not there yet would be dropped by the exchange.
+    consumers_become(&other, &a, 1).await;
+    publish_raw(&options.exchange, &a, "to a new queue").await;
+    let got = alice.recv_json().await;
+    assert_eq!(got["message"].as_str(), Some("to a new queue"), "{got}");
+    // Bob's unacked message stayed with him: no closed channel gave it back to be delivered
+    // again.
+    bob.expect_silence(Duration::from_secs(3)).await;
+    let r = bob
+        .request(json!({"op": "ack", "queue": b, "id": held["id"], "ref": 2}))
+        .await;
+    assert_eq!(r, json!({"op": "ok", "ref": 2}));
+}
+
 #[tokio::test]
 async fn two_nodes_on_one_broker_share_queues_and_channels() {
     let options = amqp_options();

@@ -36,7 +36,8 @@ const FULL_SPEED: &str = "full speed";
 const PACED_1000: &str = "paced 1,000/s";
 /// The fan-out runs' paced rate, as in `cargo xtask bench fanout`.
 const FANOUT_RATE: f64 = 50.0;
-/// How long the Node chat may take to bind every socket's queue.
+/// How long the Node chat may take to bind every socket's queue (and the gateway to consume
+/// every queue).
 const BIND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Sizes of a run, by mode.
@@ -365,7 +366,8 @@ fn queue_run(
         &format!("{clients} clients"),
         || match system {
             System::NodeChat => wait_bound(service.addr, clients),
-            System::WsmqRabbit | System::WsmqRedis => Ok(()),
+            System::WsmqRabbit => wait_consumed(&rabbit.server, &prefix, clients),
+            System::WsmqRedis => Ok(()),
         },
     )
 }
@@ -448,6 +450,46 @@ fn wait_bound(addr: SocketAddr, clients: usize) -> anyhow::Result<()> {
             "the Node chat bound {bound} of {clients} queues in {BIND_TIMEOUT:?}"
         );
         thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until each of the `clients` queues named `prefix…` has the gateway's consumer, as the
+/// Node chat's run waits for its bindings: a v1 `subscribe` is answered before the node's
+/// `basic.consume` is registered, and what is published before that waits in the queue, so
+/// without this the run's first message to each queue measured the consumers' start-up
+/// rather than delivery.
+fn wait_consumed(
+    server: &wsmq_testkit::RabbitServer,
+    prefix: &str,
+    clients: usize,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + BIND_TIMEOUT;
+    loop {
+        let output = server
+            .ctl(&[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "consumers",
+            ])
+            .context("rabbitmqctl list_queues")?;
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let consumed = listing
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .filter(|(name, consumers)| {
+                name.starts_with(prefix) && consumers.trim().parse::<u32>().is_ok_and(|n| n > 0)
+            })
+            .count();
+        if consumed >= clients {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gateway consumed {consumed} of {clients} queues in {BIND_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -798,9 +798,32 @@ impl AmqpEngine {
         {
             return Ok(());
         }
-        // A consume on a missing queue would close the shared consumer channel.
-        self.declare_queue(link, queue, &QueueRules::default())
-            .await?;
+        // A consume on a missing queue would close the shared consumer channel, so the queue
+        // must exist first. A subscribe has just declared it on this link (`declared`): then
+        // one passive declare says it is still there (someone may have deleted it on the
+        // broker since). Declaring it in full again cost three round trips (passive declare,
+        // quorum check, bind) per consumer start, and the supervisor starts consumers one at
+        // a time: with many subscribers arriving together, every later queue's consumer
+        // waited behind them, and what was published to it meanwhile waited in RabbitMQ (the
+        // p99 publish → socket of issue 14).
+        let declared = self
+            .declared
+            .lock()
+            .expect("declared poisoned")
+            .contains(queue);
+        let exists = declared
+            && match self.passive_declare(link, &self.queue_name(queue)).await {
+                Ok(()) => true,
+                Err(EngineError::QueueNotFound) => {
+                    self.forget_queue(queue);
+                    false
+                }
+                Err(err) => return Err(err),
+            };
+        if !exists {
+            self.declare_queue(link, queue, &QueueRules::default())
+                .await?;
+        }
         let tag = format!("wsmq.{queue}");
         let consumer = link
             .consume
