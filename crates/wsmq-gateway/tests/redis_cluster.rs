@@ -328,7 +328,7 @@ async fn a_killed_master_fails_over_and_replicated_sends_lose_nothing() {
             while !stop.is_cancelled() && i < 20_000 {
                 i += 1;
                 let body = format!("m{i}");
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     if let Ok(ids) = rsmq
                         .send_batch_replicated(&user, &[&body], None, 1, Duration::from_secs(2))
                         .await
