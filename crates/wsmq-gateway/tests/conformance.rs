@@ -912,3 +912,59 @@ async fn redis_engine_uses_one_command_connection_and_one_round_trip_per_operati
     );
     assert_eq!(clients.len(), 1, "one command connection: {clients:?}");
 }
+
+/// On a cluster each channel wish runs as its own task: a channel whose last subscriber
+/// leaves and comes back over and over must end subscribed, and hear what is published then.
+/// (The leave-after-join reordering that `shards.rs` guards against did not show in 100
+/// flaps here without the guard; this holds the end state, whatever the order.)
+#[tokio::test]
+async fn redis_cluster_engine_ends_subscribed_after_a_channel_flaps() {
+    let cluster = wsmq_testkit::RedisCluster::start().expect("cluster");
+    let ns = format!("flap{}", unique());
+    let node = RedisEngine::connect_cluster(&cluster.urls(), &ns, Default::default())
+        .await
+        .unwrap();
+    let other = RedisEngine::connect_cluster(&cluster.urls(), &ns, Default::default())
+        .await
+        .unwrap();
+    let (tx, mut publications) = tokio::sync::mpsc::unbounded_channel();
+    let handler: Arc<dyn BrokerHandler> = Arc::new(Publications(tx));
+    let broker = node.engine().broker;
+    broker.start(&handler);
+    let channel = format!("c{}", unique());
+    for _ in 0..100 {
+        broker.subscribe(&channel);
+        tokio::time::sleep(Duration::from_micros(300)).await;
+        broker.unsubscribe(&channel);
+        tokio::time::sleep(Duration::from_micros(300)).await;
+    }
+    broker.subscribe(&channel);
+    // Subscribed once Redis confirms; a leave that lands late makes the node subscribe again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut heard = false;
+    while !heard && tokio::time::Instant::now() < deadline {
+        other
+            .engine()
+            .broker
+            .publish(&channel, "hello")
+            .await
+            .unwrap();
+        while let Ok(Some((name, body))) =
+            tokio::time::timeout(Duration::from_millis(200), publications.recv()).await
+        {
+            heard |= name == channel && body == "hello";
+        }
+    }
+    assert!(heard, "the node is not subscribed after the flapping");
+    // And it stays so: the subscription is not undone by a straggler.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        other
+            .engine()
+            .broker
+            .publish(&channel, "again")
+            .await
+            .unwrap()
+            >= 1
+    );
+}

@@ -160,11 +160,36 @@ impl Task {
             };
             let mut conn = self.conn.clone();
             let shared = Arc::clone(&self.shared);
+            let wishes = self.wishes.clone();
             tokio::spawn(async move {
                 let names = Carrier::sharded_names(&channel);
+                let wanted = |shared: &ShardsShared| {
+                    shared
+                        .wakes
+                        .lock()
+                        .expect("shard wakes poisoned")
+                        .contains_key(&channel)
+                };
                 let Some(wake) = wake else {
+                    // The tasks of successive wishes for one channel run side by side, so
+                    // this SUNSUBSCRIBE may reach Redis after the SSUBSCRIBE of a later wish.
+                    // Once it is done, a channel wanted again is subscribed afresh (with a
+                    // new wake, so that new subscribers wait for that confirmation).
+                    if wanted(&shared) {
+                        return;
+                    }
                     if let Err(err) = conn.sunsubscribe(&names[..]).await {
                         debug!(channel, cause = %err, "sunsubscribe failed");
+                    }
+                    let again = {
+                        let mut wakes = shared.wakes.lock().expect("shard wakes poisoned");
+                        wakes
+                            .get_mut(&channel)
+                            .map(|wake| *wake = Arc::new(QueueWake::new()))
+                            .is_some()
+                    };
+                    if again {
+                        let _ = wishes.send((channel, true));
                     }
                     return;
                 };
