@@ -44,8 +44,6 @@ struct Offers {
     dead_counts: bool,
     /// Presence; an engine without it refuses it with `invalid`.
     presence: bool,
-    /// Dead-letter queues; an engine without them refuses them with `invalid`.
-    dead_letters: bool,
 }
 
 /// Redis and the in-memory engine.
@@ -53,7 +51,6 @@ const EVERYTHING: Offers = Offers {
     history: true,
     dead_counts: true,
     presence: true,
-    dead_letters: true,
 };
 
 async fn conformance(parts: Engine, offers: Offers) {
@@ -257,89 +254,72 @@ async fn conform_rules(engine: &dyn QueueStore, offers: Offers) {
         engine.create_queue(&q, &selfish).await,
         Err(EngineError::Invalid(_))
     ));
-    if !offers.dead_letters {
-        // A Redis Cluster keeps each queue in its own slot, out of reach of the other's
-        // scripts: naming a dead-letter queue is refused, never accepted and ignored.
-        let rules = QueueRules {
-            max_receives: 2,
-            ttl: 0,
-            dead_letter: Some(dlq.clone()),
-        };
-        let refused = engine.create_queue(&q, &rules).await;
-        assert!(
-            matches!(&refused, Err(EngineError::Invalid(why)) if why.contains("dead-letter")),
-            "{refused:?}"
-        );
-    } else {
-        let rules = QueueRules {
-            max_receives: 2,
-            ttl: 0,
-            dead_letter: Some(dlq.clone()),
-        };
-        assert!(engine.create_queue(&q, &rules).await.unwrap());
-        assert!(
-            !engine
-                .create_queue(&q, &QueueRules::default())
-                .await
-                .unwrap()
-        );
-
-        // Received (and nacked) twice with maxreceives 2: the third receive moves it.
-        let poison = engine.send(&q, "poison", None).await.unwrap();
-        for rc in 1..=2 {
-            let got = engine.receive(&q, 10, None).await.unwrap().messages;
-            assert_eq!((got[0].id.as_str(), got[0].rc), (poison.as_str(), rc));
-            assert!(engine.nack(&q, &held(&got[0]), 0).await.unwrap());
-        }
-        let good = engine.send(&q, "good", None).await.unwrap();
-        let third = engine.receive(&q, 10, Some(30)).await.unwrap();
-        assert_eq!(third.messages.len(), 1);
-        assert_eq!(third.messages[0].id, good);
-        if offers.dead_counts {
-            assert_eq!(
-                (third.dead.max_receives, third.dead.dead_lettered),
-                (1, true)
-            );
-        }
-        let dead = receive_soon(engine, &dlq).await;
+    let rules = QueueRules {
+        max_receives: 2,
+        ttl: 0,
+        dead_letter: Some(dlq.clone()),
+    };
+    assert!(engine.create_queue(&q, &rules).await.unwrap());
+    assert!(
+        !engine
+            .create_queue(&q, &QueueRules::default())
+            .await
+            .unwrap()
+    );
+    // Received (and nacked) twice with maxreceives 2: the third receive moves it.
+    let poison = engine.send(&q, "poison", None).await.unwrap();
+    for rc in 1..=2 {
+        let got = engine.receive(&q, 10, None).await.unwrap().messages;
+        assert_eq!((got[0].id.as_str(), got[0].rc), (poison.as_str(), rc));
+        assert!(engine.nack(&q, &held(&got[0]), 0).await.unwrap());
+    }
+    let good = engine.send(&q, "good", None).await.unwrap();
+    let third = engine.receive(&q, 10, Some(30)).await.unwrap();
+    assert_eq!(third.messages.len(), 1);
+    assert_eq!(third.messages[0].id, good);
+    if offers.dead_counts {
         assert_eq!(
-            (dead[0].id.as_str(), dead[0].body.as_str(), dead[0].rc),
-            (poison.as_str(), "poison", 1)
-        );
-
-        // A late release by the first receive of a message another receive holds does nothing.
-        let id = engine.send(&q, "work", None).await.unwrap();
-        let first = engine.receive(&q, 1, Some(0)).await.unwrap().messages;
-        // On RabbitMQ the node gives a message whose vt passed back on a timer, not at the next
-        // receive.
-        let second = receive_soon(engine, &q).await;
-        assert_eq!((first[0].id.as_str(), second[0].rc), (id.as_str(), 2));
-        assert_eq!(engine.release(&q, &[held(&first[0])], 0).await.unwrap(), 0);
-        assert_eq!(
-            engine
-                .dead_letter(&q, &[held(&first[0])])
-                .await
-                .unwrap()
-                .count,
-            0
-        );
-        assert!(
-            engine
-                .receive(&q, 10, None)
-                .await
-                .unwrap()
-                .messages
-                .is_empty()
-        );
-        // The holder's own dead nack moves it at once.
-        let moved = engine.dead_letter(&q, &[held(&second[0])]).await.unwrap();
-        assert_eq!((moved.count, moved.moved), (1, true));
-        let dead = receive_soon(engine, &dlq).await;
-        assert_eq!(
-            (dead[0].id.as_str(), dead[0].body.as_str()),
-            (id.as_str(), "work")
+            (third.dead.max_receives, third.dead.dead_lettered),
+            (1, true)
         );
     }
+    let dead = receive_soon(engine, &dlq).await;
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str(), dead[0].rc),
+        (poison.as_str(), "poison", 1)
+    );
+    // A late release by the first receive of a message another receive holds does nothing.
+    let id = engine.send(&q, "work", None).await.unwrap();
+    let first = engine.receive(&q, 1, Some(0)).await.unwrap().messages;
+    // On RabbitMQ the node gives a message whose vt passed back on a timer, not at the next
+    // receive.
+    let second = receive_soon(engine, &q).await;
+    assert_eq!((first[0].id.as_str(), second[0].rc), (id.as_str(), 2));
+    assert_eq!(engine.release(&q, &[held(&first[0])], 0).await.unwrap(), 0);
+    assert_eq!(
+        engine
+            .dead_letter(&q, &[held(&first[0])])
+            .await
+            .unwrap()
+            .count,
+        0
+    );
+    assert!(
+        engine
+            .receive(&q, 10, None)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    // The holder's own dead nack moves it at once.
+    let moved = engine.dead_letter(&q, &[held(&second[0])]).await.unwrap();
+    assert_eq!((moved.count, moved.moved), (1, true));
+    let dead = receive_soon(engine, &dlq).await;
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].body.as_str()),
+        (id.as_str(), "work")
+    );
 
     // Without a dead-letter queue, a message older than the ttl is deleted, and counted.
     let news = format!("n{}", unique());
@@ -652,7 +632,6 @@ async fn amqp_engine_conforms() {
         history: false,
         dead_counts: false,
         presence: false,
-        dead_letters: true,
     };
     conformance(engine.engine(), offers).await;
     // Without a Redis beside it there is no access-token registry (nothing is registered)
@@ -692,11 +671,7 @@ async fn redis_cluster_engine_conforms() {
     let engine = RedisEngine::connect_cluster(&cluster.urls(), &ns, Default::default())
         .await
         .unwrap();
-    let offers = Offers {
-        dead_letters: false,
-        ..EVERYTHING
-    };
-    conformance(engine.engine(), offers).await;
+    conformance(engine.engine(), EVERYTHING).await;
 }
 
 #[tokio::test]

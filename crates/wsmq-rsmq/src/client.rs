@@ -277,13 +277,13 @@ impl Rsmq {
         self.queue_keys(qname).realtime
     }
 
-    /// `{ns}:`, what every key of the namespace starts with; the scripts that find a
-    /// dead-letter queue's name in a hash build its keys from it. Empty on a cluster,
-    /// where another queue's keys are in another slot, out of a script's reach: the
-    /// scripts then refuse to move messages to a dead-letter queue.
-    pub(crate) fn key_prefix(&self) -> String {
+    /// Where the scripts that take dead messages out of `qname` put them: `{ns}:`, the
+    /// namespace from which they build the dead-letter queue's keys; on a cluster, where
+    /// those keys are in another slot, `park:` and the queue's parking hash, from which
+    /// [`move_parked`](Self::move_parked) takes them over.
+    pub(crate) fn dead_letter_arg(&self, qname: &str) -> String {
         if self.is_cluster() {
-            String::new()
+            format!("park:{}", self.queue_keys(qname).park)
         } else {
             format!("{}:", self.ns)
         }

@@ -75,6 +75,10 @@ impl Rsmq {
         held: &[Held<'_>],
     ) -> Result<DeadLettered, RsmqError> {
         let (count, moved) = self.return_held(qname, held, "dead", 0).await?;
+        if moved && self.is_cluster() {
+            // Parked in the queue's slot; moved over now, or by the queue's next receive.
+            let _ = self.move_parked(qname).await;
+        }
         Ok(DeadLettered { count, moved })
     }
 
@@ -100,7 +104,7 @@ impl Rsmq {
             .key(&keys.queues)
             .arg(mode)
             .arg(delay)
-            .arg(self.key_prefix());
+            .arg(self.dead_letter_arg(qname));
         for message in held {
             invocation.arg(message.id).arg(message.rc);
         }
@@ -161,6 +165,61 @@ impl Rsmq {
             moved: reply::count(moved, "moved")?,
             left: reply::count(left, "left")?,
         })
+    }
+}
+
+impl Rsmq {
+    /// On a Redis Cluster, moves the messages `qname` parked for its dead-letter queue (which
+    /// lives in another slot) into that queue, ids and bodies kept, and returns how many it
+    /// added. A receive or a dead nack that parks messages calls it at once; a client that
+    /// died in between leaves them parked, and the queue's next receive moves them. Each
+    /// step is safe to repeat: a message already in the dead-letter queue is not added
+    /// twice, and it leaves the parking hash only once it is there. On one Redis nothing is
+    /// ever parked, and this answers 0.
+    ///
+    /// # Errors
+    ///
+    /// Transport errors, and [`RsmqError::InvalidDeadLetter`] when the dead-letter queue's
+    /// keys hold something other than a queue; the messages then stay parked.
+    pub async fn move_parked(&self, qname: &str) -> Result<u64, RsmqError> {
+        validate_queue_name(qname)?;
+        if !self.is_cluster() {
+            return Ok(0);
+        }
+        let park = self.queue_keys(qname).park;
+        let mut read = redis::cmd("HGETALL");
+        read.arg(&park);
+        let mut fields: std::collections::HashMap<String, String> = self.query(&read).await?;
+        let Some(to) = fields.remove("to") else {
+            return Ok(0);
+        };
+        if fields.is_empty() {
+            return Ok(0);
+        }
+        validate_queue_name(&to)
+            .map_err(|_| RsmqError::InvalidDeadLetter("it is not a valid queue name"))?;
+        let target = self.queue_keys(&to);
+        let mut put = scripts::PUT_DEAD.prepare_invoke();
+        put.key(&target.zset)
+            .key(&target.hash)
+            .key(&target.queues)
+            .key(&target.realtime)
+            .arg(if self.realtime() { "1" } else { "0" })
+            .arg(&to);
+        // In send order, which is id order.
+        let mut parked: Vec<(String, String)> = fields.into_iter().collect();
+        parked.sort_unstable();
+        for (id, body) in &parked {
+            put.arg(id).arg(body);
+        }
+        let added: u64 = self.eval(&put).await?;
+        let mut unpark = scripts::UNPARK.prepare_invoke();
+        unpark.key(&park);
+        for (id, _) in &parked {
+            unpark.arg(id);
+        }
+        self.eval::<u64>(&unpark).await?;
+        Ok(added)
     }
 }
 

@@ -79,6 +79,9 @@ pub(crate) struct QueueKeys {
     pub(crate) queues: String,
     /// `{ns}:rt:{qname}`: the realtime channel.
     pub(crate) realtime: String,
+    /// `{ns}:{qname}:D`: on a Redis Cluster, where dead messages wait for the client to move
+    /// them to the dead-letter queue (in another slot).
+    pub(crate) park: String,
 }
 
 impl QueueKeys {
@@ -97,6 +100,7 @@ impl QueueKeys {
             hash: queue_hash(ns, qname),
             queues: queues(ns),
             realtime: realtime_channel(ns, qname),
+            park: format!("{}:D", queue_zset(ns, qname)),
         }
     }
 }

@@ -207,6 +207,10 @@ impl Rsmq {
         n: usize,
         vt: Option<u64>,
     ) -> Result<Vec<Message>, RsmqError> {
+        if self.is_cluster() {
+            // The batch with its counts, which say when dead messages wait to be moved.
+            return Ok(self.receive_batch_next(qname, n, vt).await?.messages);
+        }
         let invocation = self.receive_invocation(qname, n, vt, false)?;
         let reply = self.eval(&invocation).await?;
         decode_messages(reply)
@@ -254,6 +258,11 @@ impl Rsmq {
             Value::Nil => None,
             other => Some(reply::count(other, "next visible")?),
         };
+        if dead.dead_lettered && self.is_cluster() {
+            // The receive is done either way: what cannot be moved now stays parked, and the
+            // next receive of the queue tries again.
+            let _ = self.move_parked(qname).await;
+        }
         Ok(ReceivedBatch {
             messages: decode_messages(messages)?,
             next_visible_ms,
@@ -279,7 +288,7 @@ impl Rsmq {
             .arg(vt.map(|vt| vt.to_string()).unwrap_or_default())
             .arg(n.min(MAX_RECEIVE_BATCH))
             .arg(if with_next { "1" } else { "0" })
-            .arg(self.key_prefix());
+            .arg(self.dead_letter_arg(qname));
         Ok(invocation)
     }
 

@@ -92,7 +92,6 @@ impl Rsmq {
         let ttl = opts.ttl.unwrap_or(0);
         let deadletter = opts.deadletter.as_deref().unwrap_or_default();
         validate_wsmq_attributes(qname, opts)?;
-        self.refuse_cross_slot_dead_letter(opts)?;
 
         let keys = self.queue_keys(qname);
         let mut invocation = scripts::CREATE_QUEUE.prepare_invoke();
@@ -186,7 +185,6 @@ impl Rsmq {
             validate_seconds("delay", delay)?;
         }
         validate_wsmq_attributes(qname, opts)?;
-        self.refuse_cross_slot_dead_letter(opts)?;
 
         let keys = self.queue_keys(qname);
         let mut invocation = scripts::SET_QUEUE_ATTRIBUTES.prepare_invoke();
@@ -211,20 +209,6 @@ impl Rsmq {
 
 /// Checks wsmq's own attributes: maxreceives and ttl in range, and a dead-letter queue
 /// that is a valid name other than the queue's own (or `""`, none).
-impl Rsmq {
-    /// On a Redis Cluster a dead-letter queue's keys are in another slot than its source
-    /// queue's, out of reach of the receive script that moves dead messages, so naming one
-    /// is refused rather than accepted and never applied.
-    fn refuse_cross_slot_dead_letter(&self, opts: &QueueOptions) -> Result<(), RsmqError> {
-        match &opts.deadletter {
-            Some(name) if self.is_cluster() && !name.is_empty() => Err(RsmqError::Unsupported(
-                "dead-letter queues on a Redis Cluster",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
 fn validate_wsmq_attributes(qname: &str, opts: &QueueOptions) -> Result<(), RsmqError> {
     if let Some(maxreceives) = opts.maxreceives {
         validate_max_receives(maxreceives)?;

@@ -33,7 +33,7 @@ const QUEUE_PRELUDE: &str = include_str!("scripts/queue_prelude.lua");
 const DEAD_LETTER_PRELUDE: &str = include_str!("scripts/dead_letter_prelude.lua");
 
 /// Script sources with their preludes, in the order [`preload`] loads them.
-static SOURCES: LazyLock<[String; 10]> = LazyLock::new(|| {
+static SOURCES: LazyLock<[String; 12]> = LazyLock::new(|| {
     let plain = |body: &str| body.to_owned();
     let queue = |body: &str| format!("{QUEUE_PRELUDE}\n{body}");
     let dead = |body: &str| format!("{QUEUE_PRELUDE}\n{DEAD_LETTER_PRELUDE}\n{body}");
@@ -48,6 +48,8 @@ static SOURCES: LazyLock<[String; 10]> = LazyLock::new(|| {
         queue(include_str!("scripts/change_message_visibility.lua")),
         dead(include_str!("scripts/return_messages.lua")),
         dead(include_str!("scripts/move_messages.lua")),
+        plain(include_str!("scripts/put_dead.lua")),
+        plain(include_str!("scripts/unpark.lua")),
     ]
 });
 
@@ -74,6 +76,10 @@ pub(crate) static CHANGE_MESSAGE_VISIBILITY: LazyLock<Script> =
 pub(crate) static RETURN_MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(&SOURCES[8]));
 /// `scripts/move_messages.lua`.
 pub(crate) static MOVE_MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(&SOURCES[9]));
+/// `scripts/put_dead.lua` (Redis Cluster only).
+pub(crate) static PUT_DEAD: LazyLock<Script> = LazyLock::new(|| Script::new(&SOURCES[10]));
+/// `scripts/unpark.lua` (Redis Cluster only).
+pub(crate) static UNPARK: LazyLock<Script> = LazyLock::new(|| Script::new(&SOURCES[11]));
 
 /// Runs a prepared invocation and maps its error reply.
 pub(crate) async fn invoke<T: FromRedisValue>(

@@ -213,72 +213,107 @@ async fn the_wrong_mode_fails_at_connect_with_a_clear_error() {
 }
 
 #[tokio::test]
-async fn what_spans_two_slots_is_refused_and_one_slot_rules_still_apply() {
+async fn dead_letters_cross_slots_through_the_parking_hash_and_redrive_is_refused() {
     let cluster = RedisCluster::start().expect("cluster");
     let ns = format!("t{}", random_text(6));
     let rsmq = Rsmq::connect(&cluster.urls(), options(&ns, false))
         .await
         .expect("connect");
-    let with_dead_letter = QueueOptions {
-        deadletter: Some("dead".to_owned()),
+    // Queues whose slots are on different masters, so nothing but the client can move.
+    let src = "src";
+    let src_master = cluster.master_of("{src}").unwrap();
+    let dead_name = (0..20)
+        .map(|i| format!("dead{i}"))
+        .find(|d| cluster.master_of(&format!("{{{d}}}")).unwrap() != src_master)
+        .expect("a name on another master");
+    let dead = dead_name.as_str();
+    let rules = QueueOptions {
+        deadletter: Some(dead.to_owned()),
         maxreceives: Some(1),
         ..QueueOptions::default()
     };
-    let err = rsmq
-        .create_queue("src", &with_dead_letter)
-        .await
-        .expect_err("a dead-letter queue in another slot");
-    assert!(matches!(err, RsmqError::Unsupported(_)), "{err}");
-    rsmq.create_queue("src", &QueueOptions::default())
+    rsmq.create_queue(src, &rules).await.unwrap();
+
+    // Received once, then dead at its second receive: it lands in the dead-letter queue
+    // (created on first use), id and body kept, and nothing stays parked.
+    let id = rsmq.send_message(src, "poison", None).await.unwrap();
+    assert_eq!(rsmq.receive_batch(src, 10, Some(0)).await.unwrap().len(), 1);
+    let second = rsmq.receive_batch_next(src, 10, None).await.unwrap();
+    assert!(second.messages.is_empty());
+    assert_eq!(
+        (second.dead.max_receives, second.dead.dead_lettered),
+        (1, true)
+    );
+    let got = rsmq.receive_batch(dead, 10, Some(30)).await.unwrap();
+    assert_eq!(
+        (got[0].id.as_str(), got[0].message.as_str()),
+        (id.as_str(), "poison")
+    );
+    let mut conn = raw(&cluster).await;
+    let park = format!("{ns}:{{src}}:src:D");
+    let parked: bool = redis::cmd("EXISTS")
+        .arg(&park)
+        .query_async(&mut conn)
         .await
         .unwrap();
+    assert!(!parked, "the parking hash is gone once its messages moved");
+    assert_eq!(rsmq.get_queue_attributes(dead).await.unwrap().totalsent, 1);
+
+    // A client that died between parking and moving: the queue's next receive moves them,
+    // and a move done twice adds nothing twice.
+    let orphan = format!("{}{}", "zzzzzzzzzz", random_text(22));
+    let _: () = redis::cmd("HSET")
+        .arg(&park)
+        .arg("to")
+        .arg(dead)
+        .arg(&orphan)
+        .arg("left behind")
+        .arg(&got[0].id)
+        .arg("poison")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(rsmq.receive_batch(src, 10, None).await.unwrap().is_empty());
+    let attributes = rsmq.get_queue_attributes(dead).await.unwrap();
+    assert_eq!(
+        (attributes.msgs, attributes.totalsent),
+        (2, 2),
+        "the orphan added, the repeated id not"
+    );
+    assert_eq!(rsmq.move_parked(src).await.unwrap(), 0);
+
+    // A dead nack moves the message at once.
+    let nacked = rsmq.send_message(src, "nacked", None).await.unwrap();
+    let held = rsmq.receive_batch(src, 1, Some(30)).await.unwrap();
+    let moved = rsmq
+        .dead_letter_held(
+            src,
+            &[wsmq_rsmq::Held {
+                id: &held[0].id,
+                rc: held[0].rc,
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(moved.moved);
+    let ids: Vec<String> = rsmq
+        .receive_batch(dead, 10, Some(30))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(ids.contains(&nacked), "{ids:?}");
+
+    // Redrive spans two slots in one script: refused, not half done.
     rsmq.create_queue("dst", &QueueOptions::default())
         .await
         .unwrap();
     let err = rsmq
-        .set_queue_attributes("src", &with_dead_letter)
-        .await
-        .expect_err("set a dead-letter queue");
-    assert!(matches!(err, RsmqError::Unsupported(_)), "{err}");
-    let err = rsmq
-        .move_messages("src", "dst", 10)
+        .move_messages(src, "dst", 10)
         .await
         .expect_err("a move between slots");
     assert!(matches!(err, RsmqError::Unsupported(_)), "{err}");
-
-    // A dead-letter name written behind our back is refused by the receive, not ignored.
-    let mut conn = raw(&cluster).await;
-    rsmq.send_message("src", "x", None).await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{ns}:{{src}}:src:Q"))
-        .arg("deadletter")
-        .arg("dst")
-        .arg("maxreceives")
-        .arg("1")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(
-        rsmq.receive_message("src", Some(0))
-            .await
-            .unwrap()
-            .is_some()
-    );
-    let err = rsmq
-        .receive_message("src", None)
-        .await
-        .expect_err("a dead message with a dead-letter queue in another slot");
-    assert!(matches!(err, RsmqError::InvalidDeadLetter(_)), "{err}");
-
-    // maxreceives without a dead-letter queue stays in the slot: the message is dropped.
-    let _: () = redis::cmd("HDEL")
-        .arg(format!("{ns}:{{src}}:src:Q"))
-        .arg("deadletter")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(rsmq.receive_message("src", None).await.unwrap().is_none());
-    assert_eq!(rsmq.get_queue_attributes("src").await.unwrap().msgs, 0);
 }
 
 #[tokio::test]

@@ -9,15 +9,25 @@
 
 -- The dead-letter queue named by a queue hash's `deadletter` field, as its zset and hash
 -- keys in namespace `prefix` ("{ns}:"); false when there is none. Errors (to return as
--- the script's reply) for a name rsmq would not accept, the queue itself, keys that
--- hold something other than a queue, or an empty prefix: on a Redis Cluster, where
--- another queue's keys are in another slot, out of this script's reach.
+-- the script's reply) for a name rsmq would not accept, the queue itself, or keys that
+-- hold something other than a queue.
+--
+-- On a Redis Cluster the dead-letter queue's keys are in another slot, out of this
+-- script's reach, and `prefix` is "park:" followed by the queue's parking hash (in its own
+-- slot): dead messages wait there, with the dead-letter queue's name, until the client
+-- moves them over (wsmq-rsmq does it right after the script; see dead.rs).
 local function dead_letter_keys(prefix, name, own_zset)
   if not name or name == "" then
     return false
   end
   if prefix == "" then
     return nil, redis.error_reply("RSMQ invalidDeadLetter cluster")
+  end
+  if string.sub(prefix, 1, 5) == "park:" then
+    if #name > 160 or not string.find(name, "^[%w_-]+$") then
+      return nil, redis.error_reply("RSMQ invalidDeadLetter name")
+    end
+    return { park = string.sub(prefix, 6), name = name }
   end
   if #name > 160 or not string.find(name, "^[%w_-]+$") then
     return nil, redis.error_reply("RSMQ invalidDeadLetter name")
@@ -52,7 +62,17 @@ local function dead_letter(zset, hash, queues, dl, ids, bodies, ts)
     return
   end
   local CHUNK = 1000
-  if dl then
+  if dl and dl.park then
+    redis.call("HSET", dl.park, "to", dl.name)
+    for first = 1, n, CHUNK do
+      local hargs, k = {}, 0
+      for i = first, math.min(first + CHUNK - 1, n) do
+        hargs[k + 1], hargs[k + 2] = ids[i], bodies[i] or ""
+        k = k + 2
+      end
+      redis.call("HSET", dl.park, unpack(hargs))
+    end
+  elseif dl then
     if redis.call("HSETNX", dl.hash, "vt", "30") == 1 then
       local secs = int(math.floor(ts / 1000))
       redis.call("HSETNX", dl.hash, "delay", "0")

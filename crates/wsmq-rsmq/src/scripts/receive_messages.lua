@@ -8,7 +8,8 @@
 -- ARGV[1]  vt in seconds, or "" for the queue's vt
 -- ARGV[2]  n, the most messages to receive
 -- ARGV[3]  "1" to also return the next-visible time and the counts (see Returns), else "0"
--- ARGV[4]  "{ns}:", the prefix of the dead-letter queue's keys
+-- ARGV[4]  "{ns}:", the prefix of the dead-letter queue's keys; on a Redis Cluster
+--          "park:" and the queue's parking hash (see dead_letter_prelude.lua)
 --
 -- Returns: with ARGV[3] = "0", a flat array, four entries per message in visibility order:
 --          id, body (nil if the hash lost it), rc (receive count), fr (first receive, ms).
@@ -240,4 +241,10 @@ local first = redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. now, "+inf", "WITHSCOR
 if #first == 2 then
   next_ms = math.ceil(tonumber(first[2]) - ts)
 end
-return { out, next_ms, { over, too_old, dl and 1 or 0, corrupt } }
+-- On a cluster, messages parked for the dead-letter queue (now, or by a receive whose
+-- client died before it moved them) say so too, so that the client moves them.
+local moved = dl and 1 or 0
+if string.sub(ARGV[4], 1, 5) == "park:" and redis.call("EXISTS", string.sub(ARGV[4], 6)) == 1 then
+  moved = 1
+end
+return { out, next_ms, { over, too_old, moved, corrupt } }

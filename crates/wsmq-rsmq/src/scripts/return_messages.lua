@@ -8,7 +8,8 @@
 -- ARGV[1]  "release": visible again after ARGV[2] seconds (validated by the caller);
 --          "dead": to the queue's dead-letter queue now, or deleted when it has none
 -- ARGV[2]  seconds, for "release"
--- ARGV[3]  "{ns}:", the prefix of the dead-letter queue's keys
+-- ARGV[3]  "{ns}:", the prefix of the dead-letter queue's keys; on a Redis Cluster
+--          "park:" and the queue's parking hash (see dead_letter_prelude.lua)
 -- ARGV[4], ARGV[5], … pairs: message id, the rc its receive returned (validated by the caller)
 --
 -- Returns: {how many were given back, 1 if dead ones went to a dead-letter queue else 0}
