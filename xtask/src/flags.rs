@@ -76,4 +76,9 @@ pub(crate) enum BenchScenario {
     /// fan-out, wsmq's RabbitMQ engine vs its Redis engine vs the Node chat's amqplib design.
     /// Not part of a run without a scenario.
     Amqp,
+    /// On a Redis Cluster of 3 masters (started by the bench) against the single Redis in the
+    /// same run: queue delivery with acks over 1,000 queues and channel fan-out, with Redis CPU
+    /// per message and each master's share of commands and CPU. Not part of a run without a
+    /// scenario.
+    Cluster,
 }

@@ -31,6 +31,11 @@ impl RedisServer {
         self.0.url()
     }
 
+    /// The loopback port, for `INFO` over a bare socket.
+    pub(crate) fn port(&self) -> u16 {
+        self.0.port()
+    }
+
     /// The server's PID, for reading its CPU time from `/proc/<pid>/stat`.
     pub(crate) fn pid(&self) -> u32 {
         self.0.pid()

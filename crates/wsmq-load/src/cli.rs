@@ -93,6 +93,11 @@ pub struct QueueArgs {
     /// The direct exchange of `--amqp-url`.
     #[arg(long, default_value = "wsmq.direct")]
     pub amqp_exchange: String,
+    /// `--redis-url` is a comma-separated list of Redis Cluster seed nodes: the queues are
+    /// created and published to in the gateway's cluster layout (`{ns}:{q}`, one master per
+    /// queue), as the gateway's `--redis-cluster` expects.
+    #[arg(long, requires = "redis_url")]
+    pub redis_cluster: bool,
     /// Messages this process publishes, spread over its clients' queues.
     #[arg(long, default_value_t = 10_000)]
     pub messages: u64,
@@ -137,6 +142,11 @@ pub struct FanoutArgs {
     /// The Redis the gateway listens on, for publishing to wsmq.
     #[arg(long, conflicts_with = "amqp_url")]
     pub redis_url: Option<String>,
+    /// `--redis-url` is a comma-separated list of Redis Cluster seed nodes: publish with
+    /// `SPUBLISH wsmq:ch:{channel}` (braces literal), the sharded channel that gateways
+    /// started with `--redis-cluster` subscribe to.
+    #[arg(long, requires = "redis_url")]
+    pub redis_cluster: bool,
     /// Publish to wsmq over RabbitMQ instead: to the topic exchange `wsmq.channels` with the
     /// channel as routing key.
     #[arg(long)]
@@ -180,5 +190,25 @@ mod tests {
             ),
             (None, Some("amqp://127.0.0.1:1"), "wsmq.direct")
         );
+    }
+
+    #[test]
+    fn redis_cluster_needs_the_seed_nodes() {
+        assert!(Cli::try_parse_from(["wsmq-load", "queue", "--redis-cluster"]).is_err());
+        assert!(
+            Cli::try_parse_from(["wsmq-load", "fanout", "--publish", "--redis-cluster"]).is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "wsmq-load",
+            "queue",
+            "--redis-cluster",
+            "--redis-url",
+            "redis://127.0.0.1:1,redis://127.0.0.1:2",
+        ])
+        .unwrap();
+        let Scenario::Queue(args) = cli.scenario else {
+            panic!("not the queue scenario");
+        };
+        assert!(args.redis_cluster);
     }
 }

@@ -66,9 +66,27 @@ pub(crate) async fn run(
                     .redis_url
                     .as_deref()
                     .context("--publish to wsmq needs --redis-url")?;
-                let client = redis::Client::open(url)?;
-                let conn = client.get_multiplexed_async_connection().await?;
-                ChannelSink::Redis(conn, args.channel.clone())
+                if args.redis_cluster {
+                    // rsmq's cluster client: it checks that the seeds are cluster nodes and
+                    // routes each SPUBLISH to the master of the channel's slot.
+                    let rsmq = wsmq_rsmq::Rsmq::connect(
+                        url,
+                        wsmq_rsmq::RsmqOptions {
+                            cluster: true,
+                            ..wsmq_rsmq::RsmqOptions::default()
+                        },
+                    )
+                    .await
+                    .context("connecting to the Redis Cluster")?;
+                    let conn = rsmq
+                        .cluster_connection()
+                        .context("a cluster-mode rsmq client has a cluster connection")?;
+                    ChannelSink::RedisCluster(conn, args.channel.clone())
+                } else {
+                    let client = redis::Client::open(url)?;
+                    let conn = client.get_multiplexed_async_connection().await?;
+                    ChannelSink::Redis(conn, args.channel.clone())
+                }
             }
         })
     } else {

@@ -25,18 +25,24 @@ use wsmq_rsmq::{QueueOptions, Rsmq, RsmqError, RsmqOptions};
 
 use crate::stats::{Counts, body};
 
-/// Connects to the queues' Redis with realtime notifications on, and creates the
-/// queues that do not exist yet (so that sends never race the subscribers' creation).
+/// Connects to the queues' Redis (with `cluster`, a Redis Cluster from its seed nodes) with
+/// realtime notifications on, and creates the queues that do not exist yet (so that sends
+/// never race the subscribers' creation).
 ///
 /// # Errors
 ///
-/// When Redis cannot be reached or a queue cannot be created.
-pub(crate) async fn queues(redis_url: &str, queues: &[String]) -> anyhow::Result<Rsmq> {
+/// When Redis cannot be reached, is a cluster node when `cluster` is off (or the other way
+/// round), or a queue cannot be created.
+pub(crate) async fn queues(
+    redis_url: &str,
+    cluster: bool,
+    queues: &[String],
+) -> anyhow::Result<Rsmq> {
     let rsmq = Rsmq::connect(
         redis_url,
         RsmqOptions {
             realtime: true,
-            cluster: false,
+            cluster,
             ..RsmqOptions::default()
         },
     )
@@ -204,6 +210,9 @@ pub(crate) async fn to_queues(
 pub(crate) enum ChannelSink {
     /// `PUBLISH wsmq:ch:<channel>`, as every wsmq publisher does.
     Redis(redis::aio::MultiplexedConnection, String),
+    /// `SPUBLISH wsmq:ch:{channel}` on a Redis Cluster, routed to the master of the
+    /// channel's slot, as gateways in cluster mode publish.
+    RedisCluster(redis::cluster_async::ClusterConnection, String),
     /// `POST /pub/<channel>` to Nchan, one keep-alive connection per lane.
     Nchan(std::net::SocketAddr, String),
     /// RabbitMQ: `wsmq.channels` with the channel as routing key, as the gateway's AMQP
@@ -245,6 +254,15 @@ pub(crate) async fn to_channel(
                         .query_async::<i64>(&mut conn)
                         .await
                         .context("PUBLISH")?;
+                }
+                ChannelSink::RedisCluster(conn, channel) => {
+                    let mut conn = conn.clone();
+                    redis::cmd("SPUBLISH")
+                        .arg(wsmq_proto::keys::Carrier::Plain.sharded(channel))
+                        .arg(&text)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .context("SPUBLISH")?;
                 }
                 ChannelSink::Amqp(amqp, channel) => {
                     amqp.publish(lane as usize, channel, std::slice::from_ref(&text))

@@ -49,7 +49,9 @@ pub(crate) async fn run(
         .map(|i| format!("{}{i}", common.prefix))
         .collect();
     let sink = match (&args.redis_url, &args.amqp_url) {
-        (Some(redis_url), _) => publish::QueueSink::Rsmq(publish::queues(redis_url, &names).await?),
+        (Some(redis_url), _) => {
+            publish::QueueSink::Rsmq(publish::queues(redis_url, args.redis_cluster, &names).await?)
+        }
         (None, Some(amqp_url)) => publish::QueueSink::Amqp(Box::new(
             publish::Amqp::connect(amqp_url, &args.amqp_exchange, args.publishers).await?,
         )),

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [SCENARIO]`: benchmarks against one throwaway `redis-server`,
 //! recorded in `docs/benchmarks.md`.
 //!
-//! Each scenario is a module (`rsmq`, `delivery`, `fanout`, `sessions`, `amqp`) with a `run`
+//! Each scenario is a module (`rsmq`, `delivery`, `fanout`, `sessions`, `amqp`, `cluster`) with a `run`
 //! that measures against the shared Redis and returns its section of the report; what
 //! they run is built or installed first (`prepare`). Everything is prepared before Redis starts, so a missing
 //! tool or a compile error fails before anything is timed. This module adds the machine
@@ -15,6 +15,7 @@
 
 mod amqp;
 mod chart;
+mod cluster;
 mod delivery;
 mod fanout;
 mod format;
@@ -51,8 +52,9 @@ the tool from the numbers of its last run and is replaced by the next one; text 
 the markers is left alone.
 ";
 
-/// Every scenario, in the order `cargo xtask bench` runs them. `amqp` is left out: it boots a
-/// RabbitMQ node of its own and is run by name.
+/// Every scenario, in the order `cargo xtask bench` runs them. `amqp` and `cluster` are left
+/// out: they boot servers of their own (a RabbitMQ node, a 3-master Redis Cluster) and are
+/// run by name.
 const ALL: &[BenchScenario] = &[
     BenchScenario::Rsmq,
     BenchScenario::Delivery,
@@ -128,7 +130,7 @@ impl flags::Bench {
             match scenario {
                 BenchScenario::Rsmq => rsmq::prepare(sh)?,
                 BenchScenario::Fanout | BenchScenario::Sessions => service::ensure_nchan()?,
-                BenchScenario::Delivery | BenchScenario::Amqp => {}
+                BenchScenario::Delivery | BenchScenario::Amqp | BenchScenario::Cluster => {}
             }
         }
         if scenarios.iter().any(|&s| s != BenchScenario::Rsmq) {
@@ -175,6 +177,7 @@ impl flags::Bench {
                 BenchScenario::Fanout => fanout::run(&ctx)?,
                 BenchScenario::Sessions => sessions::run(&ctx)?,
                 BenchScenario::Amqp => amqp::run(&ctx)?,
+                BenchScenario::Cluster => cluster::run(&ctx)?,
             };
             sections.push((
                 scenario_name(scenario),
@@ -224,6 +227,7 @@ fn scenario_name(scenario: BenchScenario) -> &'static str {
         BenchScenario::Fanout => "fanout",
         BenchScenario::Sessions => "sessions",
         BenchScenario::Amqp => "amqp",
+        BenchScenario::Cluster => "cluster",
     }
 }
 

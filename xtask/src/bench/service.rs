@@ -33,13 +33,31 @@ pub(crate) struct Service {
 impl Service {
     /// `wsmq-gateway serve` on a free loopback port against the bench's Redis.
     pub(crate) fn gateway(redis: &RedisServer) -> anyhow::Result<Service> {
+        Service::gateway_on(&redis.url(), false)
+    }
+
+    /// `wsmq-gateway serve --redis-cluster` on a free loopback port, `seeds` being the
+    /// cluster's nodes, comma-separated.
+    pub(crate) fn gateway_cluster(seeds: &str) -> anyhow::Result<Service> {
+        Service::gateway_on(seeds, true)
+    }
+
+    fn gateway_on(redis_url: &str, cluster: bool) -> anyhow::Result<Service> {
         let addr = free_addr()?;
         let program = super::release_binary("wsmq-gateway");
-        let log = log_file("gateway")?;
-        let child = Command::new(&program)
-            .arg("serve")
+        let log = log_file(if cluster {
+            "gateway-cluster"
+        } else {
+            "gateway"
+        })?;
+        let mut command = Command::new(&program);
+        command.arg("serve");
+        if cluster {
+            command.arg("--redis-cluster");
+        }
+        let child = command
             .args(["--listen", &addr.to_string()])
-            .args(["--redis-url", &redis.url()])
+            .args(["--redis-url", redis_url])
             .args(["--jwt-secret", JWT_SECRET])
             .args(["--log-format", "json"])
             .env("RUST_LOG", "warn")
